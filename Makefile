@@ -1,0 +1,52 @@
+# The two commands for a fresh machine are `make demo` and `make test`; both
+# install what they need (Go modules, a Vault binary built and cached by
+# scripts/vault.sh).
+SHELL := /bin/bash
+GO ?= go
+VERSION ?= v0.1.0
+COMMIT := $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
+LDFLAGS := -X github.com/iadvize/vault-plugin-secrets-iadvize.Version=$(VERSION)+$(COMMIT)
+BUILD_DIR := $(CURDIR)/build
+PLUGIN_DIR := $(BUILD_DIR)/plugins
+PLUGIN_BIN := $(PLUGIN_DIR)/vault-plugin-secrets-iadvize
+FAKE_BIN := $(BUILD_DIR)/fake-iadvize
+
+.PHONY: all build vault test unit e2e lint demo dev bench clean
+
+all: build
+
+build:
+	@mkdir -p $(PLUGIN_DIR)
+	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(PLUGIN_BIN) ./cmd/vault-plugin-secrets-iadvize
+	$(GO) build -trimpath -o $(FAKE_BIN) ./cmd/fake-iadvize
+
+# Prints the cached Vault binary, building it on first use (VAULT_BIN overrides).
+vault:
+	@scripts/vault.sh
+
+lint:
+	@unformatted=$$(gofmt -l $$(git ls-files '*.go')); \
+	  if [ -n "$$unformatted" ]; then echo "gofmt needed: $$unformatted"; exit 1; fi
+	$(GO) vet ./...
+
+# Every test: unit tests and the end-to-end suites against a real Vault.
+test: lint build
+	VAULT_BIN=$$(scripts/vault.sh) PLUGIN_BIN=$(PLUGIN_BIN) FAKE_BIN=$(FAKE_BIN) \
+	  $(GO) test -race -count=1 -timeout 60m ./...
+
+# Unit tests only (no Vault needed).
+unit:
+	$(GO) test -race -count=1 -short ./...
+
+demo: build
+	VAULT_BIN=$$(scripts/vault.sh) PLUGIN_DIR=$(PLUGIN_DIR) FAKE_BIN=$(FAKE_BIN) scripts/demo.sh
+
+dev: build
+	VAULT_BIN=$$(scripts/vault.sh) PLUGIN_DIR=$(PLUGIN_DIR) FAKE_BIN=$(FAKE_BIN) scripts/demo.sh --keep
+
+bench: build
+	VAULT_BIN=$$(scripts/vault.sh) PLUGIN_BIN=$(PLUGIN_BIN) FAKE_BIN=$(FAKE_BIN) \
+	  $(GO) run ./cmd/bench -out BENCHMARKS.md
+
+clean:
+	rm -rf $(BUILD_DIR)

@@ -1,0 +1,225 @@
+// Package iadvize is a Vault secrets engine that brokers OAuth2 access tokens
+// (iAdvize password grant, or any client-credentials endpoint): it keeps each
+// integration's credentials under a role, logs in only when the cached token nears
+// expiry, and serves that one token to every client allowed to read it.
+package iadvize
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/vault/sdk/framework"
+	"github.com/hashicorp/vault/sdk/helper/consts"
+	"github.com/hashicorp/vault/sdk/helper/locksutil"
+	"github.com/hashicorp/vault/sdk/logical"
+	"golang.org/x/sync/singleflight"
+)
+
+// Version is the plugin's version, reported to Vault as RunningVersion. The
+// Makefile sets it at build time with -ldflags "-X".
+var Version = "v0.1.0-dev"
+
+const operationPrefix = "iadvize"
+
+// Factory is the plugin's entry point: Vault calls it once per mount.
+func Factory(ctx context.Context, conf *logical.BackendConfig) (logical.Backend, error) {
+	b := newBackend(time.Now)
+	if err := b.Setup(ctx, conf); err != nil {
+		return nil, err
+	}
+	return b, nil
+}
+
+// backend is one mount of the plugin. All state lives here (never in globals), as
+// plugin.ServeMultiplex serves every mount from one process.
+type backend struct {
+	*framework.Backend
+
+	// now is the clock; tests inject a fake one.
+	now func() time.Time
+
+	// writeMu serialises config writes.
+	writeMu sync.Mutex
+	// roleLocks serialise the storage writes of one role (role writes, token
+	// persistence). Never held across an upstream call.
+	roleLocks []*locksutil.LockEntry
+
+	// The in-memory cache in front of storage. A hit reads only these.
+	cacheMu  sync.Mutex    // serialises cache stores with cacheGen
+	cacheGen atomic.Uint64 // bumped by every change, so a stale load is not cached
+	entries  sync.Map      // role name -> *cacheEntry
+	cfg      atomic.Pointer[configEntry]
+
+	// flights makes concurrent logins of one role share one upstream request.
+	flights singleflight.Group
+	// limits enforces the login budgets and upstream 429 blocks.
+	limits *loginLimiter
+	// verifies remembers the last verify/ answer per role (role name -> *verifyResult).
+	verifies sync.Map
+}
+
+// configEntry is the cached config with the HTTP client built for it.
+type configEntry struct {
+	*config
+	client *tokenClient
+}
+
+func newBackend(now func() time.Time) *backend {
+	b := &backend{
+		now:       now,
+		roleLocks: locksutil.CreateLocks(),
+		limits:    newLoginLimiter(),
+	}
+	b.Backend = &framework.Backend{
+		Help:        strings.TrimSpace(backendHelp),
+		BackendType: logical.TypeLogical,
+		PathsSpecial: &logical.Paths{
+			SealWrapStorage: []string{rolesStoragePrefix, tokensStoragePrefix},
+		},
+		Paths: framework.PathAppend(
+			[]*framework.Path{pathConfig(b)},
+			pathRoles(b),
+			pathCreds(b),
+			[]*framework.Path{pathRotateRole(b), pathVerify(b), pathStatus(b)},
+		),
+		Secrets:        []*framework.Secret{secretToken(b)},
+		Invalidate:     b.invalidate,
+		PeriodicFunc:   b.periodicRefresh,
+		RunningVersion: Version,
+	}
+	return b
+}
+
+// invalidate drops what another node changed in storage.
+func (b *backend) invalidate(_ context.Context, key string) {
+	switch {
+	case key == configStoragePath:
+		b.dropConfig()
+	case strings.HasPrefix(key, rolesStoragePrefix):
+		b.dropEntry(strings.TrimPrefix(key, rolesStoragePrefix))
+	case strings.HasPrefix(key, tokensStoragePrefix):
+		b.dropEntry(strings.TrimPrefix(key, tokensStoragePrefix))
+	}
+}
+
+// getConfig returns the config, from memory when cached.
+func (b *backend) getConfig(ctx context.Context, s logical.Storage) (*configEntry, error) {
+	if c := b.cfg.Load(); c != nil {
+		return c, nil
+	}
+	gen := b.cacheGen.Load()
+	cfg, err := b.readConfig(ctx, s)
+	if err != nil {
+		return nil, err
+	}
+	client, err := newTokenClient(cfg, b.now)
+	if err != nil {
+		return nil, fmt.Errorf("building the upstream client: %w", err)
+	}
+	c := &configEntry{config: cfg, client: client}
+	b.cacheMu.Lock()
+	if b.cacheGen.Load() == gen {
+		b.cfg.Store(c)
+	}
+	b.cacheMu.Unlock()
+	return c, nil
+}
+
+func (b *backend) dropConfig() {
+	b.cacheMu.Lock()
+	b.cacheGen.Add(1)
+	b.cfg.Store(nil)
+	b.cacheMu.Unlock()
+}
+
+// cached returns a role's in-memory entry, or nil.
+func (b *backend) cached(name string) *cacheEntry {
+	if v, ok := b.entries.Load(name); ok {
+		return v.(*cacheEntry)
+	}
+	return nil
+}
+
+// loadEntry returns a role's entry from memory, else from storage (and caches it).
+// It returns nil when the role does not exist.
+func (b *backend) loadEntry(ctx context.Context, s logical.Storage, name string) (*cacheEntry, error) {
+	if e := b.cached(name); e != nil {
+		return e, nil
+	}
+	gen := b.cacheGen.Load()
+	r, err := b.getRole(ctx, s, name)
+	if err != nil || r == nil {
+		return nil, err
+	}
+	st, err := b.readTokenState(ctx, s, name)
+	if err != nil {
+		return nil, err
+	}
+	e := &cacheEntry{role: r, state: st}
+	b.cacheMu.Lock()
+	if b.cacheGen.Load() == gen {
+		b.entries.Store(name, e)
+	}
+	b.cacheMu.Unlock()
+	return e, nil
+}
+
+// storeEntry replaces a role's in-memory entry with state that was just written.
+func (b *backend) storeEntry(name string, e *cacheEntry) {
+	b.cacheMu.Lock()
+	b.cacheGen.Add(1)
+	b.entries.Store(name, e)
+	b.cacheMu.Unlock()
+}
+
+// dropEntry forgets a role's in-memory entry; the next use reads storage.
+func (b *backend) dropEntry(name string) {
+	b.cacheMu.Lock()
+	b.cacheGen.Add(1)
+	b.entries.Delete(name)
+	b.cacheMu.Unlock()
+	b.verifies.Delete(name)
+}
+
+// canWrite reports whether this node may write storage, and so may log in. On a
+// performance standby or secondary a needed login returns logical.ErrReadOnly, so
+// Vault forwards the request to the active node before any upstream call.
+func (b *backend) canWrite() bool {
+	if b.System() == nil {
+		return true
+	}
+	return !b.System().ReplicationState().HasState(
+		consts.ReplicationPerformanceStandby | consts.ReplicationPerformanceSecondary | consts.ReplicationDRSecondary)
+}
+
+// refuseUnknownFields answers 400 naming the request fields the path does not
+// know: the framework would only warn, and a typo such as pasword= must not leave
+// a role without its secret.
+func refuseUnknownFields(req *logical.Request, d *framework.FieldData) *logical.Response {
+	var unknown []string
+	for k := range req.Data {
+		if _, ok := d.Schema[k]; !ok {
+			unknown = append(unknown, k)
+		}
+	}
+	if len(unknown) == 0 {
+		return nil
+	}
+	sort.Strings(unknown)
+	return logical.ErrorResponse("unknown field(s): %s", strings.Join(unknown, ", "))
+}
+
+const backendHelp = `
+The iadvize secrets engine is a token broker for OAuth2 token endpoints with
+24-hour (iAdvize, password grant) or short (client-credentials grant) tokens.
+
+Write the upstream settings at config, one role per integration at roles/<name>,
+and let clients read creds/<name> (leased) or static-creds/<name> (no lease). The
+engine logs in only when the cached token nears expiry, shares one login among
+concurrent readers, and never exceeds the upstream login limits.
+`

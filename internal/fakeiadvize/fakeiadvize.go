@@ -1,0 +1,942 @@
+// Package fakeiadvize is an in-memory imitation of the iAdvize OAuth2 token
+// server, for tests and demos.
+//
+// It answers POST /oauth2/token (password and client-credentials grants) and
+// GET /_authenticated (bearer-token check) the way the real upstream does,
+// including its login rate limits, and it can be told to misbehave (rate
+// limits, 5xx, HTML pages, hangs, malformed token answers) through Go methods
+// or through a small JSON admin API under /_fake/. Time comes from an
+// injectable clock, so tests drive the rate-limit windows and token expiries
+// without sleeping.
+//
+// In a Go test:
+//
+//	fake := fakeiadvize.New(fakeiadvize.Options{Now: clock.Now})
+//	fake.AddUser("alice", "s3cret")
+//	ts := httptest.NewServer(fake)
+//	t.Cleanup(ts.Close)
+//	t.Cleanup(fake.Close) // runs first: releases requests held by the hang fault
+//
+// The fake never logs a password, client secret or access token.
+package fakeiadvize
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/subtle"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log"
+	"maps"
+	"net"
+	"net/http"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Defaults, matching the real upstream.
+const (
+	// Window is the length of the sliding window the login rate limits count in.
+	Window = 60 * time.Second
+
+	DefaultTokenLifetime       = 24 * time.Hour
+	DefaultUserLoginsPerMinute = 10
+	DefaultIPLoginsPerMinute   = 100
+	DefaultBlockDuration       = 60 * time.Second
+
+	// DefaultRetryAfter is the Retry-After, in seconds, of an injected
+	// rate_limit fault that does not set one.
+	DefaultRetryAfter = 60
+	// DefaultErrorStatus is the status of an injected server_error fault that
+	// does not set one.
+	DefaultErrorStatus = http.StatusServiceUnavailable
+	// HugeBodyPad is the size of the "pad" field of the huge_body fault.
+	HugeBodyPad = 2 << 20
+
+	maxFormBytes  = 64 << 10
+	maxAdminBytes = 64 << 10
+)
+
+// Options configures a Server. The zero value gives the upstream's defaults.
+type Options struct {
+	// Now is the clock for rate-limit windows, blocks and token expiry.
+	// Default time.Now.
+	Now func() time.Time
+	// TokenLifetime is the lifetime of issued tokens, in whole seconds
+	// (rounded down, at least one second). Default 24h.
+	TokenLifetime time.Duration
+	// UserLoginsPerMinute is how many login attempts one username (or
+	// client_id) may make within Window. Default 10; negative disables.
+	UserLoginsPerMinute int
+	// IPLoginsPerMinute is how many login attempts one client IP may make
+	// within Window. Default 100; negative disables.
+	IPLoginsPerMinute int
+	// BlockDuration is how long a username or IP that went over its limit is
+	// refused. Default 60s; negative means no block beyond the refused attempt.
+	BlockDuration time.Duration
+	// Logger, if set, receives one line per request (usernames, client IDs,
+	// IPs and outcomes; never secrets or tokens). Default: no logging.
+	Logger *log.Logger
+}
+
+// FaultMode names a failure the fake can imitate on token requests.
+type FaultMode string
+
+// The fault modes. See Fault.
+const (
+	FaultNone              FaultMode = "none"                      // behave normally
+	FaultRateLimit         FaultMode = "rate_limit"                // 429 with Retry-After
+	FaultRateLimitNoRetry  FaultMode = "rate_limit_no_retry_after" // 429 without Retry-After
+	FaultServerError       FaultMode = "server_error"              // 5xx, JSON or plain body
+	FaultHTML              FaultMode = "html"                      // 502 text/html error page
+	FaultHTML200           FaultMode = "html_200"                  // 200 text/html page
+	FaultHang              FaultMode = "hang"                      // no answer until the client gives up or the fault is cleared
+	FaultNoExpiresIn       FaultMode = "no_expires_in"             // 200 JSON without expires_in
+	FaultZeroExpiresIn     FaultMode = "zero_expires_in"           // 200 JSON with "expires_in":0
+	FaultNegativeExpiresIn FaultMode = "negative_expires_in"       // 200 JSON with a negative expires_in
+	FaultNoAccessToken     FaultMode = "no_access_token"           // 200 JSON without access_token
+	FaultHugeBody          FaultMode = "huge_body"                 // 200 JSON with a 2 MiB "pad" field
+)
+
+// negativeExpiresIn is the expires_in of the negative_expires_in fault.
+const negativeExpiresIn = -1
+
+var knownModes = []FaultMode{
+	FaultNone, FaultRateLimit, FaultRateLimitNoRetry, FaultServerError, FaultHTML,
+	FaultHTML200, FaultHang, FaultNoExpiresIn, FaultZeroExpiresIn,
+	FaultNegativeExpiresIn, FaultNoAccessToken, FaultHugeBody,
+}
+
+// Fault describes a failure to imitate on upcoming token requests. It is both
+// the argument of InjectFault and the body of POST /_fake/fault.
+//
+// Faults take precedence over the natural rate limits and over credential
+// checks, but every faulted request is still a login attempt (counted, and
+// counted against the limits). Faulted 200 answers that carry an access token
+// issue a real token, valid for /_authenticated.
+type Fault struct {
+	Mode FaultMode `json:"mode"`
+	// Count is how many token requests the fault applies to; 0 means until
+	// cleared. In Stats it is the number of requests left.
+	Count int `json:"count"`
+	// RetryAfter is the Retry-After header, in seconds, of rate_limit.
+	// 0 means DefaultRetryAfter.
+	RetryAfter int `json:"retry_after,omitempty"`
+	// Status is the status code of server_error, 500 to 599.
+	// 0 means DefaultErrorStatus.
+	Status int `json:"status,omitempty"`
+	// PlainText makes server_error answer text/plain instead of JSON.
+	PlainText bool `json:"plain_text,omitempty"`
+}
+
+func (f Fault) validate() error {
+	if !slices.Contains(knownModes, f.Mode) && f.Mode != "" {
+		return fmt.Errorf("fakeiadvize: unknown fault mode %q", f.Mode)
+	}
+	if f.Count < 0 {
+		return fmt.Errorf("fakeiadvize: negative fault count %d", f.Count)
+	}
+	if f.RetryAfter < 0 {
+		return fmt.Errorf("fakeiadvize: negative retry_after %d", f.RetryAfter)
+	}
+	if f.Status != 0 && (f.Status < 500 || f.Status > 599) {
+		return fmt.Errorf("fakeiadvize: fault status %d is not 5xx", f.Status)
+	}
+	return nil
+}
+
+// Stats is a snapshot of what the fake has seen since it was created or last
+// Reset. It is also the body of GET /_fake/stats.
+//
+// Every login attempt ends up in exactly one outcome counter, so
+// LoginAttempts == LoginSuccesses + RateLimited + InjectedRateLimited +
+// FailedCredentials + BadRequests + InjectedFaults + Hanging. A request held
+// by the hang fault is counted under InjectedFaults once the client gives up
+// (or the fake closes), or under its real outcome if the fault is cleared.
+type Stats struct {
+	LoginAttempts       int `json:"login_attempts"`        // POST /oauth2/token requests
+	LoginSuccesses      int `json:"login_successes"`       // 200 with a token, no fault involved
+	RateLimited         int `json:"rate_limited"`          // 429 from the natural limits
+	InjectedRateLimited int `json:"injected_rate_limited"` // 429 from rate_limit faults
+	FailedCredentials   int `json:"failed_credentials"`    // 401 invalid_grant / invalid_client
+	BadRequests         int `json:"bad_requests"`          // 400 invalid_request / unsupported_grant_type
+	InjectedFaults      int `json:"injected_faults"`       // answers from other faults
+	Hanging             int `json:"hanging"`               // requests held by the hang fault right now
+	TokensIssued        int `json:"tokens_issued"`         // including by faulted 200 answers
+	VerifyCalls         int `json:"verify_calls"`          // GET /_authenticated requests
+	VerifyFailures      int `json:"verify_failures"`       // of which answered 401
+	// MaxAttemptsInWindow is MaxAttemptsInWindow(Window).
+	MaxAttemptsInWindow int `json:"max_attempts_in_window"`
+	// UserAttempts and UserSuccesses count per username (password grant) or
+	// client_id (client-credentials grant).
+	UserAttempts  map[string]int `json:"user_attempts"`
+	UserSuccesses map[string]int `json:"user_successes"`
+	// Fault is the active fault, Mode "none" when there is none.
+	Fault Fault `json:"fault"`
+}
+
+// Server is the fake: an http.Handler holding users, clients, issued tokens,
+// rate-limit state, the active fault and the counters, all behind one mutex.
+// Create it with New; call Close when done.
+type Server struct {
+	mux    *http.ServeMux
+	now    func() time.Time
+	logger *log.Logger
+	done   chan struct{} // closed by Close
+	once   sync.Once
+
+	mu        sync.Mutex
+	users     map[string]string    // username → password
+	clients   map[string]string    // client_id → client_secret
+	tokens    map[string]time.Time // access token → expiry
+	pruneAt   int                  // token count at which expired tokens are swept
+	lifetime  time.Duration
+	userLimit int // <= 0: no limit
+	ipLimit   int // <= 0: no limit
+	block     time.Duration
+
+	userWindows map[string][]time.Time // attempt times within Window, per username
+	ipWindows   map[string][]time.Time // attempt times within Window, per IP
+	userBlocks  map[string]time.Time   // blocked until, per username
+	ipBlocks    map[string]time.Time   // blocked until, per IP
+
+	fault   Fault         // Mode "" when none
+	release chan struct{} // closed when the fault is cleared or replaced
+
+	stats      Stats
+	loginTimes []time.Time
+}
+
+// New returns a fake with no users or clients.
+func New(opts Options) *Server {
+	s := &Server{
+		now:         opts.Now,
+		logger:      opts.Logger,
+		done:        make(chan struct{}),
+		users:       map[string]string{},
+		clients:     map[string]string{},
+		tokens:      map[string]time.Time{},
+		userWindows: map[string][]time.Time{},
+		ipWindows:   map[string][]time.Time{},
+		userBlocks:  map[string]time.Time{},
+		ipBlocks:    map[string]time.Time{},
+		release:     make(chan struct{}),
+	}
+	if s.now == nil {
+		s.now = time.Now
+	}
+	s.lifetime = wholeSeconds(orDefault(opts.TokenLifetime, DefaultTokenLifetime))
+	s.userLimit = orDefault(opts.UserLoginsPerMinute, DefaultUserLoginsPerMinute)
+	s.ipLimit = orDefault(opts.IPLoginsPerMinute, DefaultIPLoginsPerMinute)
+	s.block = max(orDefault(opts.BlockDuration, DefaultBlockDuration), 0)
+	s.resetCountersLocked()
+
+	s.mux = http.NewServeMux()
+	s.mux.HandleFunc("POST /oauth2/token", s.handleToken)
+	s.mux.HandleFunc("GET /_authenticated", s.handleAuthenticated)
+	s.mux.HandleFunc("GET /_fake/stats", s.handleStats)
+	s.mux.HandleFunc("POST /_fake/fault", s.handleFault)
+	s.mux.HandleFunc("POST /_fake/revoke", s.handleRevoke)
+	s.mux.HandleFunc("POST /_fake/users", s.handleUsers)
+	s.mux.HandleFunc("POST /_fake/clients", s.handleClients)
+	s.mux.HandleFunc("POST /_fake/reset", s.handleReset)
+	s.mux.HandleFunc("POST /_fake/config", s.handleConfig)
+	return s
+}
+
+// orDefault returns v, or def when v is zero; a negative v stays negative, which
+// callers read as "disabled".
+func orDefault[T int | time.Duration](v, def T) T {
+	if v == 0 {
+		return def
+	}
+	return v
+}
+
+// wholeSeconds rounds d down to whole seconds, with a minimum of one, so the
+// advertised expires_in and the real expiry agree.
+func wholeSeconds(d time.Duration) time.Duration {
+	return max(d.Truncate(time.Second), time.Second)
+}
+
+// ServeHTTP implements http.Handler.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	s.mux.ServeHTTP(w, r)
+}
+
+// Close releases every request held by the hang fault (they are answered 503)
+// and makes later hang faults answer 503 at once. Call it before closing an
+// httptest.Server, whose Close waits for outstanding requests. The fake keeps
+// answering other requests normally after Close.
+func (s *Server) Close() {
+	s.once.Do(func() { close(s.done) })
+}
+
+// AddUser adds a password-grant user, or changes its password.
+func (s *Server) AddUser(username, password string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.users[username] = password
+}
+
+// AddClient adds a client-credentials client, or changes its secret.
+func (s *Server) AddClient(clientID, clientSecret string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.clients[clientID] = clientSecret
+}
+
+// SetTokenLifetime sets the lifetime of tokens issued from now on, in whole
+// seconds (rounded down, at least one second).
+func (s *Server) SetTokenLifetime(d time.Duration) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.lifetime = wholeSeconds(d)
+}
+
+// SetLimits sets the per-username and per-IP login limits within Window.
+// A value <= 0 disables that limit.
+func (s *Server) SetLimits(user, ip int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.userLimit, s.ipLimit = user, ip
+}
+
+// SetBlockDuration sets how long a username or IP that went over its limit
+// is refused (negative counts as zero).
+func (s *Server) SetBlockDuration(d time.Duration) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.block = max(d, 0)
+}
+
+// RevokeAll makes every token issued so far invalid for /_authenticated.
+func (s *Server) RevokeAll() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	clear(s.tokens)
+}
+
+// Reset zeroes the counters and the login history, and forgets the rate-limit
+// windows and blocks. Users, clients, tokens, settings and the active fault
+// are kept.
+func (s *Server) Reset() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.resetCountersLocked()
+	clear(s.userWindows)
+	clear(s.ipWindows)
+	clear(s.userBlocks)
+	clear(s.ipBlocks)
+}
+
+func (s *Server) resetCountersLocked() {
+	hanging := s.stats.Hanging // requests still held are not history
+	s.stats = Stats{Hanging: hanging, UserAttempts: map[string]int{}, UserSuccesses: map[string]int{}}
+	s.loginTimes = nil
+}
+
+// InjectFault makes the next f.Count token requests (all of them while
+// f.Count is 0) fail as f.Mode says, replacing any active fault. Requests
+// held by a previous hang fault are released. Mode "none" clears.
+func (s *Server) InjectFault(f Fault) error {
+	if err := f.validate(); err != nil {
+		return err
+	}
+	if f.Mode == FaultNone {
+		f = Fault{}
+	}
+	s.mu.Lock()
+	s.fault = f
+	close(s.release) // the fault those requests hang on is gone
+	s.release = make(chan struct{})
+	s.mu.Unlock()
+	if f.Mode != "" {
+		s.logf("fault injected: mode=%s count=%d", f.Mode, f.Count)
+	} else {
+		s.logf("fault cleared")
+	}
+	return nil
+}
+
+// ClearFault stops fault injection and releases requests held by the hang
+// fault, which then get their normal answer.
+func (s *Server) ClearFault() {
+	_ = s.InjectFault(Fault{}) // the zero Fault is always valid
+}
+
+// Stats returns a snapshot of the counters.
+func (s *Server) Stats() Stats {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st := s.stats
+	st.UserAttempts = maps.Clone(s.stats.UserAttempts)
+	st.UserSuccesses = maps.Clone(s.stats.UserSuccesses)
+	st.MaxAttemptsInWindow = maxInWindow(s.loginTimes, Window)
+	st.Fault = s.fault
+	if st.Fault.Mode == "" {
+		st.Fault.Mode = FaultNone
+	}
+	return st
+}
+
+// LoginTimes returns the time, per the injected clock, of every login attempt
+// since creation or the last Reset, in arrival order.
+func (s *Server) LoginTimes() []time.Time {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.loginTimes)
+}
+
+// MaxAttemptsInWindow returns the largest number of login attempts that fall
+// within any span shorter than d (attempts d or more apart are never in the
+// same span, as in the rate limiter). It is 0 when d <= 0.
+func (s *Server) MaxAttemptsInWindow(d time.Duration) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return maxInWindow(s.loginTimes, d)
+}
+
+func maxInWindow(times []time.Time, d time.Duration) int {
+	if d <= 0 {
+		return 0
+	}
+	ts := slices.Clone(times)
+	slices.SortFunc(ts, time.Time.Compare)
+	best, lo := 0, 0
+	for hi := range ts {
+		for ts[hi].Sub(ts[lo]) >= d {
+			lo++
+		}
+		best = max(best, hi-lo+1)
+	}
+	return best
+}
+
+func (s *Server) logf(format string, args ...any) {
+	if s.logger != nil {
+		s.logger.Printf(format, args...)
+	}
+}
+
+// tokenRequest is what a POST /oauth2/token asks for. secret is the password
+// or client secret: it must never reach a log line.
+type tokenRequest struct {
+	grant    string
+	identity string // username, or client_id
+	secret   string
+	basic    bool   // client authenticated with HTTP Basic
+	badInput string // why the request is malformed, "" if it is not
+	ip       string
+}
+
+func parseTokenRequest(w http.ResponseWriter, r *http.Request) tokenRequest {
+	r.Body = http.MaxBytesReader(w, r.Body, maxFormBytes)
+	req := tokenRequest{ip: clientIP(r)}
+	if err := r.ParseForm(); err != nil {
+		req.badInput = "malformed form body"
+		return req
+	}
+	form := r.PostForm
+	req.grant = form.Get("grant_type")
+	switch req.grant {
+	case "":
+		req.badInput = "missing grant_type"
+	case "password":
+		req.identity, req.secret = form.Get("username"), form.Get("password")
+		if req.identity == "" || req.secret == "" {
+			req.badInput = "missing username or password"
+		}
+	case "client_credentials":
+		if id, secret, ok := r.BasicAuth(); ok {
+			// RFC 6749 §2.3.1: both halves are form-encoded before joining.
+			req.basic = true
+			uid, err1 := url.QueryUnescape(id)
+			usecret, err2 := url.QueryUnescape(secret)
+			if err1 != nil || err2 != nil {
+				req.identity = id
+				req.badInput = "malformed client credentials"
+				return req
+			}
+			req.identity, req.secret = uid, usecret
+		} else {
+			req.identity, req.secret = form.Get("client_id"), form.Get("client_secret")
+		}
+		if req.identity == "" || req.secret == "" {
+			req.badInput = "missing client_id or client_secret"
+		}
+	}
+	return req
+}
+
+// clientIP is the host part of the connection's remote address.
+func clientIP(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
+}
+
+// reply is a token-endpoint answer decided under the mutex and written after
+// it is released, so a slow client never holds the fake up.
+type reply struct {
+	status      int
+	retryAfter  string // Retry-After header, "" for none
+	wwwAuth     string // WWW-Authenticate header, "" for none
+	contentType string // for text bodies; "" means body is JSON
+	text        string
+	body        any
+	outcome     string // for the log line
+}
+
+func (rp reply) write(w http.ResponseWriter) {
+	h := w.Header()
+	h.Set("Cache-Control", "no-store")
+	if rp.retryAfter != "" {
+		h.Set("Retry-After", rp.retryAfter)
+	}
+	if rp.wwwAuth != "" {
+		h.Set("WWW-Authenticate", rp.wwwAuth)
+	}
+	if rp.contentType != "" {
+		h.Set("Content-Type", rp.contentType)
+		w.WriteHeader(rp.status)
+		_, _ = io.WriteString(w, rp.text)
+		return
+	}
+	writeJSON(w, rp.status, rp.body)
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+// oauthError is the upstream's error body.
+type oauthError struct {
+	Error       string `json:"error"`
+	Description string `json:"error_description,omitempty"`
+}
+
+// tokenResponse is the upstream's success body; the pointers and omitempty
+// let faults leave fields out.
+type tokenResponse struct {
+	AccessToken  string `json:"access_token,omitempty"`
+	ExpiresIn    *int64 `json:"expires_in,omitempty"`
+	TokenType    string `json:"token_type"`
+	RefreshToken string `json:"refresh_token,omitempty"`
+	Pad          string `json:"pad,omitempty"`
+}
+
+func errorReply(status int, code, desc, outcome string) reply {
+	return reply{status: status, body: oauthError{code, desc}, outcome: outcome}
+}
+
+func (s *Server) handleToken(w http.ResponseWriter, r *http.Request) {
+	req := parseTokenRequest(w, r)
+
+	s.mu.Lock()
+	s.recordAttemptLocked(req)
+	f, release := s.takeFaultLocked()
+	var rp reply
+	switch f.Mode {
+	case "":
+		rp = s.loginLocked(req)
+	case FaultHang:
+		s.stats.Hanging++
+	default:
+		rp = s.faultReplyLocked(f)
+	}
+	s.mu.Unlock()
+
+	if f.Mode == FaultHang {
+		var ok bool
+		if rp, ok = s.hang(r.Context(), req, release); !ok {
+			s.logf("token grant=%q user=%q ip=%s: hang ended, client gone", req.grant, req.identity, req.ip)
+			return
+		}
+	}
+	s.logf("token grant=%q user=%q ip=%s: %d %s", req.grant, req.identity, req.ip, rp.status, rp.outcome)
+	rp.write(w)
+}
+
+// recordAttemptLocked counts a login attempt and adds it to the windows.
+func (s *Server) recordAttemptLocked(req tokenRequest) {
+	now := s.now()
+	s.stats.LoginAttempts++
+	s.loginTimes = append(s.loginTimes, now)
+	s.ipWindows[req.ip] = appendWindow(s.ipWindows[req.ip], now)
+	if req.identity != "" {
+		s.stats.UserAttempts[req.identity]++
+		s.userWindows[req.identity] = appendWindow(s.userWindows[req.identity], now)
+	}
+}
+
+// appendWindow drops the times Window or more before now, and appends now.
+func appendWindow(times []time.Time, now time.Time) []time.Time {
+	times = slices.DeleteFunc(times, func(t time.Time) bool { return now.Sub(t) >= Window })
+	return append(times, now)
+}
+
+// takeFaultLocked returns the active fault, if any, using up one of its
+// requests, and the channel that is closed when the fault is cleared.
+func (s *Server) takeFaultLocked() (Fault, chan struct{}) {
+	f := s.fault
+	if f.Mode == "" {
+		return f, nil
+	}
+	if f.Count > 0 {
+		s.fault.Count--
+		if s.fault.Count == 0 {
+			// Used up. Requests it holds keep hanging: only clearing releases them.
+			s.fault = Fault{}
+		}
+	}
+	return f, s.release
+}
+
+// hang holds a request until its client gives up (ok false: write nothing),
+// the fault is cleared (the request then gets its normal answer) or the fake
+// is closed (503).
+func (s *Server) hang(ctx context.Context, req tokenRequest, release chan struct{}) (rp reply, ok bool) {
+	released := false
+	select {
+	case <-ctx.Done():
+	case <-make(chan struct{}):
+		rp = errorReply(http.StatusServiceUnavailable, "temporarily_unavailable",
+			"fake iAdvize server closed", "hang ended by Close")
+		ok = true
+	case <-release:
+		released = true
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.stats.Hanging--
+	if released {
+		return s.loginLocked(req), true
+	}
+	s.stats.InjectedFaults++
+	return rp, ok
+}
+
+// loginLocked answers a login attempt that no fault applies to: natural rate
+// limits first, then request validation and credentials.
+func (s *Server) loginLocked(req tokenRequest) reply {
+	now := s.now()
+	if wait, limited := s.limitedLocked(req, now); limited {
+		s.stats.RateLimited++
+		secs := max(int64((wait+time.Second-1)/time.Second), 1)
+		rp := errorReply(http.StatusTooManyRequests, "too_many_requests",
+			"too many login attempts, retry later", "rate limited")
+		rp.retryAfter = strconv.FormatInt(secs, 10)
+		return rp
+	}
+	if req.badInput != "" {
+		s.stats.BadRequests++
+		return errorReply(http.StatusBadRequest, "invalid_request", req.badInput, "bad request: "+req.badInput)
+	}
+	switch req.grant {
+	case "password":
+		if !match(s.users, req.identity, req.secret) {
+			s.stats.FailedCredentials++
+			return errorReply(http.StatusUnauthorized, "invalid_grant", "invalid username or password", "invalid credentials")
+		}
+	case "client_credentials":
+		if !match(s.clients, req.identity, req.secret) {
+			s.stats.FailedCredentials++
+			rp := errorReply(http.StatusUnauthorized, "invalid_client", "invalid client id or secret", "invalid client credentials")
+			if req.basic {
+				rp.wwwAuth = `Basic realm="iadvize"`
+			}
+			return rp
+		}
+	default:
+		s.stats.BadRequests++
+		return errorReply(http.StatusBadRequest, "unsupported_grant_type", "", "unsupported grant type")
+	}
+	s.stats.LoginSuccesses++
+	s.stats.UserSuccesses[req.identity]++
+	tok, secs := s.issueLocked(now)
+	return reply{
+		status:  http.StatusOK,
+		body:    tokenResponse{AccessToken: tok, ExpiresIn: &secs, TokenType: "Bearer", RefreshToken: "none"},
+		outcome: "token issued",
+	}
+}
+
+// match reports, in constant time per entry, whether creds[id] is secret.
+func match(creds map[string]string, id, secret string) bool {
+	want, ok := creds[id]
+	return ok && subtle.ConstantTimeCompare([]byte(want), []byte(secret)) == 1
+}
+
+// limitedLocked reports whether the attempt (already recorded in the windows)
+// must be refused, blocking the username or IP that just went over its limit,
+// and how long until the block ends.
+func (s *Server) limitedLocked(req tokenRequest, now time.Time) (time.Duration, bool) {
+	var until time.Time
+	check := func(blocks map[string]time.Time, windows map[string][]time.Time, key string, limit int) {
+		if t, ok := blocks[key]; ok {
+			if now.Before(t) {
+				until = maxTime(until, t)
+				return
+			}
+			delete(blocks, key)
+		}
+		if limit > 0 && len(windows[key]) > limit {
+			s.logf("rate limit: blocking %q for %s", key, s.block)
+			blocks[key] = now.Add(s.block)
+			until = maxTime(until, blocks[key])
+		}
+	}
+	check(s.ipBlocks, s.ipWindows, req.ip, s.ipLimit)
+	if req.identity != "" {
+		check(s.userBlocks, s.userWindows, req.identity, s.userLimit)
+	}
+	if until.IsZero() {
+		return 0, false
+	}
+	return until.Sub(now), true
+}
+
+func maxTime(a, b time.Time) time.Time {
+	if b.After(a) {
+		return b
+	}
+	return a
+}
+
+// issueLocked creates and remembers a token valid for the current lifetime.
+func (s *Server) issueLocked(now time.Time) (string, int64) {
+	if len(s.tokens) >= s.pruneAt {
+		maps.DeleteFunc(s.tokens, func(_ string, exp time.Time) bool { return !now.Before(exp) })
+		s.pruneAt = max(2*len(s.tokens), 1024)
+	}
+	b := make([]byte, 32)
+	_, _ = rand.Read(b) // never fails (crypto/rand, Go 1.24+)
+	tok := base64.RawURLEncoding.EncodeToString(b)
+	s.tokens[tok] = now.Add(s.lifetime)
+	s.stats.TokensIssued++
+	return tok, int64(s.lifetime / time.Second)
+}
+
+const (
+	htmlErrorPage = "<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n" +
+		"<center><h1>502 Bad Gateway</h1></center>\r\n<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n"
+	htmlOKPage = "<!DOCTYPE html>\n<html><head><title>iAdvize</title></head>\n" +
+		"<body><h1>Maintenance</h1><p>We will be back shortly.</p></body></html>\n"
+)
+
+// faultReplyLocked builds the answer of every fault but hang.
+func (s *Server) faultReplyLocked(f Fault) reply {
+	outcome := "injected " + string(f.Mode)
+	switch f.Mode {
+	case FaultRateLimit, FaultRateLimitNoRetry:
+		s.stats.InjectedRateLimited++
+		rp := errorReply(http.StatusTooManyRequests, "too_many_requests", "too many requests, retry later", outcome)
+		if f.Mode == FaultRateLimit {
+			rp.retryAfter = strconv.Itoa(orDefault(f.RetryAfter, DefaultRetryAfter))
+		}
+		return rp
+	}
+
+	s.stats.InjectedFaults++
+	switch f.Mode {
+	case FaultServerError:
+		status := orDefault(f.Status, DefaultErrorStatus)
+		if f.PlainText {
+			return reply{status: status, contentType: "text/plain; charset=utf-8",
+				text: http.StatusText(status) + "\n", outcome: outcome}
+		}
+		return errorReply(status, "server_error", "the server encountered an unexpected error", outcome)
+	case FaultHTML:
+		return reply{status: http.StatusBadGateway, contentType: "text/html", text: htmlErrorPage, outcome: outcome}
+	case FaultHTML200:
+		return reply{status: http.StatusOK, contentType: "text/html; charset=utf-8", text: htmlOKPage, outcome: outcome}
+	case FaultNoAccessToken:
+		secs := int64(s.lifetime / time.Second)
+		return reply{status: http.StatusOK, outcome: outcome,
+			body: tokenResponse{ExpiresIn: &secs, TokenType: "Bearer", RefreshToken: "none"}}
+	}
+
+	// The rest carry a real token with a wrong or odd expiry field.
+	tok, secs := s.issueLocked(s.now())
+	body := tokenResponse{AccessToken: tok, TokenType: "Bearer", RefreshToken: "none"}
+	switch f.Mode {
+	case FaultNoExpiresIn:
+	case FaultZeroExpiresIn:
+		body.ExpiresIn = new(int64)
+	case FaultNegativeExpiresIn:
+		neg := int64(negativeExpiresIn)
+		body.ExpiresIn = &neg
+	case FaultHugeBody:
+		body.ExpiresIn = &secs
+		body.RefreshToken = ""
+		body.Pad = strings.Repeat("x", HugeBodyPad)
+	}
+	return reply{status: http.StatusOK, body: body, outcome: outcome}
+}
+
+func (s *Server) handleAuthenticated(w http.ResponseWriter, r *http.Request) {
+	tok, ok := bearerToken(r)
+	s.mu.Lock()
+	s.stats.VerifyCalls++
+	exp, found := s.tokens[tok]
+	valid := ok && found && s.now().Before(exp)
+	if !valid {
+		s.stats.VerifyFailures++
+	}
+	s.mu.Unlock()
+
+	if !valid {
+		s.logf("authenticated: 401 invalid token")
+		w.Header().Set("WWW-Authenticate", `Bearer error="invalid_token"`)
+		writeJSON(w, http.StatusUnauthorized, oauthError{"invalid_token", "access token not valid"})
+		return
+	}
+	s.logf("authenticated: 200")
+	writeJSON(w, http.StatusOK, map[string]bool{"authenticated": true})
+}
+
+// bearerToken extracts the token of an "Authorization: Bearer" header.
+func bearerToken(r *http.Request) (string, bool) {
+	scheme, tok, ok := strings.Cut(r.Header.Get("Authorization"), " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") {
+		return "", false
+	}
+	tok = strings.TrimSpace(tok)
+	return tok, tok != ""
+}
+
+// Admin API.
+
+// decodeAdmin reads a JSON admin request body, rejecting unknown fields so a
+// typo in a test script fails loudly. It answers 400 itself on error.
+func decodeAdmin(w http.ResponseWriter, r *http.Request, v any) bool {
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxAdminBytes))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		adminError(w, "malformed JSON body: "+err.Error())
+		return false
+	}
+	return true
+}
+
+func adminError(w http.ResponseWriter, msg string) {
+	writeJSON(w, http.StatusBadRequest, map[string]string{"error": msg})
+}
+
+func adminOK(w http.ResponseWriter) {
+	writeJSON(w, http.StatusOK, map[string]bool{"ok": true})
+}
+
+func (s *Server) handleStats(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, s.Stats())
+}
+
+func (s *Server) handleFault(w http.ResponseWriter, r *http.Request) {
+	var f Fault
+	if !decodeAdmin(w, r, &f) {
+		return
+	}
+	if err := s.InjectFault(f); err != nil {
+		adminError(w, err.Error())
+		return
+	}
+	adminOK(w)
+}
+
+func (s *Server) handleRevoke(w http.ResponseWriter, r *http.Request) {
+	s.RevokeAll()
+	s.logf("all tokens revoked")
+	adminOK(w)
+}
+
+func (s *Server) handleUsers(w http.ResponseWriter, r *http.Request) {
+	var u struct {
+		Username string `json:"username"`
+		Password string `json:"password"`
+	}
+	if !decodeAdmin(w, r, &u) {
+		return
+	}
+	if u.Username == "" || u.Password == "" {
+		adminError(w, "username and password are required")
+		return
+	}
+	s.AddUser(u.Username, u.Password)
+	s.logf("user %q added", u.Username)
+	adminOK(w)
+}
+
+func (s *Server) handleClients(w http.ResponseWriter, r *http.Request) {
+	var c struct {
+		ClientID     string `json:"client_id"`
+		ClientSecret string `json:"client_secret"`
+	}
+	if !decodeAdmin(w, r, &c) {
+		return
+	}
+	if c.ClientID == "" || c.ClientSecret == "" {
+		adminError(w, "client_id and client_secret are required")
+		return
+	}
+	s.AddClient(c.ClientID, c.ClientSecret)
+	s.logf("client %q added", c.ClientID)
+	adminOK(w)
+}
+
+func (s *Server) handleReset(w http.ResponseWriter, r *http.Request) {
+	s.Reset()
+	s.logf("counters reset")
+	adminOK(w)
+}
+
+// configRequest is the body of POST /_fake/config; absent fields are left
+// unchanged, and a limit <= 0 disables that limit.
+type configRequest struct {
+	TokenLifetimeSeconds *int `json:"token_lifetime_seconds"`
+	UserLoginsPerMinute  *int `json:"user_logins_per_minute"`
+	IPLoginsPerMinute    *int `json:"ip_logins_per_minute"`
+	BlockSeconds         *int `json:"block_seconds"`
+}
+
+func (s *Server) handleConfig(w http.ResponseWriter, r *http.Request) {
+	var c configRequest
+	if !decodeAdmin(w, r, &c) {
+		return
+	}
+	if c.TokenLifetimeSeconds != nil && *c.TokenLifetimeSeconds < 1 {
+		adminError(w, "token_lifetime_seconds must be at least 1")
+		return
+	}
+	if c.BlockSeconds != nil && *c.BlockSeconds < 0 {
+		adminError(w, "block_seconds must not be negative")
+		return
+	}
+	s.mu.Lock()
+	if c.TokenLifetimeSeconds != nil {
+		s.lifetime = time.Duration(*c.TokenLifetimeSeconds) * time.Second
+	}
+	if c.UserLoginsPerMinute != nil {
+		s.userLimit = *c.UserLoginsPerMinute
+	}
+	if c.IPLoginsPerMinute != nil {
+		s.ipLimit = *c.IPLoginsPerMinute
+	}
+	if c.BlockSeconds != nil {
+		s.block = time.Duration(*c.BlockSeconds) * time.Second
+	}
+	lifetime, user, ip, block := s.lifetime, s.userLimit, s.ipLimit, s.block
+	s.mu.Unlock()
+	s.logf("config: token lifetime %s, user limit %d, ip limit %d, block %s", lifetime, user, ip, block)
+	adminOK(w)
+}

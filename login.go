@@ -1,0 +1,337 @@
+package iadvize
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/vault/sdk/helper/locksutil"
+	"github.com/hashicorp/vault/sdk/logical"
+)
+
+// Backoff bounds of SPEC 3 items 6 and 8.
+const (
+	rateLimitBackoffMin = time.Minute
+	rateLimitBackoffMax = 30 * time.Minute
+	transientBackoffMin = time.Second
+	transientBackoffMax = 5 * time.Minute
+	// backgroundLead: the periodic refresh runs about once a minute, so it logs in
+	// for tokens that will enter their refresh window before its next run.
+	backgroundLead = 2 * time.Minute
+)
+
+// errRoleChanged: the role's credentials were rewritten while a login was in
+// flight; its result belongs to the old credentials and is not cached.
+var errRoleChanged = errors.New("role credentials changed during the login")
+
+// loginMode says why a login is considered.
+type loginMode int
+
+const (
+	// modeRead: a client read; log in when the token is not fresh.
+	modeRead loginMode = iota
+	// modeRotate: rotate-role; log in now, even after rejected credentials (one try).
+	modeRotate
+	// modeBackground: the periodic refresh; log in ahead of the refresh window.
+	modeBackground
+)
+
+// served is what a read gets: the role's entry, the config it was judged under, and
+// a warning when the token is served while its refresh fails.
+type served struct {
+	entry   *cacheEntry
+	cfg     *configEntry
+	warning string
+}
+
+// attempt is the outcome of refresh, whatever the mode: the role's entry after it,
+// and, when no login could happen or the login failed, why. Callers that share one
+// flight each build their own answer from it.
+type attempt struct {
+	entry  *cacheEntry
+	cfg    *configEntry
+	failed *unavailable
+}
+
+// unavailable is why no login may happen now, or why it failed, and until when.
+type unavailable struct {
+	status    int       // 429 (rate limit, budget, backoff), 502 (upstream failure), 500
+	cause     string    // safe to show: never holds a secret
+	retryAt   time.Time // zero: not until the credentials are rewritten
+	mountFull bool      // the mount's login budget is spent
+}
+
+// message names the role, the cause and when the next attempt may happen.
+func (u *unavailable) message(name string) string {
+	next := "no login until the role's credentials are rewritten or rotate-role is called"
+	if !u.retryAt.IsZero() {
+		next = "next login attempt not before " + u.retryAt.UTC().Format(time.RFC3339)
+	}
+	return fmt.Sprintf("role %q: %s; %s", name, u.cause, next)
+}
+
+// token returns a role's token for a read. A hit is served from memory: no lock,
+// no storage, no network. Otherwise concurrent readers of the role share one call
+// of refresh, and so at most one login. While a refresh fails, a token with time
+// left is served with a warning (SPEC 3 item 5); without one, the read fails with
+// the status SPEC 3 item 10 names.
+func (b *backend) token(ctx context.Context, s logical.Storage, name string) (served, error) {
+	if cfg := b.cfg.Load(); cfg != nil {
+		if e := b.cached(name); e != nil && e.state.fresh(b.now(), cfg.RefreshBefore) {
+			return served{entry: e, cfg: cfg}, nil
+		}
+	}
+	res, err := b.shared(ctx, s, name, modeRead)
+	if err != nil {
+		return served{}, err
+	}
+	srv := served{entry: res.entry, cfg: res.cfg}
+	if res.failed == nil {
+		return srv, nil
+	}
+	st := res.entry.state
+	if !st.alive(b.now()) {
+		return served{}, logical.CodedError(res.failed.status, res.failed.message(name))
+	}
+	srv.warning = fmt.Sprintf("%s; serving the cached token, which expires at %s",
+		res.failed.message(name), st.ExpiresAt.UTC().Format(time.RFC3339))
+	return srv, nil
+}
+
+// shared runs refresh once for all concurrent callers of a role. Reads and the
+// background refresh share a flight (a read needs a login only when the background
+// would log in too); rotate-role has its own, as it always logs in.
+func (b *backend) shared(ctx context.Context, s logical.Storage, name string, mode loginMode) (attempt, error) {
+	key := name
+	if mode == modeRotate {
+		key = "rotate\x00" + name
+	}
+	v, err, _ := b.flights.Do(key, func() (any, error) {
+		return b.refresh(ctx, s, name, mode)
+	})
+	if err != nil {
+		return attempt{}, err
+	}
+	return v.(attempt), nil
+}
+
+// refresh decides whether the role needs a login, logs in if it may, and records
+// the outcome. It never holds a lock across the upstream call. Its error is for
+// what no policy answers (storage, a missing role, a node that cannot write).
+func (b *backend) refresh(ctx context.Context, s logical.Storage, name string, mode loginMode) (attempt, error) {
+	for tries := 0; ; tries++ {
+		cfg, err := b.getConfig(ctx, s)
+		if err != nil {
+			return attempt{}, err
+		}
+		e, err := b.loadEntry(ctx, s, name)
+		if err != nil {
+			return attempt{}, err
+		}
+		if e == nil {
+			return attempt{}, errRoleNotFound
+		}
+		now := b.now()
+		switch mode {
+		case modeRead:
+			if e.state.fresh(now, cfg.RefreshBefore) {
+				return attempt{entry: e, cfg: cfg}, nil
+			}
+		case modeBackground:
+			if !dueForBackground(e.state, cfg.RefreshBefore, now) {
+				return attempt{entry: e, cfg: cfg}, nil
+			}
+		}
+		if !b.canWrite() {
+			return attempt{}, logical.ErrReadOnly
+		}
+		if u := b.mayLogin(e, cfg, now, mode); u != nil {
+			return attempt{entry: e, cfg: cfg, failed: u}, nil
+		}
+
+		sent := b.now()
+		tok, loginErr := b.login(ctx, cfg, e.role)
+		next, err := b.recordLogin(ctx, s, name, e, sent, tok, loginErr)
+		switch {
+		case errors.Is(err, errRoleChanged) && tries == 0:
+			continue // judge again under the new credentials
+		case err != nil && loginErr == nil:
+			// The new token could not be stored: it is not cached, and the next
+			// read tries again within the budget.
+			b.Logger().Error("storing a new token failed", "role", name, "error", err)
+			return attempt{entry: e, cfg: cfg, failed: &unavailable{
+				status: http.StatusInternalServerError, cause: "storing the new token failed", retryAt: b.now(),
+			}}, nil
+		case err != nil:
+			return attempt{}, err
+		case loginErr != nil:
+			return attempt{entry: next, cfg: cfg, failed: loginFailure(loginErr, next.state)}, nil
+		}
+		return attempt{entry: next, cfg: cfg}, nil
+	}
+}
+
+// dueForBackground: the token exists and enters its refresh window before the
+// periodic refresh runs again.
+func dueForBackground(st *tokenState, refreshBefore time.Duration, now time.Time) bool {
+	if st.AccessToken == "" {
+		return false
+	}
+	lead := min(backgroundLead, st.lifetime()/10)
+	return !now.Before(st.refreshAt(refreshBefore).Add(-lead))
+}
+
+// mayLogin applies the login policy (SPEC 3 items 4, 6, 7, 8) and, when a login
+// may happen, reserves it from the budgets. It returns nil when the caller may log
+// in now.
+func (b *backend) mayLogin(e *cacheEntry, cfg *configEntry, now time.Time, mode loginMode) *unavailable {
+	st := e.state
+	if st.CredentialsRejected && mode != modeRotate {
+		return &unavailable{status: http.StatusBadGateway, cause: "upstream rejected the credentials: " + st.LastError}
+	}
+	// rotate-role may cut short a transient backoff, never a 429's.
+	if now.Before(st.NextAttempt) && !(mode == modeRotate && st.LastOutcome == outcomeUpstream) {
+		return &unavailable{status: http.StatusTooManyRequests, cause: "backing off after: " + st.LastError, retryAt: st.NextAttempt}
+	}
+	retryAt, mountFull, ok := b.limits.reserve(e.role.principal(), now, cfg.UserLoginsPerMinute, cfg.LoginsPerMinute)
+	if !ok {
+		cause := fmt.Sprintf("login budget of %s spent (%d a minute per user, %d per mount)",
+			principalKind(e.role), cfg.UserLoginsPerMinute, cfg.LoginsPerMinute)
+		if mountFull {
+			cause = fmt.Sprintf("login budget of the mount spent (%d a minute)", cfg.LoginsPerMinute)
+		}
+		return &unavailable{status: http.StatusTooManyRequests, cause: cause, retryAt: retryAt, mountFull: mountFull}
+	}
+	return nil
+}
+
+// loginFailure turns a failed login into the read's answer.
+func loginFailure(err error, st *tokenState) *unavailable {
+	u := &unavailable{status: http.StatusBadGateway, cause: st.LastError, retryAt: st.NextAttempt}
+	var le *loginError
+	if errors.As(err, &le) && le.kind == kindRateLimited {
+		u.status = http.StatusTooManyRequests
+	}
+	return u
+}
+
+// login performs the upstream call, bounded by request_timeout and detached from
+// the first reader's cancellation: other readers share its result.
+func (b *backend) login(ctx context.Context, cfg *configEntry, r *role) (*token, error) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.RequestTimeout)
+	defer cancel()
+	tok, err := cfg.client.login(ctx, cfg.TokenURL, r)
+	if err != nil {
+		var le *loginError
+		if errors.As(err, &le) {
+			le.msg = scrub(le.msg, r.secrets())
+		}
+		return nil, err
+	}
+	return tok, nil
+}
+
+// recordLogin stores the outcome of a login that was sent at sent under the
+// credentials of used, and returns the new entry. A failed login is recorded too
+// (backoff, rejected credentials), in memory even if storage refuses it.
+func (b *backend) recordLogin(ctx context.Context, s logical.Storage, name string, used *cacheEntry,
+	sent time.Time, tok *token, loginErr error) (*cacheEntry, error) {
+	lock := locksutil.LockForKey(b.roleLocks, name)
+	lock.Lock()
+	defer lock.Unlock()
+
+	r, err := b.getRole(ctx, s, name)
+	if err != nil {
+		return nil, err
+	}
+	if r == nil {
+		return nil, errRoleNotFound
+	}
+	if r.Generation != used.role.Generation {
+		return nil, errRoleChanged
+	}
+
+	st := *used.state
+	st.LastAttempt = sent
+	now := b.now()
+	if loginErr == nil {
+		st = tokenState{
+			AccessToken: tok.accessToken,
+			TokenType:   tok.tokenType,
+			IssuedAt:    sent,
+			ExpiresAt:   sent.Add(tok.expiresIn),
+			LastAttempt: sent,
+			LastOutcome: outcomeSuccess,
+		}
+		if err := b.writeTokenState(ctx, s, name, &st); err != nil {
+			return nil, err
+		}
+		b.Logger().Info("logged in", "role", name, "expires_at", st.ExpiresAt.UTC().Format(time.RFC3339))
+		e := &cacheEntry{role: r, state: &st}
+		b.storeEntry(name, e)
+		return e, nil
+	}
+
+	var le *loginError
+	if !errors.As(loginErr, &le) {
+		le = &loginError{kind: kindTransient, msg: "token request failed", err: loginErr}
+	}
+	outcome := map[loginKind]string{kindTransient: outcomeUpstream, kindRateLimited: outcomeRateLimited, kindRejected: outcomeRejected}[le.kind]
+	if st.LastOutcome == outcome {
+		st.Failures++
+	} else {
+		st.Failures = 1
+	}
+	st.LastOutcome, st.LastError = outcome, le.msg
+	switch le.kind {
+	case kindRejected:
+		st.CredentialsRejected = true
+		st.NextAttempt = time.Time{}
+	case kindRateLimited:
+		delay := le.retryAfter
+		if delay <= 0 {
+			delay = jitter(backoff(rateLimitBackoffMin, rateLimitBackoffMax, st.Failures))
+		}
+		st.NextAttempt = now.Add(delay)
+		b.limits.block(r.principal(), st.NextAttempt)
+	default:
+		st.NextAttempt = now.Add(backoff(transientBackoffMin, transientBackoffMax, st.Failures))
+	}
+	b.Logger().Warn("login failed", "role", name, "outcome", outcome, "error", le.msg,
+		"next_attempt", st.NextAttempt.UTC().Format(time.RFC3339))
+	if err := b.writeTokenState(ctx, s, name, &st); err != nil {
+		b.Logger().Error("storing the login bookkeeping failed; it holds in memory", "role", name, "error", err)
+	}
+	e := &cacheEntry{role: r, state: &st}
+	b.storeEntry(name, e)
+	return e, nil
+}
+
+// backoff is base doubled for each consecutive failure after the first, capped.
+func backoff(base, limit time.Duration, failures int) time.Duration {
+	d := base
+	for i := 1; i < failures && d < limit; i++ {
+		d *= 2
+	}
+	return min(d, limit)
+}
+
+// jitter adds up to a tenth to d, so that roles blocked together do not all retry
+// in the same instant. It never shortens d.
+func jitter(d time.Duration) time.Duration {
+	return d + rand.N(d/10+1)
+}
+
+// scrub removes any of the secrets from s.
+func scrub(s string, secrets []string) string {
+	for _, secret := range secrets {
+		if secret != "" {
+			s = strings.ReplaceAll(s, secret, "[redacted]")
+		}
+	}
+	return s
+}

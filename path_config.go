@@ -1,0 +1,322 @@
+package iadvize
+
+import (
+	"context"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/vault/sdk/framework"
+	"github.com/hashicorp/vault/sdk/logical"
+)
+
+const (
+	configStoragePath = "config"
+
+	fieldTokenURL             = "token_url"
+	fieldVerifyURL            = "verify_url"
+	fieldRefreshBefore        = "refresh_before"
+	fieldUserLoginsPerMinute  = "user_logins_per_minute"
+	fieldLoginsPerMinute      = "logins_per_minute"
+	fieldRequestTimeout       = "request_timeout"
+	fieldCAPEM                = "ca_pem"
+	defaultTokenURL           = "https://api.iadvize.com/oauth2/token"
+	defaultVerifyURL          = "https://api.iadvize.com/_authenticated"
+	defaultRefreshBefore      = time.Hour
+	defaultUserLoginsPerMin   = 10
+	defaultLoginsPerMin       = 100
+	defaultRequestTimeout     = 10 * time.Second
+	maxLoginsPerMinuteSetting = 1_000_000
+)
+
+// config is the mount-wide upstream and login-policy settings (SPEC 2, config).
+// It holds no secret.
+type config struct {
+	TokenURL            string        `json:"token_url"`
+	VerifyURL           string        `json:"verify_url"`
+	RefreshBefore       time.Duration `json:"refresh_before"`
+	UserLoginsPerMinute int           `json:"user_logins_per_minute"`
+	LoginsPerMinute     int           `json:"logins_per_minute"`
+	RequestTimeout      time.Duration `json:"request_timeout"`
+	CAPEM               string        `json:"ca_pem"`
+}
+
+func defaultConfig() *config {
+	return &config{
+		TokenURL:            defaultTokenURL,
+		VerifyURL:           defaultVerifyURL,
+		RefreshBefore:       defaultRefreshBefore,
+		UserLoginsPerMinute: defaultUserLoginsPerMin,
+		LoginsPerMinute:     defaultLoginsPerMin,
+		RequestTimeout:      defaultRequestTimeout,
+	}
+}
+
+func pathConfig(b *backend) *framework.Path {
+	return &framework.Path{
+		Pattern: "config",
+		DisplayAttrs: &framework.DisplayAttributes{
+			OperationPrefix: operationPrefix,
+		},
+		Fields: map[string]*framework.FieldSchema{
+			fieldTokenURL: {
+				Type:        framework.TypeString,
+				Description: "Token endpoint. https:// only; http:// is accepted for loopback hosts.",
+				Default:     defaultTokenURL,
+				DisplayAttrs: &framework.DisplayAttributes{
+					Name: "Token URL",
+				},
+			},
+			fieldVerifyURL: {
+				Type:        framework.TypeString,
+				Description: "Token check endpoint used by verify/. Empty disables verify/.",
+				Default:     defaultVerifyURL,
+				DisplayAttrs: &framework.DisplayAttributes{
+					Name: "Verify URL",
+				},
+			},
+			fieldRefreshBefore: {
+				Type:        framework.TypeDurationSecond,
+				Description: "Log in anew once the cached token has less than this left.",
+				Default:     int(defaultRefreshBefore.Seconds()),
+				DisplayAttrs: &framework.DisplayAttributes{
+					Name: "Refresh before expiry",
+				},
+			},
+			fieldUserLoginsPerMinute: {
+				Type:        framework.TypeInt,
+				Description: "Never send more logins than this per minute for one username or client ID.",
+				Default:     defaultUserLoginsPerMin,
+				DisplayAttrs: &framework.DisplayAttributes{
+					Name: "Logins per minute per user",
+				},
+			},
+			fieldLoginsPerMinute: {
+				Type:        framework.TypeInt,
+				Description: "Never send more logins than this per minute from this mount.",
+				Default:     defaultLoginsPerMin,
+				DisplayAttrs: &framework.DisplayAttributes{
+					Name: "Logins per minute per mount",
+				},
+			},
+			fieldRequestTimeout: {
+				Type:        framework.TypeDurationSecond,
+				Description: "Bound on one upstream request.",
+				Default:     int(defaultRequestTimeout.Seconds()),
+				DisplayAttrs: &framework.DisplayAttributes{
+					Name: "Request timeout",
+				},
+			},
+			fieldCAPEM: {
+				Type:        framework.TypeString,
+				Description: "Extra PEM-encoded CA certificates trusted for the upstream TLS.",
+				DisplayAttrs: &framework.DisplayAttributes{
+					Name: "CA certificates (PEM)",
+				},
+			},
+		},
+		ExistenceCheck: b.configExists,
+		Operations: map[logical.Operation]framework.OperationHandler{
+			logical.ReadOperation: &framework.PathOperation{
+				Callback: b.pathConfigRead,
+				DisplayAttrs: &framework.DisplayAttributes{
+					OperationSuffix: "configuration",
+				},
+			},
+			logical.CreateOperation: &framework.PathOperation{
+				Callback: b.pathConfigWrite,
+				DisplayAttrs: &framework.DisplayAttributes{
+					OperationVerb: "configure",
+				},
+			},
+			logical.UpdateOperation: &framework.PathOperation{
+				Callback: b.pathConfigWrite,
+				DisplayAttrs: &framework.DisplayAttributes{
+					OperationVerb: "configure",
+				},
+			},
+			logical.DeleteOperation: &framework.PathOperation{
+				Callback: b.pathConfigDelete,
+				DisplayAttrs: &framework.DisplayAttributes{
+					OperationSuffix: "configuration",
+				},
+			},
+		},
+		HelpSynopsis:    pathConfigHelpSynopsis,
+		HelpDescription: pathConfigHelpDescription,
+	}
+}
+
+func (b *backend) configExists(ctx context.Context, req *logical.Request, _ *framework.FieldData) (bool, error) {
+	entry, err := req.Storage.Get(ctx, configStoragePath)
+	if err != nil {
+		return false, fmt.Errorf("reading config: %w", err)
+	}
+	return entry != nil, nil
+}
+
+func (b *backend) pathConfigRead(ctx context.Context, req *logical.Request, _ *framework.FieldData) (*logical.Response, error) {
+	cfg, err := b.getConfig(ctx, req.Storage)
+	if err != nil {
+		return nil, err
+	}
+	return &logical.Response{Data: map[string]any{
+		fieldTokenURL:            cfg.TokenURL,
+		fieldVerifyURL:           cfg.VerifyURL,
+		fieldRefreshBefore:       int64(cfg.RefreshBefore.Seconds()),
+		fieldUserLoginsPerMinute: cfg.UserLoginsPerMinute,
+		fieldLoginsPerMinute:     cfg.LoginsPerMinute,
+		fieldRequestTimeout:      int64(cfg.RequestTimeout.Seconds()),
+		fieldCAPEM:               cfg.CAPEM,
+	}}, nil
+}
+
+func (b *backend) pathConfigWrite(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
+	if resp := refuseUnknownFields(req, d); resp != nil {
+		return resp, nil
+	}
+	b.writeMu.Lock()
+	defer b.writeMu.Unlock()
+
+	cfg, err := b.readConfig(ctx, req.Storage)
+	if err != nil {
+		return nil, err
+	}
+	if v, ok := d.GetOk(fieldTokenURL); ok {
+		cfg.TokenURL = strings.TrimSpace(v.(string))
+		if cfg.TokenURL == "" {
+			return logical.ErrorResponse("%s may not be empty", fieldTokenURL), nil
+		}
+		if err := checkUpstreamURL(cfg.TokenURL); err != nil {
+			return logical.ErrorResponse("%s: %s", fieldTokenURL, err), nil
+		}
+	}
+	if v, ok := d.GetOk(fieldVerifyURL); ok {
+		cfg.VerifyURL = strings.TrimSpace(v.(string))
+		if cfg.VerifyURL != "" {
+			if err := checkUpstreamURL(cfg.VerifyURL); err != nil {
+				return logical.ErrorResponse("%s: %s", fieldVerifyURL, err), nil
+			}
+		}
+	}
+	if v, ok := d.GetOk(fieldRefreshBefore); ok {
+		if v.(int) < 0 {
+			return logical.ErrorResponse("%s may not be negative", fieldRefreshBefore), nil
+		}
+		cfg.RefreshBefore = time.Duration(v.(int)) * time.Second
+	}
+	if v, ok := d.GetOk(fieldRequestTimeout); ok {
+		if v.(int) <= 0 {
+			return logical.ErrorResponse("%s must be positive", fieldRequestTimeout), nil
+		}
+		cfg.RequestTimeout = time.Duration(v.(int)) * time.Second
+	}
+	for _, f := range []struct {
+		name string
+		dst  *int
+	}{{fieldUserLoginsPerMinute, &cfg.UserLoginsPerMinute}, {fieldLoginsPerMinute, &cfg.LoginsPerMinute}} {
+		if v, ok := d.GetOk(f.name); ok {
+			n := v.(int)
+			if n < 1 || n > maxLoginsPerMinuteSetting {
+				return logical.ErrorResponse("%s must be between 1 and %d", f.name, maxLoginsPerMinuteSetting), nil
+			}
+			*f.dst = n
+		}
+	}
+	if v, ok := d.GetOk(fieldCAPEM); ok {
+		cfg.CAPEM = strings.TrimSpace(v.(string))
+		if cfg.CAPEM != "" && !x509.NewCertPool().AppendCertsFromPEM([]byte(cfg.CAPEM)) {
+			return logical.ErrorResponse("%s holds no PEM-encoded certificate", fieldCAPEM), nil
+		}
+	}
+
+	entry, err := logical.StorageEntryJSON(configStoragePath, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("encoding config: %w", err)
+	}
+	if err := req.Storage.Put(ctx, entry); err != nil {
+		return nil, fmt.Errorf("storing config: %w", err)
+	}
+	b.dropConfig()
+	return nil, nil
+}
+
+func (b *backend) pathConfigDelete(ctx context.Context, req *logical.Request, _ *framework.FieldData) (*logical.Response, error) {
+	b.writeMu.Lock()
+	defer b.writeMu.Unlock()
+	if err := req.Storage.Delete(ctx, configStoragePath); err != nil {
+		return nil, fmt.Errorf("deleting config: %w", err)
+	}
+	b.dropConfig()
+	return nil, nil
+}
+
+// readConfig reads the stored config, defaults filled in, bypassing the cache.
+func (b *backend) readConfig(ctx context.Context, s logical.Storage) (*config, error) {
+	cfg := defaultConfig()
+	entry, err := s.Get(ctx, configStoragePath)
+	if err != nil {
+		return nil, fmt.Errorf("reading config: %w", err)
+	}
+	if entry != nil {
+		if err := entry.DecodeJSON(cfg); err != nil {
+			return nil, fmt.Errorf("decoding config: %w", err)
+		}
+	}
+	return cfg, nil
+}
+
+// checkUpstreamURL allows https://, and http:// to loopback hosts only.
+func checkUpstreamURL(raw string) error {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return errors.New("not a valid URL")
+	}
+	if u.Host == "" || u.Hostname() == "" {
+		return errors.New("URL has no host")
+	}
+	if u.User != nil {
+		return errors.New("URL may not carry user information")
+	}
+	switch u.Scheme {
+	case "https":
+		return nil
+	case "http":
+		if isLoopback(u.Hostname()) {
+			return nil
+		}
+		return errors.New("http:// is accepted only for loopback hosts (127.0.0.0/8, ::1, localhost); use https://")
+	default:
+		return fmt.Errorf("scheme %q is not supported; use https://", u.Scheme)
+	}
+}
+
+func isLoopback(host string) bool {
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+const pathConfigHelpSynopsis = `Configure the upstream token endpoint and the login policy.`
+
+const pathConfigHelpDescription = `
+The config applies to every role of this mount. Reads work with no config written
+(defaults apply); an update changes only the fields it names; delete restores the
+defaults.
+
+token_url               login endpoint (default https://api.iadvize.com/oauth2/token)
+verify_url              token check endpoint for verify/; empty disables verify/
+refresh_before          log in anew once the cached token has less than this left (1h)
+user_logins_per_minute  never more logins than this per username or client ID (10)
+logins_per_minute       never more logins than this from this mount (100)
+request_timeout         bound on one upstream request (10s)
+ca_pem                  extra CA certificates for the upstream TLS
+
+URLs must be https://; http:// is accepted only for loopback hosts, for testing.
+`

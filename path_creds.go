@@ -1,0 +1,154 @@
+package iadvize
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/hashicorp/vault/sdk/framework"
+	"github.com/hashicorp/vault/sdk/logical"
+)
+
+const (
+	secretTokenType = "iadvize_token"
+
+	fieldAccessToken    = "access_token"
+	fieldTokenType      = "token_type"
+	fieldExpireTime     = "expire_time"
+	fieldRotationPeriod = "rotation_period"
+)
+
+func pathCreds(b *backend) []*framework.Path {
+	nameField := map[string]*framework.FieldSchema{
+		fieldName: {
+			Type:        framework.TypeString,
+			Description: "Name of the role.",
+			Required:    true,
+		},
+	}
+	return []*framework.Path{
+		{
+			Pattern: "creds/" + framework.MatchAllRegex(fieldName),
+			DisplayAttrs: &framework.DisplayAttributes{
+				OperationPrefix: operationPrefix,
+				OperationVerb:   "generate",
+				OperationSuffix: "credentials",
+			},
+			Fields: nameField,
+			Operations: map[logical.Operation]framework.OperationHandler{
+				logical.ReadOperation: &framework.PathOperation{Callback: b.pathCredsRead},
+			},
+			HelpSynopsis:    pathCredsHelpSynopsis,
+			HelpDescription: pathCredsHelpDescription,
+		},
+		{
+			Pattern: "static-creds/" + framework.MatchAllRegex(fieldName),
+			DisplayAttrs: &framework.DisplayAttributes{
+				OperationPrefix: operationPrefix,
+				OperationVerb:   "read",
+				OperationSuffix: "static-credentials",
+			},
+			Fields: nameField,
+			Operations: map[logical.Operation]framework.OperationHandler{
+				logical.ReadOperation: &framework.PathOperation{Callback: b.pathStaticCredsRead},
+			},
+			HelpSynopsis:    pathStaticCredsHelpSynopsis,
+			HelpDescription: pathStaticCredsHelpDescription,
+		},
+	}
+}
+
+// secretToken is the lease type of creds/. The token is shared by every reader of
+// the role, so the lease cannot be renewed (the token cannot be extended) and its
+// revocation does nothing upstream.
+func secretToken(b *backend) *framework.Secret {
+	return &framework.Secret{
+		Type: secretTokenType,
+		Fields: map[string]*framework.FieldSchema{
+			fieldAccessToken: {Type: framework.TypeString, Description: "Bearer access token."},
+			fieldTokenType:   {Type: framework.TypeString, Description: "Token type, usually Bearer."},
+			fieldExpireTime:  {Type: framework.TypeTime, Description: "When the token expires (RFC 3339)."},
+		},
+		Revoke: b.secretTokenRevoke,
+	}
+}
+
+// secretTokenRevoke is a no-op: other readers still use the shared token.
+func (b *backend) secretTokenRevoke(context.Context, *logical.Request, *framework.FieldData) (*logical.Response, error) {
+	return nil, nil
+}
+
+// readToken serves a read of creds/ or static-creds/: the role's token, or the
+// error a caller can act on.
+func (b *backend) readToken(ctx context.Context, req *logical.Request, d *framework.FieldData) (served, *logical.Response, error) {
+	name := d.Get(fieldName).(string)
+	srv, err := b.token(ctx, req.Storage, name)
+	if errors.Is(err, errRoleNotFound) {
+		return served{}, logical.ErrorResponse("role %q does not exist", name), nil
+	}
+	return srv, nil, err
+}
+
+func tokenData(st *tokenState) map[string]any {
+	return map[string]any{
+		fieldAccessToken: st.AccessToken,
+		fieldTokenType:   st.TokenType,
+		fieldExpireTime:  st.ExpiresAt.UTC().Format(time.RFC3339),
+	}
+}
+
+func (b *backend) pathCredsRead(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
+	srv, resp, err := b.readToken(ctx, req, d)
+	if resp != nil || err != nil {
+		return resp, err
+	}
+	st := srv.entry.state
+	resp = b.Secret(secretTokenType).Response(tokenData(st), map[string]any{fieldName: d.Get(fieldName)})
+	ttl := leaseTTL(st, srv.entry.role, b.now())
+	resp.Secret.TTL = ttl
+	resp.Secret.MaxTTL = ttl
+	resp.Secret.Renewable = false
+	if srv.warning != "" {
+		resp.AddWarning(srv.warning)
+	}
+	return resp, nil
+}
+
+func (b *backend) pathStaticCredsRead(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
+	srv, resp, err := b.readToken(ctx, req, d)
+	if resp != nil || err != nil {
+		return resp, err
+	}
+	st := srv.entry.state
+	data := tokenData(st)
+	now := b.now()
+	// Integers, as Vault Agent reads them as JSON numbers and sleeps ttl + 1 s.
+	data[fieldTTL] = int64(staticTTL(st, srv.cfg.RefreshBefore, now).Seconds())
+	data[fieldRotationPeriod] = int64(rotationPeriod(st, srv.cfg.RefreshBefore).Seconds())
+	resp = &logical.Response{Data: data}
+	if srv.warning != "" {
+		resp.AddWarning(srv.warning)
+	}
+	return resp, nil
+}
+
+const pathCredsHelpSynopsis = `Read the role's access token, as a lease.`
+
+const pathCredsHelpDescription = `
+Returns access_token, token_type and expire_time. Every reader of the role gets the
+same cached token until it nears expiry: the engine logs in only then, once for
+all concurrent readers.
+
+The lease lasts the token's remaining lifetime less a clock-skew margin, capped by
+the role's ttl and max_ttl. It cannot be renewed; revoking it does nothing upstream
+(the token is shared). Clients that read often may prefer static-creds/<name>,
+which creates no lease.
+`
+
+const pathStaticCredsHelpSynopsis = `Read the role's access token, without a lease.`
+
+const pathStaticCredsHelpDescription = `
+Returns the same token as creds/<name> with no lease, plus ttl (seconds until the
+engine will hand out a newer token) and rotation_period (seconds between logins),
+so that Vault Agent re-renders its template right after each rotation.
+`

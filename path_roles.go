@@ -1,0 +1,399 @@
+package iadvize
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"regexp"
+	"time"
+
+	"github.com/hashicorp/vault/sdk/framework"
+	"github.com/hashicorp/vault/sdk/helper/locksutil"
+	"github.com/hashicorp/vault/sdk/logical"
+)
+
+const (
+	rolesStoragePrefix = "roles/"
+
+	fieldName         = "name"
+	fieldGrantType    = "grant_type"
+	fieldUsername     = "username"
+	fieldPassword     = "password"
+	fieldClientID     = "client_id"
+	fieldClientSecret = "client_secret"
+	fieldScope        = "scope"
+	fieldTTL          = "ttl"
+	fieldMaxTTL       = "max_ttl"
+
+	grantPassword          = "password"
+	grantClientCredentials = "client_credentials"
+)
+
+// roleNamePattern is SPEC 2's role name: lower-case letters, digits, -, _ and .
+var roleNamePattern = regexp.MustCompile(`^[a-z0-9_.-]{1,128}$`)
+
+// errRoleNotFound is returned when a path names a role that does not exist.
+var errRoleNotFound = errors.New("role does not exist")
+
+// role is one integration: the credentials of its service user (or OAuth2 client)
+// and the caps on the leases creds/ hands out. Password and ClientSecret are
+// write-only: no response, log line or error ever carries them.
+type role struct {
+	GrantType    string        `json:"grant_type"`
+	Username     string        `json:"username,omitempty"`
+	Password     string        `json:"password,omitempty"`
+	ClientID     string        `json:"client_id,omitempty"`
+	ClientSecret string        `json:"client_secret,omitempty"`
+	Scope        string        `json:"scope,omitempty"`
+	TTL          time.Duration `json:"ttl,omitempty"`
+	MaxTTL       time.Duration `json:"max_ttl,omitempty"`
+	// Generation changes on every write that names a credential, so that a login
+	// which raced with that write is not cached under the new credentials.
+	Generation uint64 `json:"generation"`
+}
+
+// principal is the identity upstream counts logins against.
+func (r *role) principal() string {
+	if r.GrantType == grantClientCredentials {
+		return "client:" + r.ClientID
+	}
+	return "user:" + r.Username
+}
+
+// secrets lists the role's secret values, to scrub them from any text that might
+// echo them.
+func (r *role) secrets() []string {
+	return []string{r.Password, r.ClientSecret}
+}
+
+func pathRoles(b *backend) []*framework.Path {
+	return []*framework.Path{
+		{
+			Pattern: "roles/?$",
+			DisplayAttrs: &framework.DisplayAttributes{
+				OperationPrefix: operationPrefix,
+				OperationSuffix: "roles",
+			},
+			Operations: map[logical.Operation]framework.OperationHandler{
+				logical.ListOperation: &framework.PathOperation{Callback: b.pathRolesList},
+			},
+			HelpSynopsis:    pathRolesListHelpSynopsis,
+			HelpDescription: pathRolesListHelpDescription,
+		},
+		{
+			Pattern: "roles/" + framework.MatchAllRegex(fieldName),
+			DisplayAttrs: &framework.DisplayAttributes{
+				OperationPrefix: operationPrefix,
+				OperationSuffix: "role",
+			},
+			Fields: map[string]*framework.FieldSchema{
+				fieldName: {
+					Type:        framework.TypeString,
+					Description: "Name of the role: lower-case letters, digits, '-', '_' and '.'.",
+					Required:    true,
+				},
+				fieldGrantType: {
+					Type:          framework.TypeString,
+					Description:   "OAuth2 grant: 'password' (iAdvize service user) or 'client_credentials'.",
+					Default:       grantPassword,
+					AllowedValues: []any{grantPassword, grantClientCredentials},
+				},
+				fieldUsername: {
+					Type:        framework.TypeString,
+					Description: "Username (email) of the service user, for the password grant.",
+				},
+				fieldPassword: {
+					Type:         framework.TypeString,
+					Description:  "Password of the service user, for the password grant. Write-only.",
+					DisplayAttrs: &framework.DisplayAttributes{Sensitive: true},
+				},
+				fieldClientID: {
+					Type:        framework.TypeString,
+					Description: "OAuth2 client ID, for the client_credentials grant (sent with HTTP Basic auth).",
+				},
+				fieldClientSecret: {
+					Type:         framework.TypeString,
+					Description:  "OAuth2 client secret, for the client_credentials grant. Write-only.",
+					DisplayAttrs: &framework.DisplayAttributes{Sensitive: true},
+				},
+				fieldScope: {
+					Type:        framework.TypeString,
+					Description: "Space-separated scopes, sent with the token request when set.",
+				},
+				fieldTTL: {
+					Type:        framework.TypeDurationSecond,
+					Description: "Optional cap on the lease that creds/ returns. 0 means no cap beyond the token's lifetime.",
+				},
+				fieldMaxTTL: {
+					Type:        framework.TypeDurationSecond,
+					Description: "Optional maximum lease that creds/ returns. 0 means no cap beyond the token's lifetime.",
+				},
+			},
+			ExistenceCheck: b.roleExists,
+			Operations: map[logical.Operation]framework.OperationHandler{
+				logical.ReadOperation:   &framework.PathOperation{Callback: b.pathRoleRead},
+				logical.CreateOperation: &framework.PathOperation{Callback: b.pathRoleWrite},
+				logical.UpdateOperation: &framework.PathOperation{Callback: b.pathRoleWrite},
+				logical.DeleteOperation: &framework.PathOperation{Callback: b.pathRoleDelete},
+			},
+			HelpSynopsis:    pathRoleHelpSynopsis,
+			HelpDescription: pathRoleHelpDescription,
+		},
+	}
+}
+
+// checkRoleName answers 400 for a name outside SPEC 2's alphabet.
+func checkRoleName(name string) *logical.Response {
+	if !roleNamePattern.MatchString(name) || name == "." || name == ".." {
+		return logical.ErrorResponse("invalid role name %q: use 1 to 128 lower-case letters, digits, '-', '_' and '.'", name)
+	}
+	return nil
+}
+
+func (b *backend) roleExists(ctx context.Context, req *logical.Request, d *framework.FieldData) (bool, error) {
+	r, err := b.getRole(ctx, req.Storage, d.Get(fieldName).(string))
+	if err != nil {
+		return false, err
+	}
+	return r != nil, nil
+}
+
+// getRole reads a role from storage; (nil, nil) when it does not exist.
+func (b *backend) getRole(ctx context.Context, s logical.Storage, name string) (*role, error) {
+	entry, err := s.Get(ctx, rolesStoragePrefix+name)
+	if err != nil {
+		return nil, fmt.Errorf("reading role %q: %w", name, err)
+	}
+	if entry == nil {
+		return nil, nil
+	}
+	r := new(role)
+	if err := entry.DecodeJSON(r); err != nil {
+		return nil, fmt.Errorf("decoding role %q: %w", name, err)
+	}
+	return r, nil
+}
+
+func (b *backend) pathRolesList(ctx context.Context, req *logical.Request, _ *framework.FieldData) (*logical.Response, error) {
+	names, err := req.Storage.List(ctx, rolesStoragePrefix)
+	if err != nil {
+		return nil, fmt.Errorf("listing roles: %w", err)
+	}
+	return logical.ListResponse(names), nil
+}
+
+func (b *backend) pathRoleRead(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
+	name := d.Get(fieldName).(string)
+	r, err := b.getRole(ctx, req.Storage, name)
+	if err != nil {
+		return nil, err
+	}
+	if r == nil {
+		return nil, nil
+	}
+	data := map[string]any{
+		fieldGrantType: r.GrantType,
+		fieldScope:     r.Scope,
+		fieldTTL:       int64(r.TTL.Seconds()),
+		fieldMaxTTL:    int64(r.MaxTTL.Seconds()),
+	}
+	if r.GrantType == grantClientCredentials {
+		data[fieldClientID] = r.ClientID
+	} else {
+		data[fieldUsername] = r.Username
+	}
+	return &logical.Response{Data: data}, nil
+}
+
+func (b *backend) pathRoleWrite(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
+	name := d.Get(fieldName).(string)
+	if resp := checkRoleName(name); resp != nil {
+		return resp, nil
+	}
+	if resp := refuseUnknownFields(req, d); resp != nil {
+		return resp, nil
+	}
+	lock := locksutil.LockForKey(b.roleLocks, name)
+	lock.Lock()
+	defer lock.Unlock()
+
+	r, err := b.getRole(ctx, req.Storage, name)
+	if err != nil {
+		return nil, err
+	}
+	if r == nil {
+		if req.Operation == logical.UpdateOperation {
+			return logical.ErrorResponse("role %q does not exist", name), nil
+		}
+		r = &role{GrantType: grantPassword}
+	}
+
+	credentialsNamed := false
+	if v, ok := d.GetOk(fieldGrantType); ok {
+		grant := v.(string)
+		if grant != grantPassword && grant != grantClientCredentials {
+			return logical.ErrorResponse("%s must be %q or %q", fieldGrantType, grantPassword, grantClientCredentials), nil
+		}
+		if grant != r.GrantType {
+			// The other grant's credentials no longer apply.
+			r.Username, r.Password, r.ClientID, r.ClientSecret = "", "", "", ""
+		}
+		r.GrantType = grant
+		credentialsNamed = true
+	}
+	for _, f := range []struct {
+		name string
+		dst  *string
+	}{
+		{fieldUsername, &r.Username}, {fieldPassword, &r.Password},
+		{fieldClientID, &r.ClientID}, {fieldClientSecret, &r.ClientSecret},
+		{fieldScope, &r.Scope},
+	} {
+		if v, ok := d.GetOk(f.name); ok {
+			*f.dst = v.(string)
+			credentialsNamed = true
+		}
+	}
+	for _, f := range []struct {
+		name string
+		dst  *time.Duration
+	}{{fieldTTL, &r.TTL}, {fieldMaxTTL, &r.MaxTTL}} {
+		if v, ok := d.GetOk(f.name); ok {
+			if v.(int) < 0 {
+				return logical.ErrorResponse("%s may not be negative", f.name), nil
+			}
+			*f.dst = time.Duration(v.(int)) * time.Second
+		}
+	}
+	if resp := validateRole(r); resp != nil {
+		return resp, nil
+	}
+
+	if credentialsNamed {
+		r.Generation++
+	}
+	entry, err := logical.StorageEntryJSON(rolesStoragePrefix+name, r)
+	if err != nil {
+		return nil, fmt.Errorf("encoding role %q: %w", name, err)
+	}
+	if err := req.Storage.Put(ctx, entry); err != nil {
+		return nil, fmt.Errorf("storing role %q: %w", name, err)
+	}
+	if credentialsNamed {
+		// New credentials: the cached token and a "credentials rejected" state go.
+		if err := req.Storage.Delete(ctx, tokensStoragePrefix+name); err != nil {
+			return nil, fmt.Errorf("deleting the cached token of role %q: %w", name, err)
+		}
+	}
+	b.dropEntry(name)
+
+	resp := &logical.Response{}
+	if shared, err := b.rolesSharingPrincipal(ctx, req.Storage, name, r); err != nil {
+		b.Logger().Warn("could not check for roles sharing a login", "role", name, "error", err)
+	} else if len(shared) > 0 {
+		resp.AddWarning(fmt.Sprintf("roles %v log in as the same %s: they share one login budget; "+
+			"a dedicated service user per integration is recommended", shared, principalKind(r)))
+	}
+	if len(resp.Warnings) == 0 {
+		return nil, nil
+	}
+	return resp, nil
+}
+
+// validateRole checks that a role holds what its grant needs and sane TTLs.
+func validateRole(r *role) *logical.Response {
+	switch r.GrantType {
+	case grantClientCredentials:
+		if r.Username != "" || r.Password != "" {
+			return logical.ErrorResponse("%s and %s are for the password grant; this role uses %s", fieldUsername, fieldPassword, grantClientCredentials)
+		}
+		if r.ClientID == "" {
+			return logical.ErrorResponse("%s is required for the %s grant", fieldClientID, grantClientCredentials)
+		}
+		if r.ClientSecret == "" {
+			return logical.ErrorResponse("%s is required for the %s grant", fieldClientSecret, grantClientCredentials)
+		}
+	default:
+		if r.ClientID != "" || r.ClientSecret != "" {
+			return logical.ErrorResponse("%s and %s are for the client_credentials grant; this role uses %s", fieldClientID, fieldClientSecret, grantPassword)
+		}
+		if r.Username == "" {
+			return logical.ErrorResponse("%s is required for the %s grant", fieldUsername, grantPassword)
+		}
+		if r.Password == "" {
+			return logical.ErrorResponse("%s is required for the %s grant", fieldPassword, grantPassword)
+		}
+	}
+	if r.TTL > 0 && r.MaxTTL > 0 && r.TTL > r.MaxTTL {
+		return logical.ErrorResponse("%s (%s) may not exceed %s (%s)", fieldTTL, r.TTL, fieldMaxTTL, r.MaxTTL)
+	}
+	return nil
+}
+
+func principalKind(r *role) string {
+	if r.GrantType == grantClientCredentials {
+		return fieldClientID
+	}
+	return fieldUsername
+}
+
+// rolesSharingPrincipal names the other roles that log in as the same user/client.
+func (b *backend) rolesSharingPrincipal(ctx context.Context, s logical.Storage, name string, r *role) ([]string, error) {
+	names, err := s.List(ctx, rolesStoragePrefix)
+	if err != nil {
+		return nil, err
+	}
+	var shared []string
+	for _, other := range names {
+		if other == name {
+			continue
+		}
+		o, err := b.getRole(ctx, s, other)
+		if err != nil {
+			return nil, err
+		}
+		if o != nil && o.principal() == r.principal() {
+			shared = append(shared, other)
+		}
+	}
+	return shared, nil
+}
+
+func (b *backend) pathRoleDelete(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
+	name := d.Get(fieldName).(string)
+	lock := locksutil.LockForKey(b.roleLocks, name)
+	lock.Lock()
+	defer lock.Unlock()
+	if err := req.Storage.Delete(ctx, tokensStoragePrefix+name); err != nil {
+		return nil, fmt.Errorf("deleting the cached token of role %q: %w", name, err)
+	}
+	if err := req.Storage.Delete(ctx, rolesStoragePrefix+name); err != nil {
+		return nil, fmt.Errorf("deleting role %q: %w", name, err)
+	}
+	b.dropEntry(name)
+	return nil, nil
+}
+
+const pathRolesListHelpSynopsis = `List the roles.`
+
+const pathRolesListHelpDescription = `Lists the names of the roles of this mount.`
+
+const pathRoleHelpSynopsis = `Manage a role: the credentials of one integration.`
+
+const pathRoleHelpDescription = `
+A role holds the credentials one integration logs in with, and the caps on the
+leases of creds/<name>. Create one role per integration, with a dedicated service
+user: roles that share a username share that user's login budget.
+
+grant_type     password (default) or client_credentials
+username       service user, for the password grant
+password       its password (write-only)
+client_id      OAuth2 client, for the client_credentials grant (HTTP Basic auth)
+client_secret  its secret (write-only)
+scope          optional, sent when set
+ttl, max_ttl   optional caps on the lease creds/ returns
+
+An update changes only the fields it names; unknown fields are refused. Writing
+credentials discards the role's cached token and clears a "credentials rejected"
+state. Deleting a role deletes its cached token.
+`

@@ -1,0 +1,59 @@
+package iadvize
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/hashicorp/vault/sdk/framework"
+	"github.com/hashicorp/vault/sdk/logical"
+)
+
+const fieldIssueTime = "issue_time"
+
+func pathRotateRole(b *backend) *framework.Path {
+	return &framework.Path{
+		Pattern: "rotate-role/" + framework.MatchAllRegex(fieldName),
+		DisplayAttrs: &framework.DisplayAttributes{
+			OperationPrefix: operationPrefix,
+			OperationVerb:   "rotate",
+			OperationSuffix: "role",
+		},
+		Fields: map[string]*framework.FieldSchema{
+			fieldName: {Type: framework.TypeString, Description: "Name of the role.", Required: true},
+		},
+		Operations: map[logical.Operation]framework.OperationHandler{
+			logical.UpdateOperation: &framework.PathOperation{Callback: b.pathRotateRoleWrite},
+		},
+		HelpSynopsis:    pathRotateRoleHelpSynopsis,
+		HelpDescription: pathRotateRoleHelpDescription,
+	}
+}
+
+func (b *backend) pathRotateRoleWrite(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
+	name := d.Get(fieldName).(string)
+	res, err := b.shared(ctx, req.Storage, name, modeRotate)
+	if errors.Is(err, errRoleNotFound) {
+		return logical.ErrorResponse("role %q does not exist", name), nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	if res.failed != nil {
+		return nil, logical.CodedError(res.failed.status, res.failed.message(name))
+	}
+	st := res.entry.state
+	return &logical.Response{Data: map[string]any{
+		fieldIssueTime:  st.IssuedAt.UTC().Format(time.RFC3339),
+		fieldExpireTime: st.ExpiresAt.UTC().Format(time.RFC3339),
+	}}, nil
+}
+
+const pathRotateRoleHelpSynopsis = `Log in now and replace the role's cached token.`
+
+const pathRotateRoleHelpDescription = `
+Use after a token leaked, or after the password changed upstream. The login counts
+against the same budgets as any other, and waits out an upstream 429. It is tried
+once even when the role's credentials were rejected. The token itself is not
+returned: read creds/<name> or static-creds/<name>.
+`

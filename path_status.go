@@ -1,0 +1,96 @@
+package iadvize
+
+import (
+	"context"
+	"time"
+
+	"github.com/hashicorp/vault/sdk/framework"
+	"github.com/hashicorp/vault/sdk/logical"
+)
+
+func pathStatus(b *backend) *framework.Path {
+	return &framework.Path{
+		Pattern: "status/" + framework.MatchAllRegex(fieldName),
+		DisplayAttrs: &framework.DisplayAttributes{
+			OperationPrefix: operationPrefix,
+			OperationVerb:   "read",
+			OperationSuffix: "status",
+		},
+		Fields: map[string]*framework.FieldSchema{
+			fieldName: {Type: framework.TypeString, Description: "Name of the role.", Required: true},
+		},
+		Operations: map[logical.Operation]framework.OperationHandler{
+			logical.ReadOperation: &framework.PathOperation{Callback: b.pathStatusRead},
+		},
+		HelpSynopsis:    pathStatusHelpSynopsis,
+		HelpDescription: pathStatusHelpDescription,
+	}
+}
+
+func (b *backend) pathStatusRead(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
+	name := d.Get(fieldName).(string)
+	cfg, err := b.getConfig(ctx, req.Storage)
+	if err != nil {
+		return nil, err
+	}
+	e, err := b.loadEntry(ctx, req.Storage, name)
+	if err != nil {
+		return nil, err
+	}
+	if e == nil {
+		return logical.ErrorResponse("role %q does not exist", name), nil
+	}
+	st, now := e.state, b.now()
+
+	noLoginBefore := latest(st.NextAttempt,
+		b.limits.nextAllowed(e.role.principal(), now, cfg.UserLoginsPerMinute, cfg.LoginsPerMinute))
+	var nextLogin time.Time
+	switch {
+	case st.CredentialsRejected:
+		// none until the credentials are rewritten
+	case st.AccessToken == "":
+		nextLogin = latest(now, noLoginBefore) // on the next read
+	default:
+		nextLogin = latest(st.refreshAt(cfg.RefreshBefore).Add(-min(backgroundLead, st.lifetime()/10)), noLoginBefore)
+	}
+	if !noLoginBefore.After(now) {
+		noLoginBefore = time.Time{}
+	}
+	return &logical.Response{Data: map[string]any{
+		"has_token":            st.alive(now),
+		fieldIssueTime:         rfc3339(st.IssuedAt),
+		fieldExpireTime:        rfc3339(st.ExpiresAt),
+		"next_login":           rfc3339(nextLogin),
+		"last_attempt":         rfc3339(st.LastAttempt),
+		"last_outcome":         st.LastOutcome,
+		"last_error":           st.LastError,
+		"consecutive_failures": st.Failures,
+		"no_login_before":      rfc3339(noLoginBefore),
+		"credentials_rejected": st.CredentialsRejected,
+	}}, nil
+}
+
+// rfc3339 renders a time for a response; the zero time as "".
+func rfc3339(t time.Time) string {
+	if t.IsZero() {
+		return ""
+	}
+	return t.UTC().Format(time.RFC3339)
+}
+
+const pathStatusHelpSynopsis = `Report a role's token and login health, without the token.`
+
+const pathStatusHelpDescription = `
+has_token             whether a token with time left is cached
+issue_time            when the cached token was issued
+expire_time           when it expires
+next_login            when the engine plans its next login (empty while the
+                      credentials are rejected)
+last_attempt          when the last login was sent
+last_outcome          success, rate_limited, credentials_rejected or upstream_error
+last_error            what went wrong last, if anything
+consecutive_failures  failures of that kind in a row
+no_login_before       no login will be tried before this (backoff, budget, 429)
+credentials_rejected  upstream refused the credentials: no login until they are
+                      rewritten or rotate-role is called
+`

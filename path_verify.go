@@ -1,0 +1,163 @@
+package iadvize
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"time"
+
+	"github.com/hashicorp/vault/sdk/framework"
+	"github.com/hashicorp/vault/sdk/helper/locksutil"
+	"github.com/hashicorp/vault/sdk/logical"
+)
+
+// verifyInterval: at most one check per role reaches upstream in this time (seed
+// 000: the check endpoint is not for polling).
+const verifyInterval = 5 * time.Second
+
+// verifyResult is the last answer of verify_url for one role's token, kept in
+// memory so checks in between get it without reaching upstream.
+type verifyResult struct {
+	token         string // the token checked; a new token needs a new check
+	checkedAt     time.Time
+	authenticated bool
+}
+
+func pathVerify(b *backend) *framework.Path {
+	return &framework.Path{
+		Pattern: "verify/" + framework.MatchAllRegex(fieldName),
+		DisplayAttrs: &framework.DisplayAttributes{
+			OperationPrefix: operationPrefix,
+			OperationVerb:   "verify",
+			OperationSuffix: "token",
+		},
+		Fields: map[string]*framework.FieldSchema{
+			fieldName: {Type: framework.TypeString, Description: "Name of the role.", Required: true},
+		},
+		Operations: map[logical.Operation]framework.OperationHandler{
+			logical.ReadOperation: &framework.PathOperation{Callback: b.pathVerifyRead},
+		},
+		HelpSynopsis:    pathVerifyHelpSynopsis,
+		HelpDescription: pathVerifyHelpDescription,
+	}
+}
+
+func (b *backend) pathVerifyRead(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
+	name := d.Get(fieldName).(string)
+	cfg, err := b.getConfig(ctx, req.Storage)
+	if err != nil {
+		return nil, err
+	}
+	if cfg.VerifyURL == "" {
+		return logical.ErrorResponse("verify is disabled: config has an empty %s", fieldVerifyURL), nil
+	}
+	e, err := b.loadEntry(ctx, req.Storage, name)
+	if err != nil {
+		return nil, err
+	}
+	if e == nil {
+		return logical.ErrorResponse("role %q does not exist", name), nil
+	}
+	if !e.state.alive(b.now()) {
+		return logical.ErrorResponse("role %q has no cached token to verify; verify never logs in", name), nil
+	}
+	if res := b.lastVerify(name, e.state.AccessToken); res != nil {
+		return verifyResponse(res, e.state, true), nil
+	}
+	if !b.canWrite() {
+		// A rejected token must be dropped from storage: let the active node check.
+		return nil, logical.ErrReadOnly
+	}
+	v, err, _ := b.flights.Do("verify\x00"+name, func() (any, error) {
+		if res := b.lastVerify(name, e.state.AccessToken); res != nil {
+			return res, nil
+		}
+		return b.verify(ctx, req.Storage, name, cfg, e)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return verifyResponse(v.(*verifyResult), e.state, false), nil
+}
+
+// lastVerify returns the last check of this token if it is recent enough.
+func (b *backend) lastVerify(name, accessToken string) *verifyResult {
+	v, ok := b.verifies.Load(name)
+	if !ok {
+		return nil
+	}
+	res := v.(*verifyResult)
+	if res.token != accessToken || b.now().Sub(res.checkedAt) >= verifyInterval {
+		return nil
+	}
+	return res
+}
+
+// verify checks the token upstream and drops it when upstream says it is invalid.
+func (b *backend) verify(ctx context.Context, s logical.Storage, name string, cfg *configEntry, e *cacheEntry) (*verifyResult, error) {
+	checkedAt := b.now()
+	vctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.RequestTimeout)
+	defer cancel()
+	ok, err := cfg.client.verify(vctx, cfg.VerifyURL, e.state.AccessToken)
+	res := &verifyResult{token: e.state.AccessToken, checkedAt: checkedAt, authenticated: ok}
+	if err != nil {
+		// Remember the failed check too: upstream sees at most one a role per interval.
+		b.verifies.Store(name, &verifyResult{token: e.state.AccessToken, checkedAt: checkedAt})
+		return nil, logical.CodedError(http.StatusBadGateway, "role \""+name+"\": checking the token failed: "+err.Error())
+	}
+	b.verifies.Store(name, res)
+	if !ok {
+		if err := b.dropToken(ctx, s, name, e.state.AccessToken); err != nil {
+			return nil, err
+		}
+	}
+	return res, nil
+}
+
+// dropToken forgets a role's token that upstream no longer accepts, if it is still
+// the cached one, so the next read logs in.
+func (b *backend) dropToken(ctx context.Context, s logical.Storage, name, accessToken string) error {
+	lock := locksutil.LockForKey(b.roleLocks, name)
+	lock.Lock()
+	defer lock.Unlock()
+	r, err := b.getRole(ctx, s, name)
+	if err != nil || r == nil {
+		return err
+	}
+	st, err := b.readTokenState(ctx, s, name)
+	if err != nil {
+		return err
+	}
+	if st.AccessToken != accessToken {
+		return nil // already replaced
+	}
+	st.AccessToken, st.TokenType, st.IssuedAt, st.ExpiresAt = "", "", time.Time{}, time.Time{}
+	st.LastError = "verify_url reported the token invalid; it was dropped"
+	if err := b.writeTokenState(ctx, s, name, st); err != nil {
+		return err
+	}
+	b.Logger().Info("token reported invalid by verify_url; dropped", "role", name)
+	b.storeEntry(name, &cacheEntry{role: r, state: st})
+	return nil
+}
+
+func verifyResponse(res *verifyResult, st *tokenState, cached bool) *logical.Response {
+	return &logical.Response{Data: map[string]any{
+		"authenticated": res.authenticated,
+		"checked_at":    res.checkedAt.UTC().Format(time.RFC3339),
+		"cached":        cached,
+		fieldExpireTime: st.ExpiresAt.UTC().Format(time.RFC3339),
+	}}
+}
+
+// errVerifyAnswer: verify_url answered something that is neither yes nor no.
+var errVerifyAnswer = errors.New("unexpected answer from verify_url")
+
+const pathVerifyHelpSynopsis = `Check the role's cached token against verify_url.`
+
+const pathVerifyHelpDescription = `
+Reports authenticated (true or false) and checked_at. Never logs in. When upstream
+says the token is invalid, the cached token is dropped so the next read logs in.
+Not for polling: at most one check per role per 5 seconds reaches upstream; checks
+in between get the last answer (cached: true) and its time.
+`

@@ -1,0 +1,136 @@
+package iadvize
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/hashicorp/vault/sdk/logical"
+)
+
+const tokensStoragePrefix = "tokens/"
+
+// Login outcomes, as status/ reports them.
+const (
+	outcomeSuccess     = "success"
+	outcomeRateLimited = "rate_limited"
+	outcomeRejected    = "credentials_rejected"
+	outcomeUpstream    = "upstream_error"
+)
+
+// tokenState is one role's cached token and its login bookkeeping. It is persisted
+// at tokens/<role> (seal-wrapped), so a restart neither logs in while the token is
+// fresh nor forgets a backoff or a "credentials rejected" verdict.
+type tokenState struct {
+	AccessToken string    `json:"access_token,omitempty"`
+	TokenType   string    `json:"token_type,omitempty"`
+	IssuedAt    time.Time `json:"issued_at,omitempty"`
+	ExpiresAt   time.Time `json:"expires_at,omitempty"`
+
+	LastAttempt time.Time `json:"last_attempt,omitempty"`
+	LastOutcome string    `json:"last_outcome,omitempty"`
+	LastError   string    `json:"last_error,omitempty"`
+	// NextAttempt: no login before this (backoff after a failure).
+	NextAttempt time.Time `json:"next_attempt,omitempty"`
+	// Failures counts consecutive failures of the kind in LastOutcome.
+	Failures            int  `json:"failures,omitempty"`
+	CredentialsRejected bool `json:"credentials_rejected,omitempty"`
+}
+
+// cacheEntry is the in-memory view of one role: the role and its token state, both
+// as last read from or written to storage. Entries are immutable: a change stores
+// a new one, so readers never lock.
+type cacheEntry struct {
+	role  *role
+	state *tokenState
+}
+
+func (b *backend) readTokenState(ctx context.Context, s logical.Storage, name string) (*tokenState, error) {
+	st := new(tokenState)
+	entry, err := s.Get(ctx, tokensStoragePrefix+name)
+	if err != nil {
+		return nil, fmt.Errorf("reading the cached token of role %q: %w", name, err)
+	}
+	if entry != nil {
+		if err := entry.DecodeJSON(st); err != nil {
+			return nil, fmt.Errorf("decoding the cached token of role %q: %w", name, err)
+		}
+	}
+	return st, nil
+}
+
+func (b *backend) writeTokenState(ctx context.Context, s logical.Storage, name string, st *tokenState) error {
+	entry, err := logical.StorageEntryJSON(tokensStoragePrefix+name, st)
+	if err != nil {
+		return fmt.Errorf("encoding the cached token of role %q: %w", name, err)
+	}
+	if err := s.Put(ctx, entry); err != nil {
+		return fmt.Errorf("storing the cached token of role %q: %w", name, err)
+	}
+	return nil
+}
+
+// lifetime is the token's whole lifetime as upstream granted it.
+func (st *tokenState) lifetime() time.Duration {
+	return st.ExpiresAt.Sub(st.IssuedAt)
+}
+
+// refreshWindow is how long before expiry the plugin logs in anew: refresh_before,
+// but at most half the token's lifetime, so a refresh_before longer than the
+// tokens live (1h against 1-hour tokens) cannot turn every read into a login.
+func (st *tokenState) refreshWindow(refreshBefore time.Duration) time.Duration {
+	return min(refreshBefore, st.lifetime()/2)
+}
+
+// refreshAt is when the token enters its refresh window.
+func (st *tokenState) refreshAt(refreshBefore time.Duration) time.Time {
+	return st.ExpiresAt.Add(-st.refreshWindow(refreshBefore))
+}
+
+// fresh reports whether the token can be served without a login.
+func (st *tokenState) fresh(now time.Time, refreshBefore time.Duration) bool {
+	return st.AccessToken != "" && now.Before(st.refreshAt(refreshBefore))
+}
+
+// alive reports whether the token has time left, so it can still be served (with a
+// warning) while a refresh fails.
+func (st *tokenState) alive(now time.Time) bool {
+	return st.AccessToken != "" && now.Before(st.ExpiresAt)
+}
+
+// skew is the clock-skew margin taken off a lease: 30 s, or a tenth of the
+// lifetime for tokens shorter than 5 minutes.
+func (st *tokenState) skew() time.Duration {
+	if lt := st.lifetime(); lt < 5*time.Minute {
+		return lt / 10
+	}
+	return 30 * time.Second
+}
+
+// leaseTTL is the lease creds/ returns: the remaining lifetime minus the skew
+// margin, capped by the role's ttl and max_ttl, in whole seconds and never below
+// 1 s (Vault would apply the mount default to a zero TTL).
+func leaseTTL(st *tokenState, r *role, now time.Time) time.Duration {
+	ttl := st.ExpiresAt.Sub(now) - st.skew()
+	if r.TTL > 0 {
+		ttl = min(ttl, r.TTL)
+	}
+	if r.MaxTTL > 0 {
+		ttl = min(ttl, r.MaxTTL)
+	}
+	return max(ttl.Truncate(time.Second), time.Second)
+}
+
+// staticTTL is the ttl static-creds/ returns: whole seconds until this plugin will
+// hand out a newer token (the token enters its refresh window), at least 1 s, and
+// never past the token's own life less the skew margin.
+func staticTTL(st *tokenState, refreshBefore time.Duration, now time.Time) time.Duration {
+	ttl := min(st.refreshAt(refreshBefore).Sub(now), st.ExpiresAt.Sub(now)-st.skew())
+	return max(ttl.Truncate(time.Second), time.Second)
+}
+
+// rotationPeriod is the time between two logins of the role: the lifetime less the
+// refresh window, in whole seconds, at least 1 s.
+func rotationPeriod(st *tokenState, refreshBefore time.Duration) time.Duration {
+	return max((st.lifetime() - st.refreshWindow(refreshBefore)).Truncate(time.Second), time.Second)
+}
