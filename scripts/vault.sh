@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Prints the path of a Vault binary at the pinned release, building it on first use.
 #
+# Usage: scripts/vault.sh [--cached-only]
 # VAULT_BIN, when set, is used as is. Otherwise Vault is built from the Go module
 # proxy in a throwaway wrapper module that requires github.com/hashicorp/vault at
 # VAULT_VERSION, carries that release's non-local replace lines and pins vault/api
@@ -21,6 +22,10 @@ bin="$cache_root/vault-$VAULT_VERSION/vault"
 if [ -x "$bin" ]; then
   echo "$bin"
   exit 0
+fi
+# --cached-only: report the cached binary, never build (tests use this).
+if [ "${1:-}" = "--cached-only" ]; then
+  exit 1
 fi
 
 mkdir -p "$cache_root"
