@@ -191,7 +191,7 @@ func dueForBackground(st *tokenState, refreshBefore time.Duration, now time.Time
 func (b *backend) mayLogin(e *cacheEntry, cfg *configEntry, now time.Time, mode loginMode) *unavailable {
 	st := e.state
 	if st.CredentialsRejected && mode != modeRotate {
-		return &unavailable{status: http.StatusBadGateway, cause: "upstream rejected the credentials: " + st.LastError}
+		return &unavailable{status: http.StatusBadGateway, cause: st.LastError}
 	}
 	// rotate-role may cut short a transient backoff, never a 429's.
 	if now.Before(st.NextAttempt) && !(mode == modeRotate && st.LastOutcome == outcomeUpstream) {

@@ -132,7 +132,6 @@ func (b *backend) dropToken(ctx context.Context, s logical.Storage, name, access
 		return nil // already replaced
 	}
 	st.AccessToken, st.TokenType, st.IssuedAt, st.ExpiresAt = "", "", time.Time{}, time.Time{}
-	st.LastError = "verify_url reported the token invalid; it was dropped"
 	if err := b.writeTokenState(ctx, s, name, st); err != nil {
 		return err
 	}
