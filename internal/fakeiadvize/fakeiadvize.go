@@ -324,7 +324,8 @@ func (s *Server) RevokeAll() {
 }
 
 // Reset zeroes the counters and the login history, and forgets the rate-limit
-// windows and blocks. Users, clients, tokens, settings and the active fault
+// windows and blocks (requests held by the hang fault stay counted as
+// attempts). Users, clients, tokens, settings and the active fault
 // are kept.
 func (s *Server) Reset() {
 	s.mu.Lock()
@@ -337,8 +338,11 @@ func (s *Server) Reset() {
 }
 
 func (s *Server) resetCountersLocked() {
-	hanging := s.stats.Hanging // requests still held are not history
-	s.stats = Stats{Hanging: hanging, UserAttempts: map[string]int{}, UserSuccesses: map[string]int{}}
+	// Requests still held by the hang fault carry over as attempts, so the
+	// outcome counters keep adding up once they end.
+	hanging := s.stats.Hanging
+	s.stats = Stats{LoginAttempts: hanging, Hanging: hanging,
+		UserAttempts: map[string]int{}, UserSuccesses: map[string]int{}}
 	s.loginTimes = nil
 }
 
@@ -610,7 +614,7 @@ func (s *Server) hang(ctx context.Context, req tokenRequest, release chan struct
 	released := false
 	select {
 	case <-ctx.Done():
-	case <-make(chan struct{}):
+	case <-s.done:
 		rp = errorReply(http.StatusServiceUnavailable, "temporarily_unavailable",
 			"fake iAdvize server closed", "hang ended by Close")
 		ok = true

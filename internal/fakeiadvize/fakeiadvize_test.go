@@ -15,6 +15,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 )
 
@@ -148,6 +149,8 @@ func TestTokenEndpoint(t *testing.T) {
 		// which counter the attempt lands in
 		wantOutcome func(Stats) int
 		wantUser    string // key of UserAttempts, "" for none
+		// RFC 6749 §5.2: a failed Basic client authentication gets a challenge
+		wantBasicChallenge bool
 	}{
 		{
 			name: "password grant", form: passwordForm(user, password),
@@ -206,13 +209,13 @@ func TestTokenEndpoint(t *testing.T) {
 		{
 			name: "wrong client secret", form: url.Values{"grant_type": {"client_credentials"}},
 			basic:    basicAuth(clientID, "nope"),
-			wantCode: 401, wantError: "invalid_client",
+			wantCode: 401, wantError: "invalid_client", wantBasicChallenge: true,
 			wantOutcome: func(s Stats) int { return s.FailedCredentials }, wantUser: clientID,
 		},
 		{
 			name: "unescaped basic auth does not match an escaped secret", form: url.Values{"grant_type": {"client_credentials"}},
 			basic:    "Basic " + base64.StdEncoding.EncodeToString([]byte("my+client:"+strings.ReplaceAll(secret, "%", "%25"))),
-			wantCode: 401, wantError: "invalid_client",
+			wantCode: 401, wantError: "invalid_client", wantBasicChallenge: true,
 			wantOutcome: func(s Stats) int { return s.FailedCredentials }, wantUser: clientID,
 		},
 		{
@@ -252,6 +255,9 @@ func TestTokenEndpoint(t *testing.T) {
 			}
 			if tt.wantUser != "" && st.UserAttempts[tt.wantUser] != 1 {
 				t.Errorf("UserAttempts = %v, want 1 for %q", st.UserAttempts, tt.wantUser)
+			}
+			if got := strings.HasPrefix(w.Header().Get("WWW-Authenticate"), "Basic "); got != tt.wantBasicChallenge {
+				t.Errorf("Basic WWW-Authenticate challenge: %v, want %v", got, tt.wantBasicChallenge)
 			}
 			if tt.wantCode == 405 {
 				return
@@ -349,6 +355,37 @@ func TestAuthenticated(t *testing.T) {
 		if st := f.Stats(); st.VerifyCalls != i+1 {
 			t.Errorf("%s: VerifyCalls = %d, want %d", tt.name, st.VerifyCalls, i+1)
 		}
+	}
+}
+
+func TestSetTokenLifetime(t *testing.T) {
+	tests := []struct {
+		lifetime time.Duration
+		want     int64 // expires_in, and the token's real lifetime in seconds
+	}{
+		{20 * time.Second, 20},
+		{time.Hour, 3600},
+		{1500 * time.Millisecond, 1}, // rounded down to whole seconds
+		{0, 1},                       // at least one second
+		{-5 * time.Second, 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.lifetime.String(), func(t *testing.T) {
+			f, clock := newFake(t, Options{})
+			f.SetTokenLifetime(tt.lifetime)
+			b := decodeToken(t, login(f, user, password, "10.0.0.1"))
+			if *b.ExpiresIn != tt.want {
+				t.Fatalf("expires_in = %d, want %d", *b.ExpiresIn, tt.want)
+			}
+			clock.Advance(time.Duration(tt.want)*time.Second - time.Nanosecond)
+			if code := verify(f, *b.AccessToken); code != 200 {
+				t.Errorf("just before expiry: %d, want 200", code)
+			}
+			clock.Advance(time.Nanosecond)
+			if code := verify(f, *b.AccessToken); code != 401 {
+				t.Errorf("at expiry: %d, want 401", code)
+			}
+		})
 	}
 }
 
@@ -840,7 +877,8 @@ func waitHanging(t *testing.T, f *Server, n int) {
 	}
 }
 
-// waitDone fails the test if ch is not closed soon; it guards against hangs.
+// waitDone fails the test if ch is not closed soon; the deadline only guards
+// against a broken fake.
 func waitDone(t *testing.T, ch <-chan struct{}, what string) {
 	t.Helper()
 	select {
@@ -865,14 +903,14 @@ func TestHang(t *testing.T) {
 		{
 			name:     "fault cleared: normal answer",
 			end:      func(f *Server, _ context.CancelFunc) { f.ClearFault() },
-			wantCode: 200, wantStat: func(s Stats) int { return s.LoginSuccesses },
+			wantCode: 200, wantStat: func(s Stats) int { return s.LoginSuccesses - 1 },
 		},
 		{
 			name: "fault replaced: normal answer",
 			end: func(f *Server, _ context.CancelFunc) {
 				_ = f.InjectFault(Fault{Mode: FaultHTML, Count: 1})
 			},
-			wantCode: 200, wantStat: func(s Stats) int { return s.LoginSuccesses },
+			wantCode: 200, wantStat: func(s Stats) int { return s.LoginSuccesses - 1 },
 		},
 		{
 			name:     "fake closed",
@@ -881,39 +919,55 @@ func TestHang(t *testing.T) {
 		},
 	}
 	for _, tt := range tests {
+		// synctest.Wait returns once every goroutine of the bubble is blocked,
+		// so "still hanging" is checked deterministically, and the bubble
+		// fails the test if the handler goroutine outlives it.
 		t.Run(tt.name, func(t *testing.T) {
-			f, _ := newFake(t, Options{})
-			// Count 1: using the fault up does not release the request.
-			if err := f.InjectFault(Fault{Mode: FaultHang, Count: 1}); err != nil {
-				t.Fatal(err)
-			}
-			ctx, cancel := context.WithCancel(context.Background())
-			defer cancel()
-			r := tokenRequestFor(passwordForm(user, password)).WithContext(ctx)
-			w := httptest.NewRecorder()
-			done := make(chan struct{})
-			go func() {
-				defer close(done)
-				f.ServeHTTP(w, r)
-			}()
-			waitHanging(t, f, 1)
-			select {
-			case <-done:
-				t.Fatal("the request was answered while hanging")
-			default:
-			}
-			tt.end(f, cancel)
-			waitDone(t, done, "the hung request")
-			if tt.wantCode == 0 {
-				if w.Body.Len() != 0 || w.Header().Get("Content-Type") != "" {
-					t.Errorf("something was written to a client that gave up")
+			synctest.Test(t, func(t *testing.T) {
+				f, _ := newFake(t, Options{})
+				// Count 1: using the fault up does not release the request.
+				if err := f.InjectFault(Fault{Mode: FaultHang, Count: 1}); err != nil {
+					t.Fatal(err)
 				}
-			} else if w.Code != tt.wantCode {
-				t.Errorf("status %d, want %d", w.Code, tt.wantCode)
-			}
-			if st := f.Stats(); tt.wantStat(st) != 1 || st.Hanging != 0 {
-				t.Errorf("stats = %+v", st)
-			}
+				ctx, cancel := context.WithCancel(context.Background())
+				defer cancel()
+				r := tokenRequestFor(passwordForm(user, password)).WithContext(ctx)
+				w := httptest.NewRecorder()
+				done := make(chan struct{})
+				go func() {
+					defer close(done)
+					f.ServeHTTP(w, r)
+				}()
+				synctest.Wait()
+				// The fault is used up: the next request is answered normally,
+				// and the first one keeps hanging.
+				if w2 := login(f, user, password, "10.0.0.9"); w2.Code != 200 {
+					t.Fatalf("request after the used-up hang: status %d, want 200", w2.Code)
+				}
+				synctest.Wait()
+				select {
+				case <-done:
+					t.Fatalf("the request was answered while hanging")
+				default:
+				}
+				if st := f.Stats(); st.Hanging != 1 {
+					t.Fatalf("Hanging = %d, want 1", st.Hanging)
+				}
+
+				tt.end(f, cancel)
+				<-done
+				if tt.wantCode == 0 {
+					if w.Body.Len() != 0 || w.Header().Get("Content-Type") != "" {
+						t.Errorf("something was written to a client that gave up")
+					}
+				} else if w.Code != tt.wantCode {
+					t.Errorf("status %d, want %d", w.Code, tt.wantCode)
+				}
+				st := f.Stats()
+				if tt.wantStat(st) != 1 || st.Hanging != 0 || st.LoginSuccesses+st.InjectedFaults != 2 {
+					t.Errorf("stats = %+v", st)
+				}
+			})
 		})
 	}
 }
@@ -1122,7 +1176,7 @@ func TestAdminAPI(t *testing.T) {
 	}
 
 	// Bad admin requests.
-	for _, tc := range []struct{ path, body string }{
+	for i, tc := range []struct{ path, body string }{
 		{"/_fake/fault", `{"mode":"explode"}`},
 		{"/_fake/fault", `{"mode":"server_error","status":404}`},
 		{"/_fake/fault", `{"mode":"rate_limit","cuont":3}`},
@@ -1133,7 +1187,7 @@ func TestAdminAPI(t *testing.T) {
 		{"/_fake/config", `{"block_seconds":-1}`},
 	} {
 		if code, m := post(tc.path, tc.body); code != 400 || m["error"] == nil {
-			t.Errorf("POST %s %s: %d %v, want 400 with an error", tc.path, tc.body, code, m)
+			t.Errorf("bad admin request %d (POST %s): %d, want 400 with an error", i, tc.path, code) // body not shown: it may hold a secret
 		}
 	}
 	resp, err := http.Get(ts.URL + "/_fake/fault")
@@ -1274,4 +1328,28 @@ func TestConcurrentUse(t *testing.T) {
 		st.UserAttempts[user] != workers*each {
 		t.Errorf("stats = %+v", st)
 	}
+}
+
+func TestResetWhileHanging(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f, _ := newFake(t, Options{}) // its cleanup checks the counters add up
+		if err := f.InjectFault(Fault{Mode: FaultHang}); err != nil {
+			t.Fatal(err)
+		}
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			login(f, user, password, "10.0.0.1")
+		}()
+		synctest.Wait()
+		f.Reset()
+		if st := f.Stats(); st.LoginAttempts != 1 || st.Hanging != 1 {
+			t.Errorf("after Reset: attempts %d, hanging %d; want 1, 1", st.LoginAttempts, st.Hanging)
+		}
+		f.ClearFault()
+		<-done
+		if st := f.Stats(); st.LoginAttempts != 1 || st.LoginSuccesses != 1 || st.Hanging != 0 {
+			t.Errorf("after release: %+v", st)
+		}
+	})
 }
