@@ -160,6 +160,9 @@ func (b *backend) loadEntry(ctx context.Context, s logical.Storage, name string)
 	if err != nil {
 		return nil, err
 	}
+	if st.Generation != r.Generation {
+		st = &tokenState{Generation: r.Generation} // retired with the old credentials
+	}
 	e := &cacheEntry{role: r, state: st}
 	b.cacheMu.Lock()
 	if b.cacheGen.Load() == gen {

@@ -93,6 +93,17 @@ func (l *loginLimiter) block(principal string, until time.Time) {
 	}
 }
 
+// blockedUntil is when the principal's upstream 429 block ends, or the zero time
+// when it is not blocked at now.
+func (l *loginLimiter) blockedUntil(principal string, now time.Time) time.Time {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if p := l.principals[principal]; p != nil && p.blockedUntil.After(now) {
+		return p.blockedUntil
+	}
+	return time.Time{}
+}
+
 // nextAllowed is the earliest time a login for the principal may happen.
 func (l *loginLimiter) nextAllowed(principal string, now time.Time, perPrincipal, perMount int) time.Time {
 	l.mu.Lock()

@@ -20,8 +20,10 @@ const (
 	transientBackoffMin = time.Second
 	transientBackoffMax = 5 * time.Minute
 	// backgroundLead: the periodic refresh runs about once a minute, so it logs in
-	// for tokens that will enter their refresh window before its next run.
-	backgroundLead = 2 * time.Minute
+	// for tokens that will enter their refresh window before its next runs. When
+	// one run spends the mount budget, the next (60 s later) finds it still spent
+	// (budgetWindow is 61 s): the lead must cover the run after that too.
+	backgroundLead = 3 * time.Minute
 )
 
 // errRoleChanged: the role's credentials were rewritten while a login was in
@@ -69,9 +71,16 @@ type unavailable struct {
 func (u *unavailable) message(name string) string {
 	next := "no login until the role's credentials are rewritten or rotate-role is called"
 	if !u.retryAt.IsZero() {
-		next = "next login attempt not before " + u.retryAt.UTC().Format(time.RFC3339)
+		next = "next login attempt not before " + ceilSecond(u.retryAt).UTC().Format(time.RFC3339)
 	}
 	return fmt.Sprintf("role %q: %s; %s", name, u.cause, next)
+}
+
+// ceilSecond rounds t up to a whole second, so that a time named in whole seconds
+// (RFC 3339) is never before the moment it stands for: a jittered backoff ends
+// mid-second, and a client that waits until the named time must be let through.
+func ceilSecond(t time.Time) time.Time {
+	return t.Add(time.Second - 1).Truncate(time.Second)
 }
 
 // token returns a role's token for a read. A hit is served from memory: no lock,
@@ -157,8 +166,13 @@ func (b *backend) refresh(ctx context.Context, s logical.Storage, name string, m
 		tok, loginErr := b.login(ctx, cfg, e.role)
 		next, err := b.recordLogin(ctx, s, name, e, sent, tok, loginErr)
 		switch {
-		case errors.Is(err, errRoleChanged) && tries == 0:
+		case errors.Is(err, errRoleNotFound):
+			return attempt{}, err // deleted during the login
+		case errors.Is(err, errRoleChanged) && tries < 2:
 			continue // judge again under the new credentials
+		case errors.Is(err, errRoleChanged):
+			return attempt{}, logical.CodedError(http.StatusConflict,
+				fmt.Sprintf("role %q: its credentials were rewritten during the login; read again", name))
 		case err != nil && loginErr == nil:
 			// The new token could not be stored: it is not cached, and the next
 			// read tries again within the budget.
@@ -203,6 +217,11 @@ func (b *backend) mayLogin(e *cacheEntry, cfg *configEntry, now time.Time, mode 
 			principalKind(e.role), cfg.UserLoginsPerMinute, cfg.LoginsPerMinute)
 		if mountFull {
 			cause = fmt.Sprintf("login budget of the mount spent (%d a minute)", cfg.LoginsPerMinute)
+		}
+		if until := b.limits.blockedUntil(e.role.principal(), now); !until.IsZero() && !until.Before(retryAt) {
+			// Another role of the username (or the role before its credentials
+			// were rewritten) was answered 429 upstream.
+			cause = fmt.Sprintf("upstream rate limit (HTTP 429) for this %s", principalKind(e.role))
 		}
 		return &unavailable{status: http.StatusTooManyRequests, cause: cause, retryAt: retryAt, mountFull: mountFull}
 	}
@@ -257,6 +276,7 @@ func (b *backend) recordLogin(ctx context.Context, s logical.Storage, name strin
 
 	st := *used.state
 	st.LastAttempt = sent
+	st.Generation = r.Generation
 	now := b.now()
 	if loginErr == nil {
 		st = tokenState{
@@ -266,6 +286,7 @@ func (b *backend) recordLogin(ctx context.Context, s logical.Storage, name strin
 			ExpiresAt:   sent.Add(tok.expiresIn),
 			LastAttempt: sent,
 			LastOutcome: outcomeSuccess,
+			Generation:  r.Generation,
 		}
 		if err := b.writeTokenState(ctx, s, name, &st); err != nil {
 			return nil, err

@@ -2,12 +2,14 @@ package iadvize
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"regexp"
 	"time"
 
 	"github.com/hashicorp/vault/sdk/framework"
+	"github.com/hashicorp/vault/sdk/helper/errutil"
 	"github.com/hashicorp/vault/sdk/helper/locksutil"
 	"github.com/hashicorp/vault/sdk/logical"
 )
@@ -150,6 +152,37 @@ func checkRoleName(name string) *logical.Response {
 	return nil
 }
 
+// HandleRequest refuses a password or client_secret that is not a string before
+// the framework validates the fields: its conversion error would echo the value.
+func (b *backend) HandleRequest(ctx context.Context, req *logical.Request) (*logical.Response, error) {
+	if msg := nonStringSecret(req); msg != "" {
+		return logical.ErrorResponse(msg), nil
+	}
+	return b.Backend.HandleRequest(ctx, req)
+}
+
+// HandleExistenceCheck does the same for the existence check, which Vault runs
+// before the request and whose error it returns and logs.
+func (b *backend) HandleExistenceCheck(ctx context.Context, req *logical.Request) (bool, bool, error) {
+	if msg := nonStringSecret(req); msg != "" {
+		return false, false, errutil.UserError{Err: msg}
+	}
+	return b.Backend.HandleExistenceCheck(ctx, req)
+}
+
+// nonStringSecret names a write-only field whose value is neither a string nor a
+// scalar the framework converts to one; "" when there is none.
+func nonStringSecret(req *logical.Request) string {
+	for _, k := range []string{fieldPassword, fieldClientSecret} {
+		switch req.Data[k].(type) {
+		case nil, string, json.Number, bool, int, int64, float64:
+		default:
+			return k + " must be a string"
+		}
+	}
+	return ""
+}
+
 func (b *backend) roleExists(ctx context.Context, req *logical.Request, d *framework.FieldData) (bool, error) {
 	r, err := b.getRole(ctx, req.Storage, d.Get(fieldName).(string))
 	if err != nil {
@@ -270,6 +303,9 @@ func (b *backend) pathRoleWrite(ctx context.Context, req *logical.Request, d *fr
 	}
 
 	if credentialsNamed {
+		// A token belongs to the generation of credentials it was obtained with:
+		// bumping it retires the cached token and a "credentials rejected" state,
+		// even if deleting them below fails.
 		r.Generation++
 	}
 	entry, err := logical.StorageEntryJSON(rolesStoragePrefix+name, r)
@@ -279,13 +315,12 @@ func (b *backend) pathRoleWrite(ctx context.Context, req *logical.Request, d *fr
 	if err := req.Storage.Put(ctx, entry); err != nil {
 		return nil, fmt.Errorf("storing role %q: %w", name, err)
 	}
+	b.dropEntry(name)
 	if credentialsNamed {
-		// New credentials: the cached token and a "credentials rejected" state go.
 		if err := req.Storage.Delete(ctx, tokensStoragePrefix+name); err != nil {
-			return nil, fmt.Errorf("deleting the cached token of role %q: %w", name, err)
+			return nil, fmt.Errorf("deleting the retired token of role %q: %w", name, err)
 		}
 	}
-	b.dropEntry(name)
 
 	resp := &logical.Response{}
 	if shared, err := b.rolesSharingPrincipal(ctx, req.Storage, name, r); err != nil {

@@ -60,12 +60,12 @@ func (b *backend) pathStatusRead(ctx context.Context, req *logical.Request, d *f
 		"has_token":            st.alive(now),
 		fieldIssueTime:         rfc3339(st.IssuedAt),
 		fieldExpireTime:        rfc3339(st.ExpiresAt),
-		"next_login":           rfc3339(nextLogin),
+		"next_login":           rfc3339(ceilSecond(nextLogin)),
 		"last_attempt":         rfc3339(st.LastAttempt),
 		"last_outcome":         st.LastOutcome,
 		"last_error":           st.LastError,
 		"consecutive_failures": st.Failures,
-		"no_login_before":      rfc3339(noLoginBefore),
+		"no_login_before":      rfc3339(ceilSecond(noLoginBefore)),
 		"credentials_rejected": st.CredentialsRejected,
 	}}, nil
 }

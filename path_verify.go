@@ -20,6 +20,7 @@ const verifyInterval = 5 * time.Second
 type verifyResult struct {
 	token         string // the token checked; a new token needs a new check
 	checkedAt     time.Time
+	err           error // the check failed: checks in between get this error again
 	authenticated bool
 }
 
@@ -62,6 +63,9 @@ func (b *backend) pathVerifyRead(ctx context.Context, req *logical.Request, d *f
 		return logical.ErrorResponse("role %q has no cached token to verify; verify never logs in", name), nil
 	}
 	if res := b.lastVerify(name, e.state.AccessToken); res != nil {
+		if res.err != nil {
+			return nil, res.err
+		}
 		return verifyResponse(res, e.state, true), nil
 	}
 	if !b.canWrite() {
@@ -70,6 +74,9 @@ func (b *backend) pathVerifyRead(ctx context.Context, req *logical.Request, d *f
 	}
 	v, err, _ := b.flights.Do("verify\x00"+name, func() (any, error) {
 		if res := b.lastVerify(name, e.state.AccessToken); res != nil {
+			if res.err != nil {
+				return nil, res.err
+			}
 			return res, nil
 		}
 		return b.verify(ctx, req.Storage, name, cfg, e)
@@ -102,8 +109,9 @@ func (b *backend) verify(ctx context.Context, s logical.Storage, name string, cf
 	res := &verifyResult{token: e.state.AccessToken, checkedAt: checkedAt, authenticated: ok}
 	if err != nil {
 		// Remember the failed check too: upstream sees at most one a role per interval.
-		b.verifies.Store(name, &verifyResult{token: e.state.AccessToken, checkedAt: checkedAt})
-		return nil, logical.CodedError(http.StatusBadGateway, "role \""+name+"\": checking the token failed: "+err.Error())
+		failed := logical.CodedError(http.StatusBadGateway, "role \""+name+"\": checking the token failed: "+err.Error())
+		b.verifies.Store(name, &verifyResult{token: e.state.AccessToken, checkedAt: checkedAt, err: failed})
+		return nil, failed
 	}
 	b.verifies.Store(name, res)
 	if !ok {

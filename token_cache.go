@@ -35,6 +35,9 @@ type tokenState struct {
 	// Failures counts consecutive failures of the kind in LastOutcome.
 	Failures            int  `json:"failures,omitempty"`
 	CredentialsRejected bool `json:"credentials_rejected,omitempty"`
+	// Generation is the role generation (its credentials) this state belongs to.
+	// State of another generation is retired: never served, never judged by.
+	Generation uint64 `json:"generation"`
 }
 
 // cacheEntry is the in-memory view of one role: the role and its token state, both

@@ -1,0 +1,310 @@
+package iadvize
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/vault/sdk/logical"
+)
+
+func TestCredsTwoReadsMakeOneLoginAndServeOneToken(t *testing.T) {
+	u := newUpstream(t, issuing(24*time.Hour))
+	e := newTestEnv(t, nil, nil)
+	e.configure(u, nil)
+	e.addRole("app", "svc@example.com", "pw-one")
+
+	r1 := e.mustRead("creds/app")
+	r2 := e.mustRead("creds/app")
+	if u.count() != 1 {
+		t.Fatalf("upstream requests = %d, want 1", u.count())
+	}
+	if accessToken(t, r1) != accessToken(t, r2) {
+		t.Fatal("two reads served different tokens")
+	}
+	if r1.Data["token_type"] != "Bearer" {
+		t.Errorf("token_type = %v, want Bearer", r1.Data["token_type"])
+	}
+	want := e.clock.Now().Add(24 * time.Hour).UTC().Format(time.RFC3339)
+	if r1.Data["expire_time"] != want {
+		t.Errorf("expire_time = %v, want %s", r1.Data["expire_time"], want)
+	}
+	if r1.Secret == nil || r2.Secret == nil {
+		t.Fatal("creds/ answered without a lease")
+	}
+}
+
+func TestCredsLeaseIsRemainingLifetimeMinusSkewCappedByRole(t *testing.T) {
+	cases := []struct {
+		name      string
+		lifetime  time.Duration
+		roleExtra map[string]any
+		advance   time.Duration
+		want      time.Duration
+	}{
+		{name: "24h token: lifetime minus 30s", lifetime: 24 * time.Hour, want: 24*time.Hour - 30*time.Second},
+		{name: "24h token later: remaining minus 30s", lifetime: 24 * time.Hour, advance: 10 * time.Hour,
+			want: 14*time.Hour - 30*time.Second},
+		{name: "1h token: minus 30s", lifetime: time.Hour, want: time.Hour - 30*time.Second},
+		{name: "5 min token: minus 30s", lifetime: 5 * time.Minute, want: 5*time.Minute - 30*time.Second},
+		{name: "2 min token: minus a tenth", lifetime: 2 * time.Minute, want: 108 * time.Second},
+		{name: "role ttl caps", lifetime: 24 * time.Hour, roleExtra: map[string]any{"ttl": "1h"}, want: time.Hour},
+		{name: "role max_ttl caps", lifetime: 24 * time.Hour, roleExtra: map[string]any{"max_ttl": "2h"}, want: 2 * time.Hour},
+		{name: "smaller of ttl and max_ttl", lifetime: 24 * time.Hour,
+			roleExtra: map[string]any{"ttl": "1h", "max_ttl": "2h"}, want: time.Hour},
+		{name: "cap above the remaining lifetime does not extend it", lifetime: time.Hour,
+			roleExtra: map[string]any{"ttl": "48h"}, want: time.Hour - 30*time.Second},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			u := newUpstream(t, issuing(tc.lifetime))
+			e := newTestEnv(t, nil, nil)
+			e.configure(u, map[string]any{"refresh_before": 0})
+			data := map[string]any{"username": "svc@example.com", "password": "pw-one"}
+			for k, v := range tc.roleExtra {
+				data[k] = v
+			}
+			e.mustWrite("roles/app", data)
+			e.mustRead("creds/app") // log in at the start
+			e.clock.Advance(tc.advance)
+			resp := e.mustRead("creds/app")
+			if u.count() != 1 {
+				t.Fatalf("upstream requests = %d, want 1", u.count())
+			}
+			if resp.Secret.TTL != tc.want {
+				t.Fatalf("lease TTL = %s, want %s", resp.Secret.TTL, tc.want)
+			}
+			if resp.Secret.MaxTTL > 0 && resp.Secret.MaxTTL < resp.Secret.TTL {
+				t.Fatalf("lease MaxTTL %s below TTL %s", resp.Secret.MaxTTL, resp.Secret.TTL)
+			}
+			if resp.Secret.Renewable {
+				t.Fatal("lease is renewable")
+			}
+		})
+	}
+}
+
+func TestCredsLeaseNeverBelowOneSecondNearExpiry(t *testing.T) {
+	for _, left := range []time.Duration{31 * time.Second, 30 * time.Second, 10 * time.Second, 1500 * time.Millisecond, 200 * time.Millisecond} {
+		t.Run(left.String(), func(t *testing.T) {
+			u := newUpstream(t, issuing(24*time.Hour))
+			e := newTestEnv(t, nil, nil)
+			// refresh_before 0: the token is served until it expires.
+			e.configure(u, map[string]any{"refresh_before": 0})
+			e.addRole("app", "svc@example.com", "pw-one")
+			e.mustRead("creds/app")
+			e.clock.Advance(24*time.Hour - left)
+			resp := e.mustRead("creds/app")
+			if u.count() != 1 {
+				t.Fatalf("upstream requests = %d, want 1", u.count())
+			}
+			want := max((left - 30*time.Second).Truncate(time.Second), time.Second)
+			if resp.Secret.TTL != want {
+				t.Fatalf("lease TTL with %s left = %s, want %s", left, resp.Secret.TTL, want)
+			}
+			if resp.Secret.TTL < time.Second {
+				t.Fatalf("lease TTL %s below 1s: Vault would apply the mount default", resp.Secret.TTL)
+			}
+		})
+	}
+}
+
+// Inside the refresh window, with upstream failing, the old token is served with a
+// warning, and its lease is still at least 1 s.
+func TestCredsNearExpiryTokenServedWithWarningWhileRefreshFails(t *testing.T) {
+	u := newUpstream(t, issuing(24*time.Hour))
+	e := newTestEnv(t, nil, nil)
+	e.configure(u, nil)
+	e.addRole("app", "svc@example.com", "pw-one")
+	tok := accessToken(t, e.mustRead("creds/app"))
+
+	u.setHandler(func(w http.ResponseWriter, _ *http.Request) {
+		http.Error(w, "unavailable", http.StatusServiceUnavailable)
+	})
+	e.clock.Advance(24*time.Hour - 5*time.Second)
+	resp := e.mustRead("creds/app")
+	if u.count() != 2 {
+		t.Fatalf("upstream requests = %d, want 2", u.count())
+	}
+	if accessToken(t, resp) != tok {
+		t.Fatal("the still-valid token was not served while the refresh failed")
+	}
+	if len(resp.Warnings) == 0 || !strings.Contains(strings.Join(resp.Warnings, " "), `"app"`) {
+		t.Fatal("no warning naming the role while serving a token whose refresh failed")
+	}
+	if resp.Secret.TTL != time.Second {
+		t.Fatalf("lease TTL = %s, want 1s", resp.Secret.TTL)
+	}
+
+	// Once expired, nothing can be served: 429 while backing off.
+	e.clock.Advance(10 * time.Second)
+	_, err := e.read("creds/app")
+	if err == nil {
+		t.Fatal("an expired token was served")
+	}
+	if st := codedStatus(err); st != http.StatusTooManyRequests && st != http.StatusBadGateway {
+		t.Fatalf("status = %d (%v), want 429 or 502", st, err)
+	}
+}
+
+func TestCredsLeaseIsNotRenewable(t *testing.T) {
+	u := newUpstream(t, issuing(24*time.Hour))
+	e := newTestEnv(t, nil, nil)
+	e.configure(u, nil)
+	e.addRole("app", "svc@example.com", "pw-one")
+	resp := e.mustRead("creds/app")
+	if resp.Secret.Renewable {
+		t.Fatal("creds/ lease is renewable")
+	}
+	_, err := e.b.HandleRequest(context.Background(), &logical.Request{
+		Operation: logical.RenewOperation, Secret: resp.Secret, Data: resp.Data, Storage: e.storage,
+	})
+	if err == nil {
+		t.Fatal("renewing the lease succeeded; the token cannot be extended")
+	}
+	if u.count() != 1 {
+		t.Fatalf("upstream requests = %d, want 1", u.count())
+	}
+}
+
+func TestCredsRevokeSucceedsAndLeavesSharedTokenServed(t *testing.T) {
+	u := newUpstream(t, issuing(24*time.Hour))
+	e := newTestEnv(t, nil, nil)
+	e.configure(u, nil)
+	e.addRole("app", "svc@example.com", "pw-one")
+	resp := e.mustRead("creds/app")
+	tok := accessToken(t, resp)
+	before := storageSnapshot(t, e.storage)
+
+	rresp, err := e.b.HandleRequest(context.Background(), &logical.Request{
+		Operation: logical.RevokeOperation, Secret: resp.Secret, Data: resp.Data, Storage: e.storage,
+	})
+	if err != nil || (rresp != nil && rresp.IsError()) {
+		t.Fatalf("revoke: err=%v resp=%v", err, respErr(rresp))
+	}
+	assertStorageUnchanged(t, e.storage, before)
+	if got := accessToken(t, e.mustRead("creds/app")); got != tok {
+		t.Fatal("after a revoke the shared token was not served")
+	}
+	if got := accessToken(t, e.mustRead("static-creds/app")); got != tok {
+		t.Fatal("after a revoke static-creds served another token")
+	}
+	if u.count() != 1 {
+		t.Fatalf("upstream requests = %d, want 1: revoking does nothing upstream", u.count())
+	}
+}
+
+func TestStaticCredsHasNoLeaseAndIntegerTTLs(t *testing.T) {
+	u := newUpstream(t, issuing(24*time.Hour))
+	e := newTestEnv(t, nil, nil)
+	e.configure(u, nil) // refresh_before defaults to 1h
+	e.addRole("app", "svc@example.com", "pw-one")
+
+	s := e.mustRead("static-creds/app")
+	if s.Secret != nil {
+		t.Fatal("static-creds answered with a lease")
+	}
+	ttl, ok := s.Data["ttl"].(int64)
+	if !ok {
+		t.Fatalf("ttl has type %T, want int64", s.Data["ttl"])
+	}
+	period, ok := s.Data["rotation_period"].(int64)
+	if !ok {
+		t.Fatalf("rotation_period has type %T, want int64", s.Data["rotation_period"])
+	}
+	if period != 82800 || ttl != 82800 {
+		t.Fatalf("rotation_period=%d ttl=%d, want 82800 and 82800", period, ttl)
+	}
+	// Vault Agent reads them as json.Number: they must encode as JSON integers.
+	raw, err := json.Marshal(map[string]any{"ttl": s.Data["ttl"], "rotation_period": s.Data["rotation_period"]})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(raw) != `{"rotation_period":82800,"ttl":82800}` {
+		t.Fatalf("JSON encoding %s, want integers", raw)
+	}
+
+	c := e.mustRead("creds/app")
+	if accessToken(t, c) != accessToken(t, s) {
+		t.Fatal("static-creds and creds served different tokens")
+	}
+	if c.Data["expire_time"] != s.Data["expire_time"] || s.Data["token_type"] != "Bearer" {
+		t.Fatal("static-creds data differs from creds data")
+	}
+	if u.count() != 1 {
+		t.Fatalf("upstream requests = %d, want 1", u.count())
+	}
+}
+
+func TestStaticCredsTTLDecreasesAsClockMovesUntilRotation(t *testing.T) {
+	u := newUpstream(t, issuing(24*time.Hour))
+	e := newTestEnv(t, nil, nil)
+	e.configure(u, map[string]any{"refresh_before": "1h"})
+	e.addRole("app", "svc@example.com", "pw-one")
+	first := accessToken(t, e.mustRead("static-creds/app"))
+
+	steps := []struct {
+		advance time.Duration
+		ttl     int64
+	}{
+		{time.Hour, 79200},
+		{10*time.Hour + 30*time.Second, 43170},
+		{12*time.Hour - 31*time.Second, 1},
+	}
+	for _, st := range steps {
+		e.clock.Advance(st.advance)
+		s := e.mustRead("static-creds/app")
+		if accessToken(t, s) != first {
+			t.Fatalf("token rotated before the refresh window")
+		}
+		if s.Data["ttl"] != st.ttl {
+			t.Fatalf("ttl = %v, want %d", s.Data["ttl"], st.ttl)
+		}
+		if s.Data["rotation_period"] != int64(82800) {
+			t.Fatalf("rotation_period = %v, want 82800", s.Data["rotation_period"])
+		}
+	}
+	// ttl + 1 s later (as Vault Agent sleeps), a new token is served with a full ttl.
+	e.clock.Advance(2 * time.Second)
+	s := e.mustRead("static-creds/app")
+	if accessToken(t, s) == first {
+		t.Fatal("no new token after ttl elapsed")
+	}
+	if s.Data["ttl"] != int64(82800) {
+		t.Fatalf("ttl right after rotation = %v, want 82800", s.Data["ttl"])
+	}
+	if u.count() != 2 {
+		t.Fatalf("upstream requests = %d, want 2", u.count())
+	}
+}
+
+func TestReadsOfUnknownRoleAre400NamingTheRole(t *testing.T) {
+	u := newUpstream(t, issuing(24*time.Hour))
+	e := newTestEnv(t, nil, nil)
+	e.configure(u, nil)
+	e.addRole("app", "svc@example.com", "pw-one")
+	before := storageSnapshot(t, e.storage)
+	for _, path := range []string{"creds/", "static-creds/", "status/"} {
+		for _, name := range []string{"ghost", "App", "no such role"} {
+			resp, err := e.read(path + name)
+			if err != nil {
+				t.Errorf("%s%s: error %v, want a 400", path, name, err)
+				continue
+			}
+			if resp == nil || !resp.IsError() {
+				t.Errorf("%s%s: no error response", path, name)
+				continue
+			}
+			if msg := resp.Error().Error(); !strings.Contains(msg, `"`+name+`"`) {
+				t.Errorf("%s%s: message %q does not name the role", path, name, msg)
+			}
+		}
+	}
+	if u.count() != 0 {
+		t.Fatalf("upstream requests = %d, want 0", u.count())
+	}
+	assertStorageUnchanged(t, e.storage, before)
+}

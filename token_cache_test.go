@@ -1,0 +1,350 @@
+package iadvize
+
+import (
+	"context"
+	"net/http"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/vault/sdk/helper/consts"
+	"github.com/hashicorp/vault/sdk/logical"
+)
+
+// waitFor is the bound on a real-time wait for something that should happen at
+// once; a test fails rather than hangs.
+const waitFor = 5 * time.Second
+
+func TestThousandConcurrentColdReadsMakeOneLoginAndShareOneToken(t *testing.T) {
+	release := make(chan struct{})
+	issue := issuing(24 * time.Hour)
+	u := newUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+		select { // hold the login until every reader has been started
+		case <-release:
+		case <-r.Context().Done():
+			return
+		}
+		issue(w, r)
+	})
+	e := newTestEnv(t, nil, nil)
+	e.configure(u, nil)
+	e.addRole("app", "svc@example.com", "pw-one")
+
+	const readers = 1000
+	var started, done sync.WaitGroup
+	tokens := make([]string, readers)
+	errs := make([]error, readers)
+	for i := range readers {
+		started.Add(1)
+		done.Add(1)
+		go func() {
+			defer done.Done()
+			started.Done()
+			path := "creds/app"
+			if i%2 == 1 {
+				path = "static-creds/app"
+			}
+			resp, err := e.read(path)
+			switch {
+			case err != nil:
+				errs[i] = err
+			case resp == nil || resp.IsError():
+				errs[i] = respErr(resp)
+			default:
+				tokens[i], _ = resp.Data["access_token"].(string)
+			}
+		}()
+	}
+	started.Wait()
+	close(release)
+	done.Wait()
+
+	if u.count() != 1 {
+		t.Fatalf("upstream requests = %d, want 1", u.count())
+	}
+	for i := range readers {
+		if errs[i] != nil {
+			t.Fatalf("reader %d: %v", i, errs[i])
+		}
+		if tokens[i] == "" || tokens[i] != tokens[0] {
+			t.Fatalf("reader %d got another token than reader 0", i)
+		}
+	}
+}
+
+func TestReadOfCachedRoleAnswersWhileAnotherRolesLoginHangs(t *testing.T) {
+	issue := issuing(24 * time.Hour)
+	slowStarted := make(chan struct{})
+	release := make(chan struct{})
+	var once sync.Once
+	u := newUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+		if err := r.ParseForm(); err != nil {
+			http.Error(w, "bad form", http.StatusBadRequest)
+			return
+		}
+		if r.PostForm.Get("username") == "slow@example.com" {
+			once.Do(func() { close(slowStarted) })
+			select {
+			case <-release:
+			case <-r.Context().Done():
+				return
+			}
+		}
+		issue(w, r)
+	})
+	var released sync.Once
+	releaseAll := func() { released.Do(func() { close(release) }) }
+	t.Cleanup(releaseAll) // before the upstream closes (cleanups run last-in first-out)
+
+	e := newTestEnv(t, nil, nil)
+	e.configure(u, nil)
+	e.addRole("fast", "fast@example.com", "pw-fast")
+	e.addRole("slow", "slow@example.com", "pw-slow")
+	fastTok := accessToken(t, e.mustRead("creds/fast"))
+
+	slowDone := make(chan error, 1)
+	go func() {
+		resp, err := e.read("creds/slow")
+		if err == nil && (resp == nil || resp.IsError()) {
+			err = respErr(resp)
+		}
+		slowDone <- err
+	}()
+	select {
+	case <-slowStarted:
+	case <-time.After(waitFor):
+		t.Fatal("the slow role's login never reached upstream")
+	}
+
+	fastDone := make(chan string, 1)
+	go func() {
+		resp, err := e.read("creds/fast")
+		if err != nil || resp == nil || resp.IsError() {
+			fastDone <- ""
+			return
+		}
+		tok, _ := resp.Data["access_token"].(string)
+		fastDone <- tok
+	}()
+	select {
+	case tok := <-fastDone:
+		if tok != fastTok {
+			t.Fatal("the cached role's read failed or served another token while the other login hung")
+		}
+	case <-time.After(waitFor):
+		t.Fatal("the cached role's read waited for another role's login")
+	}
+	select {
+	case <-slowDone:
+		t.Fatal("the slow login finished before it was released")
+	default:
+	}
+
+	releaseAll()
+	select {
+	case err := <-slowDone:
+		if err != nil {
+			t.Fatalf("slow role read: %v", err)
+		}
+	case <-time.After(waitFor):
+		t.Fatal("the slow read did not finish after its login was released")
+	}
+	if u.count() != 2 {
+		t.Fatalf("upstream requests = %d, want 2", u.count())
+	}
+}
+
+func TestNoLoginBeforeRefreshWindowExactlyOneLoginInsideIt(t *testing.T) {
+	u := newUpstream(t, issuing(24*time.Hour))
+	e := newTestEnv(t, nil, nil)
+	e.configure(u, nil) // refresh_before: default 1h
+	e.addRole("app", "svc@example.com", "pw-one")
+	first := accessToken(t, e.mustRead("creds/app"))
+
+	e.clock.Advance(23*time.Hour - time.Second)
+	for range 3 {
+		if got := accessToken(t, e.mustRead("creds/app")); got != first {
+			t.Fatal("a new token before the refresh window")
+		}
+	}
+	if u.count() != 1 {
+		t.Fatalf("upstream requests before the window = %d, want 1", u.count())
+	}
+
+	e.clock.Advance(2 * time.Second)
+	second := accessToken(t, e.mustRead("creds/app"))
+	for range 3 {
+		if got := accessToken(t, e.mustRead("creds/app")); got != second {
+			t.Fatal("reads inside the window after the refresh served different tokens")
+		}
+	}
+	if second == first {
+		t.Fatal("no new token inside the refresh window")
+	}
+	if u.count() != 2 {
+		t.Fatalf("upstream requests inside the window = %d, want 2", u.count())
+	}
+}
+
+func TestRefreshBeforeLongerThanLifetimeIsCappedAtHalfTheLifetime(t *testing.T) {
+	for _, rb := range []string{"1h", "2h", "48h"} {
+		t.Run("refresh_before="+rb, func(t *testing.T) {
+			u := newUpstream(t, issuing(time.Hour))
+			e := newTestEnv(t, nil, nil)
+			e.configure(u, map[string]any{"refresh_before": rb})
+			e.mustWrite("roles/cc", map[string]any{
+				"grant_type": "client_credentials", "client_id": "cid", "client_secret": "cs-one",
+			})
+			first := accessToken(t, e.mustRead("creds/cc"))
+			e.clock.Advance(time.Second)
+			e.mustRead("creds/cc")
+			e.clock.Advance(30*time.Minute - 2*time.Second) // 1 s before half the lifetime
+			if got := accessToken(t, e.mustRead("creds/cc")); got != first {
+				t.Fatal("a new token before half the lifetime")
+			}
+			s := e.mustRead("static-creds/cc")
+			if s.Data["rotation_period"] != int64(1800) {
+				t.Fatalf("rotation_period = %v, want 1800", s.Data["rotation_period"])
+			}
+			if u.count() != 1 {
+				t.Fatalf("upstream requests = %d, want 1: refresh_before %s made reads log in", u.count(), rb)
+			}
+			e.clock.Advance(2 * time.Second)
+			if got := accessToken(t, e.mustRead("creds/cc")); got == first {
+				t.Fatal("no new token past half the lifetime")
+			}
+			e.mustRead("creds/cc")
+			if u.count() != 2 {
+				t.Fatalf("upstream requests = %d, want 2", u.count())
+			}
+		})
+	}
+}
+
+func TestSecondBackendOverSameStorageServesSameTokenWithoutLogin(t *testing.T) {
+	u := newUpstream(t, issuing(24*time.Hour))
+	e := newTestEnv(t, nil, nil)
+	e.configure(u, nil)
+	e.addRole("app", "svc@example.com", "pw-one")
+	tok := accessToken(t, e.mustRead("creds/app"))
+
+	other := newTestEnv(t, e.storage, e.clock)
+	for _, path := range []string{"creds/app", "static-creds/app", "creds/app"} {
+		if got := accessToken(t, other.mustRead(path)); got != tok {
+			t.Fatalf("%s on the second backend served another token", path)
+		}
+	}
+	if u.count() != 1 {
+		t.Fatalf("upstream requests = %d, want 1 (zero from the second backend)", u.count())
+	}
+}
+
+func TestPerformanceStandbyColdReadReturnsErrReadOnlyWithoutUpstreamCall(t *testing.T) {
+	u := newUpstream(t, issuing(24*time.Hour))
+	e := newTestEnv(t, nil, nil)
+	e.configure(u, nil)
+	e.addRole("app", "svc@example.com", "pw-one")
+	before := storageSnapshot(t, e.storage)
+
+	e.system.ReplicationStateVal = consts.ReplicationPerformanceStandby
+	for _, path := range []string{"creds/app", "static-creds/app"} {
+		resp, err := e.read(path)
+		if err != logical.ErrReadOnly { //nolint:errorlint // exactly ErrReadOnly, so Vault forwards
+			t.Fatalf("%s on a performance standby: err=%v resp=%v, want exactly logical.ErrReadOnly", path, err, respErr(resp))
+		}
+	}
+	if u.count() != 0 {
+		t.Fatalf("upstream requests = %d, want 0", u.count())
+	}
+	assertStorageUnchanged(t, e.storage, before)
+}
+
+func TestPerformanceStandbyServesFreshCachedTokenWithoutRequest(t *testing.T) {
+	u := newUpstream(t, issuing(24*time.Hour))
+	e := newTestEnv(t, nil, nil)
+	e.configure(u, nil)
+	e.addRole("app", "svc@example.com", "pw-one")
+	tok := accessToken(t, e.mustRead("creds/app"))
+
+	// The same node, once it became a standby: served from memory.
+	e.system.ReplicationStateVal = consts.ReplicationPerformanceStandby
+	if got := accessToken(t, e.mustRead("creds/app")); got != tok {
+		t.Fatal("standby served another token from memory")
+	}
+	// Another standby, with only storage: served from the persisted token.
+	standby := newTestEnv(t, e.storage, e.clock)
+	standby.system.ReplicationStateVal = consts.ReplicationPerformanceStandby
+	e.clock.Advance(time.Hour)
+	for _, path := range []string{"creds/app", "static-creds/app"} {
+		if got := accessToken(t, standby.mustRead(path)); got != tok {
+			t.Fatalf("%s on a standby served another token", path)
+		}
+	}
+	if u.count() != 1 {
+		t.Fatalf("upstream requests = %d, want 1", u.count())
+	}
+
+	// Inside the refresh window the standby needs a login: ErrReadOnly, no request.
+	e.clock.Advance(22*time.Hour + time.Second)
+	if _, err := standby.read("creds/app"); err != logical.ErrReadOnly { //nolint:errorlint
+		t.Fatalf("standby inside the refresh window: err=%v, want exactly logical.ErrReadOnly", err)
+	}
+	if u.count() != 1 {
+		t.Fatalf("upstream requests = %d, want 1", u.count())
+	}
+}
+
+func TestInvalidateMakesBackendServeTokenRotatedByAnotherNode(t *testing.T) {
+	u := newUpstream(t, issuing(24*time.Hour))
+	node1 := newTestEnv(t, nil, nil)
+	node1.configure(u, nil)
+	node1.addRole("app", "svc@example.com", "pw-one")
+	old := accessToken(t, node1.mustRead("creds/app"))
+
+	node2 := newTestEnv(t, node1.storage, node1.clock)
+	if resp, err := node2.do(logical.UpdateOperation, "rotate-role/app", nil); err != nil || (resp != nil && resp.IsError()) {
+		t.Fatalf("rotate-role on node 2: err=%v resp=%v", err, respErr(resp))
+	}
+	rotated := accessToken(t, node2.mustRead("creds/app"))
+	if rotated == old {
+		t.Fatal("rotate-role did not replace the token")
+	}
+	if st := storedToken(t, node1.storage, "app"); st == nil || st.AccessToken != rotated {
+		t.Fatal("the rotated token is not in storage")
+	}
+
+	// Without invalidation, node 1's memory keeps the old token: a hit reads no storage.
+	if got := accessToken(t, node1.mustRead("creds/app")); got != old {
+		t.Fatal("node 1 served the rotated token without an invalidation; a hit should touch no storage")
+	}
+
+	node1.b.Invalidate(context.Background(), tokensStoragePrefix+"app")
+	if got := accessToken(t, node1.mustRead("creds/app")); got != rotated {
+		t.Fatal("after Invalidate node 1 still serves the old token")
+	}
+	if got := accessToken(t, node1.mustRead("static-creds/app")); got != rotated {
+		t.Fatal("after Invalidate static-creds on node 1 still serves the old token")
+	}
+	if u.count() != 2 {
+		t.Fatalf("upstream requests = %d, want 2 (node 1 must not log in after the invalidation)", u.count())
+	}
+}
+
+func TestInvalidateOfRoleKeyDropsCredentialsChangedByAnotherNode(t *testing.T) {
+	u := newUpstream(t, issuing(24*time.Hour))
+	node1 := newTestEnv(t, nil, nil)
+	node1.configure(u, nil)
+	node1.addRole("app", "svc@example.com", "pw-one")
+	old := accessToken(t, node1.mustRead("creds/app"))
+
+	node2 := newTestEnv(t, node1.storage, node1.clock)
+	node2.mustWrite("roles/app", map[string]any{"password": "pw-two"})
+	node1.b.Invalidate(context.Background(), rolesStoragePrefix+"app")
+	node1.b.Invalidate(context.Background(), tokensStoragePrefix+"app")
+	if got := accessToken(t, node1.mustRead("creds/app")); got == old {
+		t.Fatal("node 1 kept serving the token of the old credentials after invalidation")
+	}
+	if u.count() != 2 {
+		t.Fatalf("upstream requests = %d, want 2", u.count())
+	}
+}
