@@ -6,6 +6,7 @@ package iadvize
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"sort"
 	"strings"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/hashicorp/vault/sdk/framework"
 	"github.com/hashicorp/vault/sdk/helper/consts"
+	"github.com/hashicorp/vault/sdk/helper/errutil"
 	"github.com/hashicorp/vault/sdk/helper/locksutil"
 	"github.com/hashicorp/vault/sdk/logical"
 	"golang.org/x/sync/singleflight"
@@ -198,6 +200,37 @@ func (b *backend) canWrite() bool {
 	}
 	return !b.System().ReplicationState().HasState(
 		consts.ReplicationPerformanceStandby | consts.ReplicationPerformanceSecondary | consts.ReplicationDRSecondary)
+}
+
+// HandleRequest refuses a password or client_secret that is not a string before
+// the framework validates the fields: its conversion error would echo the value.
+func (b *backend) HandleRequest(ctx context.Context, req *logical.Request) (*logical.Response, error) {
+	if msg := nonStringSecret(req); msg != "" {
+		return logical.ErrorResponse(msg), nil
+	}
+	return b.Backend.HandleRequest(ctx, req)
+}
+
+// HandleExistenceCheck does the same for the existence check, which Vault runs
+// before the request and whose error it returns and logs.
+func (b *backend) HandleExistenceCheck(ctx context.Context, req *logical.Request) (bool, bool, error) {
+	if msg := nonStringSecret(req); msg != "" {
+		return false, false, errutil.UserError{Err: msg}
+	}
+	return b.Backend.HandleExistenceCheck(ctx, req)
+}
+
+// nonStringSecret names a write-only field whose value is neither a string nor a
+// scalar the framework converts to one; "" when there is none.
+func nonStringSecret(req *logical.Request) string {
+	for _, k := range []string{fieldPassword, fieldClientSecret} {
+		switch req.Data[k].(type) {
+		case nil, string, json.Number, bool, int, int64, float64:
+		default:
+			return k + " must be a string"
+		}
+	}
+	return ""
 }
 
 // refuseUnknownFields answers 400 naming the request fields the path does not

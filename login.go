@@ -95,14 +95,22 @@ func (b *backend) token(ctx context.Context, s logical.Storage, name string) (se
 		}
 	}
 	res, err := b.shared(ctx, s, name, modeRead)
+	if err == nil && res.failed == nil && !res.entry.state.alive(b.now()) {
+		// Joined a background flight that found nothing to do, and the token went
+		// meanwhile (credentials rewritten, verify dropped it): judge as a read.
+		res, err = b.shared(ctx, s, name, modeRead)
+	}
 	if err != nil {
 		return served{}, err
 	}
 	srv := served{entry: res.entry, cfg: res.cfg}
-	if res.failed == nil {
+	st := res.entry.state
+	if res.failed == nil && st.alive(b.now()) {
 		return srv, nil
 	}
-	st := res.entry.state
+	if res.failed == nil {
+		return served{}, logical.CodedError(http.StatusBadGateway, fmt.Sprintf("role %q: no token could be obtained; read again", name))
+	}
 	if !st.alive(b.now()) {
 		return served{}, logical.CodedError(res.failed.status, res.failed.message(name))
 	}

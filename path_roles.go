@@ -2,14 +2,12 @@ package iadvize
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"regexp"
 	"time"
 
 	"github.com/hashicorp/vault/sdk/framework"
-	"github.com/hashicorp/vault/sdk/helper/errutil"
 	"github.com/hashicorp/vault/sdk/helper/locksutil"
 	"github.com/hashicorp/vault/sdk/logical"
 )
@@ -150,37 +148,6 @@ func checkRoleName(name string) *logical.Response {
 		return logical.ErrorResponse("invalid role name %q: use 1 to 128 lower-case letters, digits, '-', '_' and '.'", name)
 	}
 	return nil
-}
-
-// HandleRequest refuses a password or client_secret that is not a string before
-// the framework validates the fields: its conversion error would echo the value.
-func (b *backend) HandleRequest(ctx context.Context, req *logical.Request) (*logical.Response, error) {
-	if msg := nonStringSecret(req); msg != "" {
-		return logical.ErrorResponse(msg), nil
-	}
-	return b.Backend.HandleRequest(ctx, req)
-}
-
-// HandleExistenceCheck does the same for the existence check, which Vault runs
-// before the request and whose error it returns and logs.
-func (b *backend) HandleExistenceCheck(ctx context.Context, req *logical.Request) (bool, bool, error) {
-	if msg := nonStringSecret(req); msg != "" {
-		return false, false, errutil.UserError{Err: msg}
-	}
-	return b.Backend.HandleExistenceCheck(ctx, req)
-}
-
-// nonStringSecret names a write-only field whose value is neither a string nor a
-// scalar the framework converts to one; "" when there is none.
-func nonStringSecret(req *logical.Request) string {
-	for _, k := range []string{fieldPassword, fieldClientSecret} {
-		switch req.Data[k].(type) {
-		case nil, string, json.Number, bool, int, int64, float64:
-		default:
-			return k + " must be a string"
-		}
-	}
-	return ""
 }
 
 func (b *backend) roleExists(ctx context.Context, req *logical.Request, d *framework.FieldData) (bool, error) {

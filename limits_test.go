@@ -1,0 +1,214 @@
+package iadvize
+
+import (
+	"fmt"
+	"net/http"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/iadvize/vault-plugin-secrets-iadvize/internal/fakeiadvize"
+)
+
+// The limiter alone: "at most N in any minute" is a sliding window, not a token
+// bucket that would let 2N through around a minute boundary.
+func TestLimitsSlidingWindowNeverAllowsMoreThanLimitInAnyMinute(t *testing.T) {
+	l := newLoginLimiter()
+	start := newFakeClock().Now()
+	var granted []time.Time
+	// Try a login for one principal every 100 ms for ten minutes.
+	for now := start; now.Before(start.Add(10 * time.Minute)); now = now.Add(100 * time.Millisecond) {
+		if _, _, ok := l.reserve("user:a", now, 10, 100); ok {
+			granted = append(granted, now)
+		}
+	}
+	if got := maxInAnySpan(granted, time.Minute); got > 10 {
+		t.Fatalf("%d logins granted within one minute, limit 10", got)
+	}
+	if len(granted) < 90 {
+		t.Fatalf("only %d logins granted in ten minutes at 10 a minute: the budget is not reused", len(granted))
+	}
+}
+
+func TestLimitsOverBudgetReturnsTheEarliestFreeTimeAndTakesNothing(t *testing.T) {
+	l := newLoginLimiter()
+	t0 := newFakeClock().Now()
+	for i := range 3 {
+		if _, _, ok := l.reserve("user:a", t0.Add(time.Duration(i)*time.Second), 3, 100); !ok {
+			t.Fatalf("login %d refused within the budget", i+1)
+		}
+	}
+	at, mountFull, ok := l.reserve("user:a", t0.Add(10*time.Second), 3, 100)
+	if ok || mountFull {
+		t.Fatalf("4th login: ok=%v mountFull=%v, want refused by the user budget", ok, mountFull)
+	}
+	if want := t0.Add(budgetWindow); !at.Equal(want) || at.Sub(t0) < time.Minute {
+		t.Fatalf("retry at %v, want %v (a minute after the oldest login, at least)", at, want)
+	}
+	// A refused login takes nothing: the next one is free exactly then.
+	if _, _, ok := l.reserve("user:a", at, 3, 100); !ok {
+		t.Fatalf("login refused at the announced retry time")
+	}
+	// Another principal is bound by the mount budget only.
+	if _, _, ok := l.reserve("user:b", t0.Add(10*time.Second), 3, 100); !ok {
+		t.Fatalf("another user's login refused")
+	}
+	// An upstream 429 block holds whatever the window says.
+	l.block("user:c", t0.Add(time.Hour))
+	if at, _, ok := l.reserve("user:c", t0.Add(time.Minute), 3, 100); ok || !at.Equal(t0.Add(time.Hour)) {
+		t.Fatalf("blocked principal: ok=%v retry at %v, want refused until the block ends", ok, at)
+	}
+}
+
+// Reads of one username over five minutes with short tokens: logins never exceed
+// user_logins_per_minute, and over budget no upstream call happens.
+func TestLimitsUserLoginsPerMinuteNeverExceededAndNoCallOverBudget(t *testing.T) {
+	clock := newFakeClock()
+	var log loginLog
+	u := newUpstream(t, log.wrap(clock, issuing(10*time.Second)))
+	e := newTestEnv(t, nil, clock)
+	e.configure(u, map[string]any{"user_logins_per_minute": 3})
+	e.addRole("app", "svc@example.com", "pw-budget")
+	e.addRole("twin", "svc@example.com", "pw-budget") // same username, same budget
+
+	overBudget := 0
+	for i := range 300 {
+		for _, name := range []string{"app", "twin"} {
+			before := u.count()
+			resp, err := e.read("creds/" + name)
+			if u.count() != before {
+				continue // a login within the budget
+			}
+			if err != nil {
+				// No token left and no login allowed: 429 with a retry time.
+				expectCodedError(t, err, http.StatusTooManyRequests, fmt.Sprintf("role %q", name), "login budget", "not before")
+				overBudget++
+			} else if resp.IsError() {
+				t.Fatalf("read %s at %ds: error response %v", name, i, resp.Error())
+			}
+		}
+		clock.Advance(time.Second)
+	}
+	times := log.all()
+	if got := maxInAnySpan(times, time.Minute); got > 3 {
+		t.Fatalf("%d logins for one username within a minute, user_logins_per_minute is 3", got)
+	}
+	if len(times) < 12 {
+		t.Fatalf("%d logins in five minutes: the budget of 3 a minute is not used", len(times))
+	}
+	if overBudget == 0 {
+		t.Fatalf("no read was refused over budget: the test did not exercise the limit")
+	}
+}
+
+// Many users' reads over five minutes with short tokens: logins never exceed
+// logins_per_minute for the mount.
+func TestLimitsMountLoginsPerMinuteNeverExceededAndNoCallOverBudget(t *testing.T) {
+	clock := newFakeClock()
+	var log loginLog
+	u := newUpstream(t, log.wrap(clock, issuing(20*time.Second)))
+	e := newTestEnv(t, nil, clock)
+	e.configure(u, map[string]any{"logins_per_minute": 5})
+	for i := range 12 {
+		e.addRole(fmt.Sprintf("r%02d", i), fmt.Sprintf("user-%02d@example.com", i), "pw-mount")
+	}
+	refused := 0
+	for range 60 {
+		for i := range 12 {
+			name := fmt.Sprintf("r%02d", i)
+			before := u.count()
+			_, err := e.read("creds/" + name)
+			if u.count() == before && err != nil {
+				expectCodedError(t, err, http.StatusTooManyRequests, fmt.Sprintf("role %q", name), "login budget of the mount", "not before")
+				refused++
+			}
+		}
+		clock.Advance(5 * time.Second)
+	}
+	times := log.all()
+	if got := maxInAnySpan(times, time.Minute); got > 5 {
+		t.Fatalf("%d logins within a minute, logins_per_minute is 5", got)
+	}
+	if len(times) < 20 || refused == 0 {
+		t.Fatalf("%d logins, %d refused reads: the test did not exercise the mount budget", len(times), refused)
+	}
+}
+
+// 130 roles of distinct users read cold at once against the fake upstream, which
+// enforces iAdvize's 100 logins a minute per IP: the plugin sends at most 100 in
+// any minute, upstream never answers 429, the other reads get a 429 with a retry
+// time, and every role is served within two minutes.
+func TestLimits130ColdRolesAtOnceStayUnderUpstreamIPLimit(t *testing.T) {
+	clock := newFakeClock()
+	fake, base := startFakeIAdvize(t, clock, fakeiadvize.Options{}, nil)
+	e := newTestEnv(t, nil, clock)
+	e.configureBase(base, nil)
+	const roles = 130
+	names := make([]string, roles)
+	for i := range roles {
+		names[i] = fmt.Sprintf("role-%03d", i)
+		user, pw := fmt.Sprintf("user-%03d@example.com", i), fmt.Sprintf("pw-%03d", i)
+		fake.AddUser(user, pw)
+		e.addRole(names[i], user, pw)
+	}
+	start := clock.Now()
+
+	var wg sync.WaitGroup
+	errs := make([]error, roles)
+	served := make([]bool, roles)
+	for i := range roles {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			resp, err := e.read("creds/" + names[i])
+			errs[i] = err
+			served[i] = err == nil && resp != nil && !resp.IsError() && resp.Data["access_token"] != ""
+		}()
+	}
+	wg.Wait()
+
+	var failed []int
+	for i := range roles {
+		if served[i] {
+			continue
+		}
+		expectCodedError(t, errs[i], http.StatusTooManyRequests, fmt.Sprintf("role %q", names[i]), "not before")
+		failed = append(failed, i)
+	}
+	if len(failed) != roles-100 {
+		t.Fatalf("%d cold reads served at once, want 100 (logins_per_minute)", roles-len(failed))
+	}
+
+	// Read the failed ones again every 10 s of fake time.
+	for len(failed) > 0 {
+		clock.Advance(10 * time.Second)
+		if clock.Now().Sub(start) > 2*time.Minute {
+			t.Fatalf("%d roles still not served two minutes after the cold start", len(failed))
+		}
+		var still []int
+		for _, i := range failed {
+			resp, err := e.read("creds/" + names[i])
+			if err != nil {
+				expectCodedError(t, err, http.StatusTooManyRequests, fmt.Sprintf("role %q", names[i]), "not before")
+				still = append(still, i)
+				continue
+			}
+			tokenIn(t, resp)
+		}
+		failed = still
+	}
+
+	stats := fake.Stats()
+	if stats.RateLimited != 0 || stats.InjectedRateLimited != 0 {
+		t.Fatalf("upstream answered %d logins with 429", stats.RateLimited+stats.InjectedRateLimited)
+	}
+	if got := fake.MaxAttemptsInWindow(time.Minute); got > 100 {
+		t.Fatalf("upstream saw %d logins within a minute, limit 100", got)
+	}
+	if got := maxInAnySpan(fake.LoginTimes(), time.Minute); got > 100 {
+		t.Fatalf("%d logins within a minute, limit 100", got)
+	}
+	if stats.LoginAttempts != roles || stats.LoginSuccesses != roles {
+		t.Fatalf("upstream login attempts = %d, successes = %d, want %d each", stats.LoginAttempts, stats.LoginSuccesses, roles)
+	}
+}

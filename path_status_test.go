@@ -1,0 +1,182 @@
+package iadvize
+
+import (
+	"fmt"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+)
+
+const statusPassword = "pw-status-4b2e"
+
+// statusOf reads status/<name> and checks that it never holds the role's
+// password or any token the upstream handed out.
+func statusOf(t *testing.T, e *testEnv, name string, tokens ...string) map[string]any {
+	t.Helper()
+	st := e.mustRead("status/" + name).Data
+	dump := fmt.Sprint(st)
+	for _, secret := range append([]string{statusPassword}, tokens...) {
+		if secret != "" && strings.Contains(dump, secret) {
+			t.Fatalf("status/%s holds a secret", name)
+		}
+	}
+	for _, k := range []string{"access_token", "password", "token"} {
+		if _, ok := st[k]; ok {
+			t.Fatalf("status/%s has a %q field", name, k)
+		}
+	}
+	return st
+}
+
+// expectStatus compares the named fields of a status answer.
+func expectStatus(t *testing.T, st map[string]any, want map[string]any) {
+	t.Helper()
+	for k, w := range want {
+		if got, ok := st[k]; !ok || got != w {
+			t.Fatalf("status %s = %v (%T), want %v (%T)", k, got, got, w, w)
+		}
+	}
+}
+
+func TestStatusFreshTokenReportsTimesWithoutTheToken(t *testing.T) {
+	u := newUpstream(t, issuing(24*time.Hour))
+	e := newTestEnv(t, nil, nil)
+	e.configure(u, nil)
+	e.addRole("app", "svc@example.com", statusPassword)
+
+	// Before any login.
+	st := statusOf(t, e, "app")
+	expectStatus(t, st, map[string]any{
+		"has_token": false, "issue_time": "", "expire_time": "", "last_attempt": "",
+		"last_outcome": "", "last_error": "", "consecutive_failures": 0,
+		"no_login_before": "", "credentials_rejected": false,
+		"next_login": rfc3339At(e.clock.Now()), // on the next read
+	})
+
+	t0 := e.clock.Now()
+	tok := tokenIn(t, e.mustRead("creds/app"))
+	e.clock.Advance(time.Hour)
+	st = statusOf(t, e, "app", tok)
+	expectStatus(t, st, map[string]any{
+		"has_token":            true,
+		"issue_time":           rfc3339At(t0),
+		"expire_time":          rfc3339At(t0.Add(24 * time.Hour)),
+		"next_login":           rfc3339At(t0.Add(23*time.Hour - backgroundLead)),
+		"last_attempt":         rfc3339At(t0),
+		"last_outcome":         outcomeSuccess,
+		"last_error":           "",
+		"consecutive_failures": 0,
+		"no_login_before":      "",
+		"credentials_rejected": false,
+	})
+}
+
+func TestStatusAfterUpstream429ReportsBlockAndRetryTime(t *testing.T) {
+	u := newUpstream(t, rateLimited(func() string { return "120" }))
+	e := newTestEnv(t, nil, nil)
+	e.configure(u, nil)
+	e.addRole("app", "svc@example.com", statusPassword)
+	t0 := e.clock.Now()
+	if _, err := e.read("creds/app"); err == nil {
+		t.Fatalf("read through a 429 succeeded")
+	}
+	e.clock.Advance(10 * time.Second)
+	st := statusOf(t, e, "app")
+	expectStatus(t, st, map[string]any{
+		"has_token":            false,
+		"last_attempt":         rfc3339At(t0),
+		"last_outcome":         outcomeRateLimited,
+		"consecutive_failures": 1,
+		"no_login_before":      rfc3339At(t0.Add(120 * time.Second)),
+		"next_login":           rfc3339At(t0.Add(120 * time.Second)),
+		"credentials_rejected": false,
+	})
+	if le, _ := st["last_error"].(string); !strings.Contains(le, "429") {
+		t.Fatalf("status last_error = %q, want it to name the 429", le)
+	}
+	// Once the block is over, nothing stands in the way.
+	e.clock.Advance(2 * time.Minute)
+	expectStatus(t, statusOf(t, e, "app"), map[string]any{"no_login_before": ""})
+}
+
+func TestStatusAfterTransientFailureWithTokenStillServed(t *testing.T) {
+	ok := issuing(24 * time.Hour)
+	u := newUpstream(t, ok)
+	e := newTestEnv(t, nil, nil)
+	e.configure(u, nil)
+	e.addRole("app", "svc@example.com", statusPassword)
+	t0 := e.clock.Now()
+	tok := tokenIn(t, e.mustRead("creds/app"))
+
+	u.setHandler(failWith(http.StatusServiceUnavailable, "application/json", `{"error":"server_error"}`))
+	e.clock.Advance(23*time.Hour + time.Minute) // in the refresh window
+	t1 := e.clock.Now()
+	e.mustRead("creds/app") // served with a warning; the login failed
+	st := statusOf(t, e, "app", tok)
+	expectStatus(t, st, map[string]any{
+		"has_token":            true,
+		"issue_time":           rfc3339At(t0),
+		"expire_time":          rfc3339At(t0.Add(24 * time.Hour)),
+		"last_attempt":         rfc3339At(t1),
+		"last_outcome":         outcomeUpstream,
+		"consecutive_failures": 1,
+		"no_login_before":      rfc3339At(t1.Add(time.Second)),
+		"next_login":           rfc3339At(t1.Add(time.Second)),
+		"credentials_rejected": false,
+	})
+	if le, _ := st["last_error"].(string); !strings.Contains(le, "HTTP 503") {
+		t.Fatalf("status last_error = %q, want it to name HTTP 503", le)
+	}
+
+	e.clock.Advance(time.Second)
+	e.mustRead("creds/app") // second failure
+	t2 := e.clock.Now()
+	expectStatus(t, statusOf(t, e, "app", tok), map[string]any{
+		"last_attempt": rfc3339At(t2), "consecutive_failures": 2, "no_login_before": rfc3339At(t2.Add(2 * time.Second)),
+	})
+
+	// A success clears the failure bookkeeping.
+	u.setHandler(ok)
+	e.clock.Advance(2 * time.Second)
+	fresh := tokenIn(t, e.mustRead("creds/app"))
+	expectStatus(t, statusOf(t, e, "app", tok, fresh), map[string]any{
+		"issue_time": rfc3339At(e.clock.Now()), "last_outcome": outcomeSuccess, "last_error": "",
+		"consecutive_failures": 0, "no_login_before": "",
+	})
+}
+
+func TestStatusAfterRejectedCredentialsReportsNoPlannedLogin(t *testing.T) {
+	u := newUpstream(t, failWith(http.StatusUnauthorized, "application/json",
+		`{"error":"invalid_grant","error_description":"invalid username or password"}`))
+	e := newTestEnv(t, nil, nil)
+	e.configure(u, nil)
+	e.addRole("app", "svc@example.com", statusPassword)
+	t0 := e.clock.Now()
+	if _, err := e.read("creds/app"); err == nil {
+		t.Fatalf("read with rejected credentials succeeded")
+	}
+	e.clock.Advance(time.Minute)
+	st := statusOf(t, e, "app")
+	expectStatus(t, st, map[string]any{
+		"has_token":            false,
+		"last_attempt":         rfc3339At(t0),
+		"last_outcome":         outcomeRejected,
+		"consecutive_failures": 1,
+		"credentials_rejected": true,
+		"next_login":           "", // none until the credentials are rewritten
+		"no_login_before":      "",
+	})
+	if le, _ := st["last_error"].(string); !strings.Contains(le, "invalid_grant") {
+		t.Fatalf("status last_error = %q, want it to name invalid_grant", le)
+	}
+	// Rewriting the credentials clears the verdict.
+	e.mustWrite("roles/app", map[string]any{"password": statusPassword + "-new"})
+	expectStatus(t, statusOf(t, e, "app"), map[string]any{"credentials_rejected": false, "last_outcome": ""})
+}
+
+func TestStatusUnknownRoleIs400(t *testing.T) {
+	e := newTestEnv(t, nil, nil)
+	resp, err := e.read("status/nope")
+	expectBadRequest(t, resp, err, `"nope"`, "does not exist")
+}
