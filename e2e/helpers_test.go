@@ -1,0 +1,406 @@
+// Package e2e runs the plugin inside real Vault servers (and a real Vault Agent)
+// against the in-process fake iAdvize upstream. The tests skip under -short and
+// when no Vault binary can be had; `make test` provides one.
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/vault/api"
+
+	"github.com/iadvize/vault-plugin-secrets-iadvize/internal/fakeiadvize"
+	"github.com/iadvize/vault-plugin-secrets-iadvize/internal/vaulttest"
+)
+
+// needVault skips the test under -short, and returns the Vault binary (skipping, with
+// the reason, when there is none).
+func needVault(t *testing.T) string {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("end-to-end test against a real Vault: skipped with -short")
+	}
+	return vaulttest.VaultBin(t)
+}
+
+// secrets is what a test must never see printed: the passwords and client
+// secrets it configures and every access token the fake issues. Everything the
+// tests log goes through redact.
+type secrets struct {
+	mu   sync.Mutex
+	list []string
+}
+
+func (s *secrets) add(v ...string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, x := range v {
+		if x != "" {
+			s.list = append(s.list, x)
+		}
+	}
+}
+
+func (s *secrets) all() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]string(nil), s.list...)
+}
+
+// redact replaces every known secret in text.
+func (s *secrets) redact(text string) string {
+	for _, v := range s.all() {
+		text = strings.ReplaceAll(text, v, "[REDACTED]")
+	}
+	return text
+}
+
+// found lists the (masked) secrets that text contains.
+func (s *secrets) found(text string) []string {
+	var out []string
+	for _, v := range s.all() {
+		if strings.Contains(text, v) {
+			out = append(out, mask(v))
+		}
+	}
+	return out
+}
+
+// mask shows a secret's first characters only.
+func mask(v string) string {
+	if len(v) <= 6 {
+		return "***"
+	}
+	return v[:6] + "..."
+}
+
+// distinctive returns a secret that no log line would hold by chance.
+func distinctive(prefix string) string {
+	b := make([]byte, 12)
+	_, _ = rand.Read(b)
+	return prefix + "-" + hex.EncodeToString(b)
+}
+
+// upstream is the fake iAdvize on 127.0.0.1, with a record of every access token
+// it issued and an optional gate that holds logins.
+type upstream struct {
+	*fakeiadvize.Server
+	URL     string // http://127.0.0.1:PORT
+	secrets *secrets
+
+	mu     sync.Mutex
+	issued map[string]bool
+	order  []string
+	gate   chan struct{} // when non-nil, logins wait until it is closed
+	held   int           // logins that reached a gate
+}
+
+func newUpstream(t *testing.T, opts fakeiadvize.Options, sec *secrets) *upstream {
+	t.Helper()
+	u := &upstream{Server: fakeiadvize.New(opts), secrets: sec, issued: map[string]bool{}}
+	ts := httptest.NewServer(http.HandlerFunc(u.serve))
+	u.URL = ts.URL
+	t.Cleanup(ts.Close)
+	t.Cleanup(u.Server.Close) // runs first: releases held requests
+	t.Cleanup(u.openGate)
+	return u
+}
+
+// serve passes requests to the fake, recording the access tokens it issues.
+func (u *upstream) serve(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodPost || r.URL.Path != "/oauth2/token" {
+		u.Server.ServeHTTP(w, r)
+		return
+	}
+	u.mu.Lock()
+	gate := u.gate
+	if gate != nil {
+		u.held++
+	}
+	u.mu.Unlock()
+	if gate != nil {
+		select {
+		case <-gate:
+		case <-r.Context().Done():
+		}
+	}
+	rec := httptest.NewRecorder()
+	u.Server.ServeHTTP(rec, r)
+	var body struct {
+		AccessToken string `json:"access_token"`
+	}
+	if rec.Code == http.StatusOK && json.Unmarshal(rec.Body.Bytes(), &body) == nil && body.AccessToken != "" {
+		u.secrets.add(body.AccessToken)
+		u.mu.Lock()
+		u.issued[body.AccessToken] = true
+		u.order = append(u.order, body.AccessToken)
+		u.mu.Unlock()
+	}
+	for k, v := range rec.Header() {
+		w.Header()[k] = v
+	}
+	w.WriteHeader(rec.Code)
+	_, _ = w.Write(rec.Body.Bytes())
+}
+
+// holdLogins makes logins wait until openGate.
+func (u *upstream) holdLogins() {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if u.gate == nil {
+		u.gate = make(chan struct{})
+	}
+}
+
+func (u *upstream) openGate() {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if u.gate != nil {
+		close(u.gate)
+		u.gate = nil
+	}
+}
+
+func (u *upstream) heldLogins() int {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return u.held
+}
+
+// wasIssued reports whether the fake issued tok.
+func (u *upstream) wasIssued(tok string) bool {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return u.issued[tok]
+}
+
+// tokens returns the issued tokens in order.
+func (u *upstream) tokens() []string {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return append([]string(nil), u.order...)
+}
+
+// noFailures checks that every login attempt the fake saw succeeded.
+func (u *upstream) noFailures() error {
+	st := u.Stats()
+	if st.LoginAttempts != st.LoginSuccesses || st.RateLimited+st.InjectedRateLimited+st.FailedCredentials+
+		st.BadRequests+st.InjectedFaults != 0 {
+		return fmt.Errorf("fake saw failed logins: %+v", st)
+	}
+	return nil
+}
+
+// env is one test's world: a fake upstream, a Vault server, and the secrets that
+// must never be printed.
+type env struct {
+	t       *testing.T
+	bin     string
+	secrets *secrets
+	up      *upstream
+	vault   *vaulttest.Server
+
+	mu      sync.Mutex
+	printed []string // messages the test printed, before redaction
+}
+
+// logf logs with every secret redacted.
+func (e *env) logf(format string, args ...any) {
+	e.t.Helper()
+	e.t.Log(e.print(format, args...))
+}
+
+// fatalf fails with every secret redacted.
+func (e *env) fatalf(format string, args ...any) {
+	e.t.Helper()
+	e.t.Fatal(e.print(format, args...))
+}
+
+// errorf reports an error with every secret redacted.
+func (e *env) errorf(format string, args ...any) {
+	e.t.Helper()
+	e.t.Error(e.print(format, args...))
+}
+
+// print formats a message for the test's output, remembering it as it was before
+// redaction (TestNoSecretsInLogs checks that redaction had nothing to do).
+func (e *env) print(format string, args ...any) string {
+	msg := fmt.Sprintf(format, args...)
+	e.mu.Lock()
+	e.printed = append(e.printed, msg)
+	e.mu.Unlock()
+	return e.secrets.redact(msg)
+}
+
+// newEnv starts the fake and a Vault dev server with the plugin at iadvize/.
+func newEnv(t *testing.T, fopts fakeiadvize.Options, vopts vaulttest.Options) *env {
+	t.Helper()
+	e := &env{t: t, bin: needVault(t), secrets: &secrets{}}
+	e.up = newUpstream(t, fopts, e.secrets)
+	e.vault = vaulttest.StartDev(t, vopts)
+	e.vault.Client.SetMaxRetries(0) // a 5xx is an answer to check, not to retry
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("vault log (tail, redacted):\n%s", tail(e.secrets.redact(e.vault.Log()), 6000))
+		}
+	})
+	return e
+}
+
+// write writes to Vault, failing the test on error.
+func (e *env) write(path string, data map[string]any) *api.Secret {
+	e.t.Helper()
+	s, err := e.vault.Client.Logical().Write(path, data)
+	if err != nil {
+		e.fatalf("write %s: %v", path, brief(err))
+	}
+	return s
+}
+
+// read reads from Vault, failing the test on error.
+func (e *env) read(path string) *api.Secret {
+	e.t.Helper()
+	s, err := e.vault.Client.Logical().Read(path)
+	if err != nil {
+		e.fatalf("read %s: %v", path, brief(err))
+	}
+	if s == nil {
+		e.fatalf("read %s: no data", path)
+	}
+	return s
+}
+
+// configure points the mount at the fake, with extra settings.
+func (e *env) configure(extra map[string]any) {
+	e.t.Helper()
+	data := map[string]any{
+		"token_url":  e.up.URL + "/oauth2/token",
+		"verify_url": e.up.URL + "/_authenticated",
+	}
+	for k, v := range extra {
+		data[k] = v
+	}
+	e.write("iadvize/config", data)
+}
+
+// addRole creates a fake user with a distinctive password and a password-grant
+// role for it; it returns the password.
+func (e *env) addRole(name, username string) string {
+	e.t.Helper()
+	pw := distinctive("pw-" + name)
+	e.secrets.add(pw)
+	e.up.AddUser(username, pw)
+	e.write("iadvize/roles/"+name, map[string]any{"username": username, "password": pw})
+	return pw
+}
+
+// accessToken is the access_token of a creds/ or static-creds/ answer.
+func accessToken(s *api.Secret) string {
+	if s == nil || s.Data == nil {
+		return ""
+	}
+	tok, _ := s.Data["access_token"].(string)
+	return tok
+}
+
+// statusCode is the HTTP status of a Vault API error, 0 if it is not one.
+func statusCode(err error) int {
+	var re *api.ResponseError
+	if errors.As(err, &re) {
+		return re.StatusCode
+	}
+	return 0
+}
+
+// brief is an error on one line: a Vault API error's messages without the
+// request boilerplate.
+func brief(err error) string {
+	if err == nil {
+		return "<nil>"
+	}
+	var re *api.ResponseError
+	msg := err.Error()
+	if errors.As(err, &re) {
+		msg = fmt.Sprintf("%d: %s", re.StatusCode, strings.Join(re.Errors, "; "))
+	}
+	return strings.Join(strings.Fields(msg), " ")
+}
+
+// cli runs the vault CLI against the env's server with token.
+func (e *env) cli(token string, args ...string) (stdout, stderr string, err error) {
+	e.t.Helper()
+	return runVault(e.t, e.bin, e.vault.Addr, token, args...)
+}
+
+func runVault(t *testing.T, bin, addr, token string, args ...string) (string, string, error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bin, args...)
+	home := t.TempDir() // no ~/.vault-token read or written
+	cmd.Env = append(cleanEnv(), "VAULT_ADDR="+addr, "VAULT_TOKEN="+token, "HOME="+home)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	return out.String(), errb.String(), err
+}
+
+// waitFor polls check until it returns nil or the deadline passes; unlike
+// vaulttest.WaitFor it redacts the last error.
+func (e *env) waitFor(timeout time.Duration, what string, check func() error) {
+	e.t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		err := check()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			e.fatalf("waiting %s for %s: %v", timeout, what, err)
+		}
+		time.Sleep(100 * time.Millisecond) // polling a condition of real processes
+	}
+}
+
+// cleanEnv is the environment without VAULT_* variables (an empty one is not the
+// same as an unset one to the vault CLI and Agent).
+func cleanEnv() []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "VAULT_") {
+			env = append(env, kv)
+		}
+	}
+	return env
+}
+
+func tail(s string, n int) string {
+	if len(s) > n {
+		s = "..." + s[len(s)-n:]
+	}
+	return strings.TrimSpace(s)
+}
+
+// writeFile writes a file in dir and returns its path.
+func writeFile(t *testing.T, dir, name, content string) string {
+	t.Helper()
+	p := filepath.Join(dir, name)
+	if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
