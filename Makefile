@@ -44,9 +44,20 @@ demo: build
 dev: build
 	VAULT_BIN=$$(scripts/vault.sh) PLUGIN_DIR=$(PLUGIN_DIR) FAKE_BIN=$(FAKE_BIN) scripts/demo.sh --keep
 
+# Benchmarks on a real Vault (cmd/bench): writes BENCHMARKS.md, about 15 minutes
+# on 2 cores. BENCH_FLAGS=-quick for a shorter run.
+NOOP_PLUGIN_BIN := $(BUILD_DIR)/bench/bench-noop-plugin
+BENCH_FLAGS ?=
 bench: build
-	VAULT_BIN=$$(scripts/vault.sh) PLUGIN_BIN=$(PLUGIN_BIN) FAKE_BIN=$(FAKE_BIN) \
-	  $(GO) run ./cmd/bench -out BENCHMARKS.md
+	$(GO) build -trimpath -o $(NOOP_PLUGIN_BIN) ./cmd/bench-noop-plugin
+	VAULT_BIN=$$(scripts/vault.sh) PLUGIN_BIN=$(PLUGIN_BIN) FAKE_BIN=$(FAKE_BIN) NOOP_PLUGIN_BIN=$(NOOP_PLUGIN_BIN) \
+	  $(GO) run ./cmd/bench -out BENCHMARKS.md $(BENCH_FLAGS)
 
 clean:
 	rm -rf $(BUILD_DIR)
+
+# A three-node Vault HA cluster (integrated storage) with the plugin and a role
+# against the fake iAdvize; it runs until Ctrl-C (scripts/demo-ha.sh --help).
+.PHONY: demo-ha
+demo-ha: build
+	VAULT_BIN=$$(scripts/vault.sh) PLUGIN_DIR=$(PLUGIN_DIR) FAKE_BIN=$(FAKE_BIN) scripts/demo-ha.sh
