@@ -59,8 +59,10 @@ type backend struct {
 
 	// flights makes concurrent logins of one role share one upstream request.
 	flights singleflight.Group
-	// limits enforces the login budgets and upstream 429 blocks.
-	limits *loginLimiter
+	// limits enforces the login budgets and upstream 429 blocks; budgetSaveMu
+	// orders their writes to storage.
+	limits       *loginLimiter
+	budgetSaveMu sync.Mutex
 	// verifies remembers the last verify/ answer per role (role name -> *verifyResult).
 	verifies sync.Map
 }

@@ -1,6 +1,7 @@
 package iadvize
 
 import (
+	"slices"
 	"sync"
 	"time"
 )
@@ -14,18 +15,21 @@ const budgetWindow = time.Minute + time.Second
 // user_logins_per_minute logins per principal and logins_per_minute per mount in
 // any minute, and no login for a principal that upstream answered 429 until its
 // block ends. A sliding window (not a token bucket, which would let through up to
-// twice the budget in one minute) keeps "at most N in any minute" exact. State is
-// in memory: after a restart the windows start empty.
+// twice the budget in one minute) keeps "at most N in any minute" exact. Memory
+// serves the decisions; storage keeps a copy (budget_store.go) so that a restart
+// or failover does not reset the minute.
 type loginLimiter struct {
-	mu         sync.Mutex
-	mount      slidingWindow
-	principals map[string]*principalBudget
+	mu          sync.Mutex
+	mount       slidingWindow
+	mountLoaded bool // merged with storage (budget_store.go)
+	principals  map[string]*principalBudget
 }
 
 // principalBudget is one username's (or client ID's) window and 429 block.
 type principalBudget struct {
 	window       slidingWindow
 	blockedUntil time.Time
+	loaded       bool // merged with storage (budget_store.go)
 }
 
 // slidingWindow holds the times of the logins of the last budgetWindow, oldest first.
@@ -64,11 +68,7 @@ func (w *slidingWindow) nextFree(now time.Time, limit int) time.Time {
 func (l *loginLimiter) reserve(principal string, now time.Time, perPrincipal, perMount int) (retryAt time.Time, mountFull bool, ok bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	p := l.principals[principal]
-	if p == nil {
-		p = &principalBudget{}
-		l.principals[principal] = p
-	}
+	p := l.principal(principal)
 	mountAt := l.mount.nextFree(now, perMount)
 	at := latest(p.blockedUntil, p.window.nextFree(now, perPrincipal), mountAt)
 	if at.After(now) {
@@ -79,15 +79,57 @@ func (l *loginLimiter) reserve(principal string, now time.Time, perPrincipal, pe
 	return now, false, true
 }
 
+// principal returns a principal's budget, creating it. Callers hold l.mu.
+func (l *loginLimiter) principal(name string) *principalBudget {
+	p := l.principals[name]
+	if p == nil {
+		p = &principalBudget{}
+		l.principals[name] = p
+	}
+	return p
+}
+
+// needsLoad reports which budgets have not been merged with storage yet.
+func (l *loginLimiter) needsLoad(principal string) (needPrincipal, needMount bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return !l.principal(principal).loaded, !l.mountLoaded
+}
+
+// merge adds stored budgets (nil: not read) to memory, once.
+func (l *loginLimiter) merge(principal string, p, m *budgetRecord) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if pb := l.principal(principal); p != nil && !pb.loaded {
+		pb.window.merge(p.times())
+		pb.blockedUntil = latest(pb.blockedUntil, p.BlockedUntil)
+		pb.loaded = true
+	}
+	if m != nil && !l.mountLoaded {
+		l.mount.merge(m.times())
+		l.mountLoaded = true
+	}
+}
+
+// snapshot copies a principal's and the mount's budgets for storage.
+func (l *loginLimiter) snapshot(principal string) (p, m *budgetRecord) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	pb := l.principal(principal)
+	return newBudgetRecord(pb.window.times, pb.blockedUntil), newBudgetRecord(l.mount.times, time.Time{})
+}
+
+// merge adds logins to the window, keeping it in time order.
+func (w *slidingWindow) merge(ts []time.Time) {
+	w.times = append(w.times, ts...)
+	slices.SortFunc(w.times, time.Time.Compare)
+}
+
 // block stops logins for a principal until the given time (upstream said 429).
 func (l *loginLimiter) block(principal string, until time.Time) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	p := l.principals[principal]
-	if p == nil {
-		p = &principalBudget{}
-		l.principals[principal] = p
-	}
+	p := l.principal(principal)
 	if until.After(p.blockedUntil) {
 		p.blockedUntil = until
 	}

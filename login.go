@@ -166,7 +166,7 @@ func (b *backend) refresh(ctx context.Context, s logical.Storage, name string, m
 		if !b.canWrite() {
 			return attempt{}, logical.ErrReadOnly
 		}
-		if u := b.mayLogin(e, cfg, now, mode); u != nil {
+		if u := b.mayLogin(ctx, s, e, cfg, now, mode); u != nil {
 			return attempt{entry: e, cfg: cfg, failed: u}, nil
 		}
 
@@ -210,7 +210,7 @@ func dueForBackground(st *tokenState, refreshBefore time.Duration, now time.Time
 // mayLogin applies the login policy (SPEC 3 items 4, 6, 7, 8) and, when a login
 // may happen, reserves it from the budgets. It returns nil when the caller may log
 // in now.
-func (b *backend) mayLogin(e *cacheEntry, cfg *configEntry, now time.Time, mode loginMode) *unavailable {
+func (b *backend) mayLogin(ctx context.Context, s logical.Storage, e *cacheEntry, cfg *configEntry, now time.Time, mode loginMode) *unavailable {
 	st := e.state
 	if st.CredentialsRejected && mode != modeRotate {
 		return &unavailable{status: http.StatusBadGateway, cause: st.LastError}
@@ -219,21 +219,29 @@ func (b *backend) mayLogin(e *cacheEntry, cfg *configEntry, now time.Time, mode 
 	if now.Before(st.NextAttempt) && !(mode == modeRotate && st.LastOutcome == outcomeUpstream) {
 		return &unavailable{status: http.StatusTooManyRequests, cause: "backing off after: " + st.LastError, retryAt: st.NextAttempt}
 	}
-	retryAt, mountFull, ok := b.limits.reserve(e.role.principal(), now, cfg.UserLoginsPerMinute, cfg.LoginsPerMinute)
-	if !ok {
-		cause := fmt.Sprintf("login budget of %s spent (%d a minute per user, %d per mount)",
-			principalKind(e.role), cfg.UserLoginsPerMinute, cfg.LoginsPerMinute)
-		if mountFull {
-			cause = fmt.Sprintf("login budget of the mount spent (%d a minute)", cfg.LoginsPerMinute)
-		}
-		if until := b.limits.blockedUntil(e.role.principal(), now); !until.IsZero() && !until.Before(retryAt) {
-			// Another role of the username (or the role before its credentials
-			// were rewritten) was answered 429 upstream.
-			cause = fmt.Sprintf("upstream rate limit (HTTP 429) for this %s", principalKind(e.role))
-		}
-		return &unavailable{status: http.StatusTooManyRequests, cause: cause, retryAt: retryAt, mountFull: mountFull}
+	principal := e.role.principal()
+	if err := b.loadBudgets(ctx, s, principal); err != nil {
+		return &unavailable{status: http.StatusInternalServerError, cause: "reading the login budget failed", retryAt: now}
 	}
-	return nil
+	retryAt, mountFull, ok := b.limits.reserve(principal, now, cfg.UserLoginsPerMinute, cfg.LoginsPerMinute)
+	if ok {
+		if err := b.saveBudgets(ctx, s, principal); err != nil {
+			// The login is within budget; only a restart's memory of it is lost.
+			b.Logger().Warn("storing the login budget failed", "error", err)
+		}
+		return nil
+	}
+	cause := fmt.Sprintf("login budget of %s spent (%d a minute per user, %d per mount)",
+		principalKind(e.role), cfg.UserLoginsPerMinute, cfg.LoginsPerMinute)
+	if mountFull {
+		cause = fmt.Sprintf("login budget of the mount spent (%d a minute)", cfg.LoginsPerMinute)
+	}
+	if until := b.limits.blockedUntil(principal, now); !until.IsZero() && !until.Before(retryAt) {
+		// Another role of the username (or the role before its credentials
+		// were rewritten) was answered 429 upstream.
+		cause = fmt.Sprintf("upstream rate limit (HTTP 429) for this %s", principalKind(e.role))
+	}
+	return &unavailable{status: http.StatusTooManyRequests, cause: cause, retryAt: retryAt, mountFull: mountFull}
 }
 
 // loginFailure turns a failed login into the read's answer.
@@ -327,6 +335,9 @@ func (b *backend) recordLogin(ctx context.Context, s logical.Storage, name strin
 		}
 		st.NextAttempt = now.Add(delay)
 		b.limits.block(r.principal(), st.NextAttempt)
+		if err := b.saveBudgets(ctx, s, r.principal()); err != nil {
+			b.Logger().Warn("storing the login budget failed", "error", err)
+		}
 	default:
 		st.NextAttempt = now.Add(backoff(transientBackoffMin, transientBackoffMax, st.Failures))
 	}

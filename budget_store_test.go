@@ -1,0 +1,115 @@
+package iadvize
+
+import (
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/vault/sdk/logical"
+)
+
+// A restart, plugin reload or HA failover builds a new backend over the same
+// storage: the logins of the current minute must still count against the budget.
+func TestBudgetSpentBeforeARestartStillHoldsAfterIt(t *testing.T) {
+	u := newUpstream(t, issuing(24*time.Hour))
+	e := newTestEnv(t, nil, nil)
+	e.configure(u, map[string]any{"user_logins_per_minute": 3})
+	e.addRole("app", "svc@example.com", "pw")
+	for i := 0; i < 3; i++ {
+		if resp, err := e.do(logical.UpdateOperation, "rotate-role/app", nil); err != nil || resp.IsError() {
+			t.Fatalf("rotate %d: %v %v", i, err, respErr(resp))
+		}
+		e.clock.Advance(10 * time.Second)
+	}
+
+	after := newTestEnv(t, e.storage, e.clock) // the new active node
+	_, err := after.do(logical.UpdateOperation, "rotate-role/app", nil)
+	expectCodedError(t, err, http.StatusTooManyRequests, `role "app"`, "login budget")
+	if u.count() != 3 {
+		t.Fatalf("upstream logins = %d, want 3: the restarted backend forgot the budget", u.count())
+	}
+
+	// The first login leaves the window 61 s after it (counted at the whole
+	// second after it was sent): then one more login fits.
+	after.clock.Advance(32 * time.Second)
+	if resp, err := after.do(logical.UpdateOperation, "rotate-role/app", nil); err != nil || resp.IsError() {
+		t.Fatalf("rotate once the first login left the window: %v %v", err, respErr(resp))
+	}
+	if u.count() != 4 {
+		t.Fatalf("upstream logins = %d, want 4", u.count())
+	}
+}
+
+// An upstream 429 blocks the username on the node that follows, for every role
+// that logs in as that user.
+func TestBudgetUpstream429BlockHoldsAfterARestartForEveryRoleOfTheUser(t *testing.T) {
+	u := newUpstream(t, rateLimited(func() string { return "300" }))
+	e := newTestEnv(t, nil, nil)
+	e.configure(u, nil)
+	e.addRole("a", "shared@example.com", "pw")
+	e.addRole("b", "shared@example.com", "pw")
+	_, err := e.read("creds/a")
+	expectCodedError(t, err, http.StatusTooManyRequests, `role "a"`)
+
+	u.setHandler(issuing(24 * time.Hour))
+	after := newTestEnv(t, e.storage, e.clock)
+	after.clock.Advance(2 * time.Minute)
+	_, err = after.read("creds/b")
+	expectCodedError(t, err, http.StatusTooManyRequests, `role "b"`, "429")
+	if u.count() != 1 {
+		t.Fatalf("upstream requests = %d, want 1: role b was sent during the user's 429 block", u.count())
+	}
+	after.clock.Advance(3*time.Minute + time.Second)
+	after.mustRead("creds/b")
+}
+
+// The stored budget stays small whatever the volume: a mount allowed 10,000
+// logins a minute must not write a record that grows with every login.
+func TestBudgetRecordStaysSmallAtHighVolume(t *testing.T) {
+	l := newLoginLimiter()
+	start := time.Date(2026, 1, 5, 9, 0, 0, 0, time.UTC)
+	for i := 0; i < 10000; i++ {
+		now := start.Add(time.Duration(i) * 5 * time.Millisecond) // 50 s of logins
+		if _, _, ok := l.reserve("user:u"+itoa(int64(i)), now, 10, 100000); !ok {
+			t.Fatalf("login %d refused", i)
+		}
+	}
+	_, m := l.snapshot("user:u0")
+	if len(m.Logins) > 62 {
+		t.Fatalf("mount record has %d buckets, want at most 62", len(m.Logins))
+	}
+	total := int64(0)
+	for _, b := range m.Logins {
+		total += b[1]
+	}
+	if total != 10000 {
+		t.Fatalf("mount record counts %d logins, want 10000", total)
+	}
+	// Restored, it refuses exactly as the original does, or later, never earlier.
+	restored := newLoginLimiter()
+	restored.merge("user:u0", nil, m)
+	now := start.Add(50 * time.Second)
+	origAt, _, _ := l.reserve("user:x", now, 10, 10000)
+	gotAt, _, _ := restored.reserve("user:x", now, 10, 10000)
+	if gotAt.Before(origAt) {
+		t.Fatalf("restored budget frees a login at %v, before the original's %v", gotAt, origAt)
+	}
+}
+
+// A budget that cannot be read refuses the login rather than guessing.
+func TestBudgetUnreadableRefusesTheLogin(t *testing.T) {
+	u := newUpstream(t, issuing(24*time.Hour))
+	s := newFaultyStorage()
+	e := newTestEnv(t, s, nil)
+	e.configure(u, nil)
+	e.addRole("app", "svc@example.com", "pw")
+	e.mustRead("roles/app") // the role is readable
+	s.failGets(budgetsStoragePrefix, true)
+	_, err := e.read("creds/app")
+	expectCodedError(t, err, http.StatusInternalServerError, `role "app"`, "login budget")
+	if u.count() != 0 {
+		t.Fatalf("upstream requests = %d, want 0", u.count())
+	}
+	s.failGets("", false)
+	e.mustRead("creds/app")
+}
