@@ -55,8 +55,13 @@ func (r *budgetRecord) times() []time.Time {
 }
 
 func principalBudgetKey(principal string) string {
+	return budgetsStoragePrefix + principalHash(principal)
+}
+
+// principalHash names a principal in storage keys without spelling its username.
+func principalHash(principal string) string {
 	sum := sha256.Sum256([]byte(principal))
-	return budgetsStoragePrefix + hex.EncodeToString(sum[:16])
+	return hex.EncodeToString(sum[:16])
 }
 
 // loadBudgets brings a principal's and the mount's stored budgets into memory the

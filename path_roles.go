@@ -14,6 +14,10 @@ import (
 
 const (
 	rolesStoragePrefix = "roles/"
+	// principalsStoragePrefix indexes roles by the principal they log in as
+	// (principals/<hash>/<role>), so a role write finds the roles that share its
+	// login budget without reading every role.
+	principalsStoragePrefix = "principals/"
 
 	fieldName         = "name"
 	fieldGrantType    = "grant_type"
@@ -227,6 +231,7 @@ func (b *backend) pathRoleWrite(ctx context.Context, req *logical.Request, d *fr
 		}
 		r = &role{GrantType: grantPassword}
 	}
+	oldPrincipal := r.principal()
 
 	credentialsNamed := false
 	if v, ok := d.GetOk(fieldGrantType); ok {
@@ -288,6 +293,9 @@ func (b *backend) pathRoleWrite(ctx context.Context, req *logical.Request, d *fr
 			return nil, fmt.Errorf("deleting the retired token of role %q: %w", name, err)
 		}
 	}
+	if err := b.indexRole(ctx, req.Storage, name, oldPrincipal, r.principal()); err != nil {
+		return nil, err
+	}
 
 	resp := &logical.Response{}
 	if shared, err := b.rolesSharingPrincipal(ctx, req.Storage, name, r); err != nil {
@@ -339,22 +347,33 @@ func principalKind(r *role) string {
 	return fieldUsername
 }
 
+// principalIndexKey is a role's entry in the index of its principal.
+func principalIndexKey(principal, name string) string {
+	return principalsStoragePrefix + principalHash(principal) + "/" + name
+}
+
+// indexRole files a role under its principal, and out of its previous one.
+func (b *backend) indexRole(ctx context.Context, s logical.Storage, name, oldPrincipal, principal string) error {
+	if oldPrincipal != principal {
+		if err := s.Delete(ctx, principalIndexKey(oldPrincipal, name)); err != nil {
+			return fmt.Errorf("updating the principal index of role %q: %w", name, err)
+		}
+	}
+	if err := s.Put(ctx, &logical.StorageEntry{Key: principalIndexKey(principal, name), Value: []byte("{}")}); err != nil {
+		return fmt.Errorf("updating the principal index of role %q: %w", name, err)
+	}
+	return nil
+}
+
 // rolesSharingPrincipal names the other roles that log in as the same user/client.
 func (b *backend) rolesSharingPrincipal(ctx context.Context, s logical.Storage, name string, r *role) ([]string, error) {
-	names, err := s.List(ctx, rolesStoragePrefix)
+	names, err := s.List(ctx, principalsStoragePrefix+principalHash(r.principal())+"/")
 	if err != nil {
 		return nil, err
 	}
 	var shared []string
 	for _, other := range names {
-		if other == name {
-			continue
-		}
-		o, err := b.getRole(ctx, s, other)
-		if err != nil {
-			return nil, err
-		}
-		if o != nil && o.principal() == r.principal() {
+		if other != name {
 			shared = append(shared, other)
 		}
 	}
@@ -366,6 +385,10 @@ func (b *backend) pathRoleDelete(ctx context.Context, req *logical.Request, d *f
 	lock := locksutil.LockForKey(b.roleLocks, name)
 	lock.Lock()
 	defer lock.Unlock()
+	r, err := b.getRole(ctx, req.Storage, name)
+	if err != nil {
+		return nil, err
+	}
 	if err := req.Storage.Delete(ctx, tokensStoragePrefix+name); err != nil {
 		return nil, fmt.Errorf("deleting the cached token of role %q: %w", name, err)
 	}
@@ -373,6 +396,11 @@ func (b *backend) pathRoleDelete(ctx context.Context, req *logical.Request, d *f
 		return nil, fmt.Errorf("deleting role %q: %w", name, err)
 	}
 	b.dropEntry(name)
+	if r != nil {
+		if err := req.Storage.Delete(ctx, principalIndexKey(r.principal(), name)); err != nil {
+			return nil, fmt.Errorf("deleting role %q from the principal index: %w", name, err)
+		}
+	}
 	return nil, nil
 }
 

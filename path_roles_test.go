@@ -551,3 +551,35 @@ func TestRoleNonStringSecretIsRefusedWithoutEchoingIt(t *testing.T) {
 		t.Fatal("a numeric password was not stored as its string")
 	}
 }
+
+// The shared-username warning follows the index as roles change user or go, and a
+// role write reads no other role (a mount of 10,000 roles stays cheap to write).
+func TestRoleSharingIndexFollowsUsernameChangesAndDeletesWithoutReadingOtherRoles(t *testing.T) {
+	s := newFaultyStorage()
+	e := newTestEnv(t, s, nil)
+	for _, n := range []string{"r1", "r2", "r3", "r4", "r5"} {
+		e.addRole(n, n+"@example.com", "pw")
+	}
+	e.addRole("a", "shared@example.com", "pw")
+
+	gets := s.getCount()
+	resp := e.mustWrite("roles/b", map[string]any{"username": "shared@example.com", "password": "pw"})
+	if resp == nil || len(resp.Warnings) != 1 || !strings.Contains(resp.Warnings[0], "a") {
+		t.Fatalf("writing b as a's user: warnings = %v, want one naming role a", resp)
+	}
+	if n := s.getCount() - gets; n > 2 {
+		t.Fatalf("a role write made %d storage reads, want at most 2 (its own role and existence check)", n)
+	}
+
+	e.mustWrite("roles/b", map[string]any{"username": "other@example.com"})
+	if resp := e.mustWrite("roles/a", map[string]any{"password": "pw2"}); resp != nil && len(resp.Warnings) > 0 {
+		t.Fatalf("after b changed user, writing a warns: %v", resp.Warnings)
+	}
+	e.mustWrite("roles/b", map[string]any{"username": "shared@example.com"})
+	if _, err := e.do(logical.DeleteOperation, "roles/b", nil); err != nil {
+		t.Fatal(err)
+	}
+	if resp := e.mustWrite("roles/a", map[string]any{"password": "pw3"}); resp != nil && len(resp.Warnings) > 0 {
+		t.Fatalf("after b was deleted, writing a warns: %v", resp.Warnings)
+	}
+}
