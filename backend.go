@@ -167,7 +167,7 @@ func (b *backend) loadEntry(ctx context.Context, s logical.Storage, name string)
 	if st.Generation != r.Generation {
 		st = &tokenState{Generation: r.Generation} // retired with the old credentials
 	}
-	e := &cacheEntry{role: r, state: st}
+	e := newCacheEntry(r, st)
 	b.cacheMu.Lock()
 	if b.cacheGen.Load() == gen {
 		b.entries.Store(name, e)

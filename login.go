@@ -308,7 +308,7 @@ func (b *backend) recordLogin(ctx context.Context, s logical.Storage, name strin
 			return nil, err
 		}
 		b.Logger().Info("logged in", "role", name, "expires_at", st.ExpiresAt.UTC().Format(time.RFC3339))
-		e := &cacheEntry{role: r, state: &st}
+		e := newCacheEntry(r, &st)
 		b.storeEntry(name, e)
 		return e, nil
 	}
@@ -346,7 +346,7 @@ func (b *backend) recordLogin(ctx context.Context, s logical.Storage, name strin
 	if err := b.writeTokenState(ctx, s, name, &st); err != nil {
 		b.Logger().Error("storing the login bookkeeping failed; it holds in memory", "role", name, "error", err)
 	}
-	e := &cacheEntry{role: r, state: &st}
+	e := newCacheEntry(r, &st)
 	b.storeEntry(name, e)
 	return e, nil
 }

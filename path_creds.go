@@ -3,7 +3,6 @@ package iadvize
 import (
 	"context"
 	"errors"
-	"time"
 
 	"github.com/hashicorp/vault/sdk/framework"
 	"github.com/hashicorp/vault/sdk/logical"
@@ -84,8 +83,7 @@ func (b *backend) secretTokenRevoke(context.Context, *logical.Request, *framewor
 
 // readToken serves a read of creds/ or static-creds/: the role's token, or the
 // error a caller can act on.
-func (b *backend) readToken(ctx context.Context, req *logical.Request, d *framework.FieldData) (served, *logical.Response, error) {
-	name := d.Get(fieldName).(string)
+func (b *backend) readToken(ctx context.Context, req *logical.Request, name string) (served, *logical.Response, error) {
 	srv, err := b.token(ctx, req.Storage, name)
 	if errors.Is(err, errRoleNotFound) {
 		return served{}, logical.ErrorResponse("role %q does not exist", name), nil
@@ -93,21 +91,22 @@ func (b *backend) readToken(ctx context.Context, req *logical.Request, d *framew
 	return srv, nil, err
 }
 
-func tokenData(st *tokenState) map[string]any {
-	return map[string]any{
-		fieldAccessToken: st.AccessToken,
-		fieldTokenType:   st.TokenType,
-		fieldExpireTime:  st.ExpiresAt.UTC().Format(time.RFC3339),
-	}
+func tokenData(e *cacheEntry, size int) map[string]any {
+	data := make(map[string]any, size)
+	data[fieldAccessToken] = e.state.AccessToken
+	data[fieldTokenType] = e.state.TokenType
+	data[fieldExpireTime] = e.expireTime
+	return data
 }
 
 func (b *backend) pathCredsRead(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
-	srv, resp, err := b.readToken(ctx, req, d)
+	srv, resp, err := b.readToken(ctx, req, d.Get(fieldName).(string))
 	if resp != nil || err != nil {
 		return resp, err
 	}
 	st := srv.entry.state
-	resp = b.Secret(secretTokenType).Response(tokenData(st), map[string]any{fieldName: d.Get(fieldName)})
+	// No internal data: the lease's revoke does nothing and needs none.
+	resp = b.Secret(secretTokenType).Response(tokenData(srv.entry, 3), nil)
 	ttl := leaseTTL(st, srv.entry.role, b.now())
 	resp.Secret.TTL = ttl
 	resp.Secret.MaxTTL = ttl
@@ -119,12 +118,12 @@ func (b *backend) pathCredsRead(ctx context.Context, req *logical.Request, d *fr
 }
 
 func (b *backend) pathStaticCredsRead(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
-	srv, resp, err := b.readToken(ctx, req, d)
+	srv, resp, err := b.readToken(ctx, req, d.Get(fieldName).(string))
 	if resp != nil || err != nil {
 		return resp, err
 	}
 	st := srv.entry.state
-	data := tokenData(st)
+	data := tokenData(srv.entry, 5)
 	now := b.now()
 	// Integers, as Vault Agent reads them as JSON numbers and sleeps ttl + 1 s.
 	data[fieldTTL] = int64(staticTTL(st, srv.cfg.RefreshBefore, now).Seconds())

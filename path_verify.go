@@ -144,7 +144,7 @@ func (b *backend) dropToken(ctx context.Context, s logical.Storage, name, access
 		return err
 	}
 	b.Logger().Info("token reported invalid by verify_url; dropped", "role", name)
-	b.storeEntry(name, &cacheEntry{role: r, state: st})
+	b.storeEntry(name, newCacheEntry(r, st))
 	return nil
 }
 

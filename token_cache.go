@@ -46,6 +46,13 @@ type tokenState struct {
 type cacheEntry struct {
 	role  *role
 	state *tokenState
+	// expireTime is state.ExpiresAt in RFC 3339, formatted once rather than on
+	// every read.
+	expireTime string
+}
+
+func newCacheEntry(r *role, st *tokenState) *cacheEntry {
+	return &cacheEntry{role: r, state: st, expireTime: st.ExpiresAt.UTC().Format(time.RFC3339)}
 }
 
 func (b *backend) readTokenState(ctx context.Context, s logical.Storage, name string) (*tokenState, error) {
