@@ -60,6 +60,11 @@ func (b *backend) pathVerifyRead(ctx context.Context, req *logical.Request, d *f
 		return logical.ErrorResponse("role %q does not exist", name), nil
 	}
 	if !e.state.alive(b.now()) {
+		// The token a recent check found invalid was dropped: checks in between
+		// still get that answer.
+		if res := b.lastVerify(name, ""); res != nil && res.err == nil {
+			return verifyResponse(res, e.state, true), nil
+		}
 		return logical.ErrorResponse("role %q has no cached token to verify; verify never logs in", name), nil
 	}
 	if res := b.lastVerify(name, e.state.AccessToken); res != nil {
@@ -87,14 +92,15 @@ func (b *backend) pathVerifyRead(ctx context.Context, req *logical.Request, d *f
 	return verifyResponse(v.(*verifyResult), e.state, false), nil
 }
 
-// lastVerify returns the last check of this token if it is recent enough.
+// lastVerify returns the last check of this token if it is recent enough; with
+// an empty accessToken, the last check of whichever token.
 func (b *backend) lastVerify(name, accessToken string) *verifyResult {
 	v, ok := b.verifies.Load(name)
 	if !ok {
 		return nil
 	}
 	res := v.(*verifyResult)
-	if res.token != accessToken || b.now().Sub(res.checkedAt) >= verifyInterval {
+	if (accessToken != "" && res.token != accessToken) || b.now().Sub(res.checkedAt) >= verifyInterval {
 		return nil
 	}
 	return res
@@ -153,7 +159,7 @@ func verifyResponse(res *verifyResult, st *tokenState, cached bool) *logical.Res
 		"authenticated": res.authenticated,
 		"checked_at":    res.checkedAt.UTC().Format(time.RFC3339),
 		"cached":        cached,
-		fieldExpireTime: st.ExpiresAt.UTC().Format(time.RFC3339),
+		fieldExpireTime: rfc3339(st.ExpiresAt),
 	}}
 }
 

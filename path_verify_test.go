@@ -69,7 +69,14 @@ func TestVerifyRevokedTokenReportsFalseDropsItAndNextReadLogsIn(t *testing.T) {
 	if st := e.mustRead("status/app").Data; st["has_token"] != false {
 		t.Fatalf("status has_token = %v after the token was dropped", st["has_token"])
 	}
-	// No token to verify now; verify still does not log in.
+	// Within 5 s, a check gets the last answer (the token is gone), from memory.
+	calls := fake.Stats().VerifyCalls
+	resp = e.mustRead("verify/app")
+	if resp.Data["authenticated"] != false || resp.Data["cached"] != true || fake.Stats().VerifyCalls != calls {
+		t.Fatalf("verify within 5 s of the drop: %v, want the last answer, cached, no upstream call", resp.Data)
+	}
+	// After that, no token to verify; verify still does not log in.
+	e.clock.Advance(verifyInterval)
 	resp, err := e.read("verify/app")
 	expectBadRequest(t, resp, err, `"app"`, "no cached token")
 	if got := fake.Stats().LoginAttempts; got != 1 {
