@@ -104,18 +104,16 @@ func (b *backend) token(ctx context.Context, s logical.Storage, name string) (se
 		return served{}, err
 	}
 	srv := served{entry: res.entry, cfg: res.cfg}
-	st := res.entry.state
-	if res.failed == nil && st.alive(b.now()) {
+	alive := res.entry.state.alive(b.now())
+	switch {
+	case res.failed == nil && alive:
 		return srv, nil
-	}
-	if res.failed == nil {
+	case res.failed == nil:
 		return served{}, logical.CodedError(http.StatusBadGateway, fmt.Sprintf("role %q: no token could be obtained; read again", name))
-	}
-	if !st.alive(b.now()) {
+	case !alive:
 		return served{}, logical.CodedError(res.failed.status, res.failed.message(name))
 	}
-	srv.warning = fmt.Sprintf("%s; serving the cached token, which expires at %s",
-		res.failed.message(name), st.ExpiresAt.UTC().Format(time.RFC3339))
+	srv.warning = fmt.Sprintf("%s; serving the cached token, which expires at %s", res.failed.message(name), res.entry.expireTime)
 	return srv, nil
 }
 
