@@ -127,23 +127,8 @@ trap cleanup EXIT
 trap 'echo; exit 130' INT
 trap 'exit 143' TERM
 
-random_hex() { od -An -tx1 -N"$1" /dev/urandom | tr -d ' \n'; }
-mask() { printf '%s...' "${1:0:6}"; }
-
-# wait_for SECONDS WHAT COMMAND...: polls COMMAND every 0.2 s until it succeeds.
-wait_for() {
-  local secs=$1 what=$2 i
-  shift 2
-  for ((i = 0; i < secs * 5; i++)); do
-    if "$@" >/dev/null 2>&1; then
-      return 0
-    fi
-    sleep 0.2
-  done
-  die "timed out after ${secs}s waiting for $what"
-}
-
-step() { printf '\n==> %s\n' "$*"; }
+# shellcheck source=lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
