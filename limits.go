@@ -157,13 +157,6 @@ func (l *loginLimiter) nextAllowed(principal string, now time.Time, perPrincipal
 	return at
 }
 
-// mountHasRoom reports whether the mount budget allows a login now.
-func (l *loginLimiter) mountHasRoom(now time.Time, perMount int) bool {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return !l.mount.nextFree(now, perMount).After(now)
-}
-
 // forgetIdle drops principals with no recent login and no block, so the map does
 // not grow with every username ever seen.
 func (l *loginLimiter) forgetIdle(now time.Time) {

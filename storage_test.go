@@ -137,36 +137,29 @@ func assertStorageUnchanged(t *testing.T, s logical.Storage, before map[string]s
 
 // storedToken decodes tokens/<name>; nil when absent.
 func storedToken(t *testing.T, s logical.Storage, name string) *tokenState {
-	t.Helper()
-	entry, err := s.Get(context.Background(), tokensStoragePrefix+name)
-	if err != nil {
-		t.Fatalf("reading tokens/%s: %v", name, err)
-	}
-	if entry == nil {
-		return nil
-	}
-	st := new(tokenState)
-	if err := json.Unmarshal(entry.Value, st); err != nil {
-		t.Fatalf("decoding tokens/%s: %v", name, err)
-	}
-	return st
+	return storedJSON[tokenState](t, s, tokensStoragePrefix+name)
 }
 
 // storedRole decodes roles/<name>; nil when absent.
 func storedRole(t *testing.T, s logical.Storage, name string) *role {
+	return storedJSON[role](t, s, rolesStoragePrefix+name)
+}
+
+// storedJSON decodes a storage entry; nil when absent.
+func storedJSON[T any](t *testing.T, s logical.Storage, key string) *T {
 	t.Helper()
-	entry, err := s.Get(context.Background(), rolesStoragePrefix+name)
+	entry, err := s.Get(context.Background(), key)
 	if err != nil {
-		t.Fatalf("reading roles/%s: %v", name, err)
+		t.Fatalf("reading %s: %v", key, err)
 	}
 	if entry == nil {
 		return nil
 	}
-	r := new(role)
-	if err := json.Unmarshal(entry.Value, r); err != nil {
-		t.Fatalf("decoding roles/%s: %v", name, err)
+	v := new(T)
+	if err := json.Unmarshal(entry.Value, v); err != nil {
+		t.Fatalf("decoding %s: %v", key, err)
 	}
-	return r
+	return v
 }
 
 // codedStatus is the HTTP status a logical.CodedError carries, or 0.
