@@ -121,7 +121,7 @@ func (b *backend) getConfig(ctx context.Context, s logical.Storage) (*configEntr
 	if err != nil {
 		return nil, err
 	}
-	client, err := newTokenClient(cfg, b.now)
+	client, err := newTokenClient(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("building the upstream client: %w", err)
 	}

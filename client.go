@@ -11,69 +11,20 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"strconv"
-	"strings"
-	"time"
 
 	"github.com/hashicorp/go-cleanhttp"
-	"golang.org/x/oauth2"
-	"golang.org/x/oauth2/clientcredentials"
 )
-
-// maxBodyBytes bounds what is read of any upstream answer (SPEC 5).
-const maxBodyBytes = 1 << 20
-
-// Sentinel errors of the token exchange. They carry no upstream text, so they are
-// safe to put in messages; loginError wraps them with the detail that is.
-var (
-	errBodyTooLarge = errors.New("answer body larger than 1 MiB")
-	errMalformed    = errors.New("malformed answer")
-)
-
-// loginKind sorts a failed login by what the plugin must do next (SPEC 3, items 6-9).
-type loginKind int
-
-const (
-	// kindTransient: network error, timeout, 5xx, redirect, malformed answer. Back off.
-	kindTransient loginKind = iota
-	// kindRateLimited: upstream answered 429. Honour Retry-After.
-	kindRateLimited
-	// kindRejected: upstream refused the credentials. No retry until they change.
-	kindRejected
-)
-
-// loginError is a failed login, classified. Its message never holds a secret: it is
-// built from the status code, the OAuth2 error code and a bounded description.
-type loginError struct {
-	kind       loginKind
-	status     int           // HTTP status, 0 when no answer came
-	retryAfter time.Duration // from a 429's Retry-After, 0 when absent
-	msg        string
-	err        error
-}
-
-func (e *loginError) Error() string { return e.msg }
-func (e *loginError) Unwrap() error { return e.err }
-
-// token is what a successful login yields. expiresIn is the upstream's lifetime;
-// the caller turns it into an expiry from the moment the request was sent.
-type token struct {
-	accessToken string
-	tokenType   string
-	expiresIn   time.Duration
-}
 
 // tokenClient performs the token exchange against one config. It exists so that the
 // HTTP details (TLS roots, timeouts, redirects, body bound) are built once per
 // config rather than on every login.
 type tokenClient struct {
 	http *http.Client
-	now  func() time.Time
 }
 
 // newTokenClient builds the HTTP client for a config: extra CA roots, no redirects
 // followed, every response body bounded to 1 MiB.
-func newTokenClient(cfg *config, now func() time.Time) (*tokenClient, error) {
+func newTokenClient(cfg *config) (*tokenClient, error) {
 	transport := cleanhttp.DefaultPooledTransport()
 	if cfg.CAPEM != "" {
 		pool, err := x509.SystemCertPool()
@@ -93,141 +44,49 @@ func newTokenClient(cfg *config, now func() time.Time) (*tokenClient, error) {
 				return http.ErrUseLastResponse
 			},
 		},
-		now: now,
 	}, nil
 }
 
-// login exchanges a role's credentials for a token at tokenURL. It returns a
-// *loginError for every failure.
-func (c *tokenClient) login(ctx context.Context, tokenURL string, r *role) (*token, error) {
-	ctx = context.WithValue(ctx, oauth2.HTTPClient, c.http)
-	var (
-		tok *oauth2.Token
-		err error
-	)
-	switch r.GrantType {
-	case grantClientCredentials:
-		cc := clientcredentials.Config{
-			ClientID:     r.ClientID,
-			ClientSecret: r.ClientSecret,
-			TokenURL:     tokenURL,
-			Scopes:       strings.Fields(r.Scope),
-			AuthStyle:    oauth2.AuthStyleInHeader,
-		}
-		tok, err = cc.Token(ctx)
-	default:
-		pc := oauth2.Config{
-			Endpoint: oauth2.Endpoint{TokenURL: tokenURL, AuthStyle: oauth2.AuthStyleInParams},
-			Scopes:   strings.Fields(r.Scope),
-		}
-		tok, err = pc.PasswordCredentialsToken(ctx, r.Username, r.Password)
-	}
+// login exchanges a role's credentials for a token at tokenURL, presenting a
+// client secret as clientAuth says. It returns a *loginError for every failure;
+// upstream text in its message has passed redact.
+func (c *tokenClient) login(ctx context.Context, tokenURL, clientAuth string, r *role, rules answerRules) (*token, error) {
+	req, err := newTokenRequest(ctx, tokenURL, r, clientAuth)
 	if err != nil {
-		return nil, classify(err, c.now())
+		return nil, &loginError{kind: kindTransient, msg: "building the token request failed", err: err}
 	}
-	return parseToken(tok)
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return nil, transportError(err, rules.redact)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body) // bounded by boundedTransport
+	if err != nil {
+		return nil, transportError(err, rules.redact)
+	}
+	tok, le := classifyAnswer(tokenAnswer{status: resp.StatusCode, header: resp.Header, body: body}, rules)
+	if le != nil {
+		return nil, le
+	}
+	return tok, nil
 }
 
-// parseToken checks a successful answer: an access token and a positive expires_in.
-func parseToken(tok *oauth2.Token) (*token, error) {
-	if tok.AccessToken == "" {
-		return nil, malformed("no access_token")
-	}
-	var seconds float64
-	switch v := tok.Extra("expires_in").(type) {
-	case float64:
-		seconds = v
-	case int64:
-		seconds = float64(v)
-	case nil:
-		return nil, malformed("no expires_in")
-	default:
-		return nil, malformed("expires_in is not a number")
-	}
-	if seconds <= 0 || seconds > float64(10*365*24*3600) {
-		return nil, malformed("expires_in is not a positive number of seconds")
-	}
-	tokenType := tok.TokenType
-	if tokenType == "" {
-		tokenType = "Bearer"
-	}
-	return &token{
-		accessToken: tok.AccessToken,
-		tokenType:   tokenType,
-		expiresIn:   time.Duration(seconds * float64(time.Second)),
-	}, nil
-}
-
-func malformed(what string) *loginError {
-	return &loginError{kind: kindTransient, msg: "malformed answer from upstream: " + what, err: errMalformed}
-}
-
-// rejectedCodes are the OAuth2 error codes that mean "these credentials will not
-// work": retrying them only burns the login budget.
-var rejectedCodes = map[string]bool{
-	"invalid_grant":       true,
-	"invalid_client":      true,
-	"unauthorized_client": true,
-	"access_denied":       true,
-}
-
-// classify turns an error of the oauth2 exchange into a *loginError.
-func classify(err error, now time.Time) *loginError {
-	var re *oauth2.RetrieveError
-	if errors.As(err, &re) && re.Response != nil {
-		status := re.Response.StatusCode
-		le := &loginError{status: status, err: err}
-		detail := describe(re)
-		switch {
-		case status == http.StatusTooManyRequests:
-			le.kind = kindRateLimited
-			le.retryAfter = parseRetryAfter(re.Response.Header.Get("Retry-After"), now)
-			le.msg = "upstream rate limit (HTTP 429)" + detail
-		case rejectedCodes[re.ErrorCode] || status == http.StatusUnauthorized ||
-			status == http.StatusBadRequest || status == http.StatusForbidden:
-			le.kind = kindRejected
-			le.msg = fmt.Sprintf("upstream rejected the credentials (HTTP %d)%s", status, detail)
-		case status >= 300 && status < 400:
-			le.kind = kindTransient
-			le.msg = fmt.Sprintf("upstream answered a redirect (HTTP %d), which is not followed", status)
-		default:
-			le.kind = kindTransient
-			le.msg = fmt.Sprintf("upstream answered HTTP %d%s", status, detail)
-		}
-		return le
-	}
+// transportError classifies a request that got no usable answer: all transient.
+func transportError(err error, redact *redactor) *loginError {
+	le := &loginError{kind: kindTransient, err: err}
+	var oe *net.OpError
 	switch {
 	case errors.Is(err, errBodyTooLarge):
-		return &loginError{kind: kindTransient, msg: "malformed answer from upstream: " + errBodyTooLarge.Error(), err: err}
+		le.msg = "malformed answer from upstream: " + errBodyTooLarge.Error()
 	case errors.Is(err, context.DeadlineExceeded) || isTimeout(err):
-		return &loginError{kind: kindTransient, msg: "upstream did not answer within request_timeout", err: err}
-	case strings.HasPrefix(err.Error(), "oauth2: cannot parse"), strings.HasPrefix(err.Error(), "oauth2: server response missing"):
-		return &loginError{kind: kindTransient, msg: "malformed answer from upstream: not a token (JSON with access_token expected)", err: errMalformed}
+		le.msg = "upstream did not answer within request_timeout"
+	case errors.As(err, &oe):
+		le.msg = "cannot reach upstream"
+		le.detail = ": " + printable(redact.clean(oe.Op+" "+errText(oe.Err)), maxDescriptionBytes)
+	default:
+		le.msg = "token request failed"
 	}
-	var ne net.Error
-	var oe *net.OpError
-	if errors.As(err, &oe) {
-		return &loginError{kind: kindTransient, msg: "cannot reach upstream: " + oe.Op + " " + errText(oe.Err), err: err}
-	}
-	if errors.As(err, &ne) {
-		return &loginError{kind: kindTransient, msg: "cannot reach upstream", err: err}
-	}
-	return &loginError{kind: kindTransient, msg: "token request failed", err: err}
-}
-
-// describe renders the OAuth2 error code and a bounded description of an answer.
-func describe(re *oauth2.RetrieveError) string {
-	if re.ErrorCode == "" {
-		return ""
-	}
-	s := ": " + re.ErrorCode
-	if d := re.ErrorDescription; d != "" {
-		if len(d) > 200 {
-			d = d[:200] + "..."
-		}
-		s += " (" + d + ")"
-	}
-	return s
+	return le
 }
 
 func isTimeout(err error) bool {
@@ -240,27 +99,6 @@ func errText(err error) string {
 		return ""
 	}
 	return err.Error()
-}
-
-// parseRetryAfter reads a Retry-After header in seconds or as an HTTP date; 0 when
-// absent or unreadable.
-func parseRetryAfter(v string, now time.Time) time.Duration {
-	v = strings.TrimSpace(v)
-	if v == "" {
-		return 0
-	}
-	if s, err := strconv.Atoi(v); err == nil {
-		if s < 0 {
-			return 0
-		}
-		return time.Duration(s) * time.Second
-	}
-	if t, err := http.ParseTime(v); err == nil {
-		if d := t.Sub(now); d > 0 {
-			return d
-		}
-	}
-	return 0
 }
 
 // boundedTransport reads every response body up front and refuses one over
@@ -286,7 +124,8 @@ func (t *boundedTransport) RoundTrip(req *http.Request) (*http.Response, error) 
 
 // verify asks verifyURL whether an access token is valid: (true, nil) for
 // {"authenticated": true}, (false, nil) when upstream says the token is not valid.
-func (c *tokenClient) verify(ctx context.Context, verifyURL, accessToken string) (bool, error) {
+// Its errors hold no upstream text but what passed redact.
+func (c *tokenClient) verify(ctx context.Context, verifyURL, accessToken string, redact *redactor) (bool, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, verifyURL, nil)
 	if err != nil {
 		return false, fmt.Errorf("building the request: %w", err)
@@ -295,7 +134,7 @@ func (c *tokenClient) verify(ctx context.Context, verifyURL, accessToken string)
 	req.Header.Set("Accept", "application/json")
 	resp, err := c.http.Do(req)
 	if err != nil {
-		return false, classify(err, c.now())
+		return false, transportError(err, redact)
 	}
 	defer resp.Body.Close()
 	var answer struct {

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/http"
-	"strings"
 	"time"
 
 	"github.com/hashicorp/vault/sdk/helper/locksutil"
@@ -170,7 +169,7 @@ func (b *backend) refresh(ctx context.Context, s logical.Storage, name string, m
 
 		sent := b.now()
 		tok, loginErr := b.login(ctx, cfg, e.role)
-		next, err := b.recordLogin(ctx, s, name, e, sent, tok, loginErr)
+		next, err := b.recordLogin(ctx, s, name, e, cfg.loginSettings(), sent, tok, loginErr)
 		switch {
 		case errors.Is(err, errRoleNotFound):
 			return attempt{}, err // deleted during the login
@@ -210,7 +209,7 @@ func dueForBackground(st *tokenState, refreshBefore time.Duration, now time.Time
 // in now.
 func (b *backend) mayLogin(ctx context.Context, s logical.Storage, e *cacheEntry, cfg *configEntry, now time.Time, mode loginMode) *unavailable {
 	st := e.state
-	if st.CredentialsRejected && mode != modeRotate {
+	if st.rejectedUnder(cfg.config) && mode != modeRotate {
 		return &unavailable{status: http.StatusBadGateway, cause: st.LastError}
 	}
 	// rotate-role may cut short a transient backoff, never a 429's.
@@ -257,22 +256,18 @@ func loginFailure(err error, st *tokenState) *unavailable {
 func (b *backend) login(ctx context.Context, cfg *configEntry, r *role) (*token, error) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.RequestTimeout)
 	defer cancel()
-	tok, err := cfg.client.login(ctx, cfg.TokenURL, r)
-	if err != nil {
-		var le *loginError
-		if errors.As(err, &le) {
-			le.msg = scrub(le.msg, r.secrets())
-		}
-		return nil, err
-	}
-	return tok, nil
+	return cfg.client.login(ctx, cfg.TokenURL, cfg.clientAuth(), r, answerRules{
+		now:              b.now,
+		defaultExpiresIn: cfg.DefaultExpiresIn,
+		redact:           newRedactor(r.secrets()...),
+	})
 }
 
 // recordLogin stores the outcome of a login that was sent at sent under the
-// credentials of used, and returns the new entry. A failed login is recorded too
+// credentials of used and the config's login settings, and returns the new entry. A failed login is recorded too
 // (backoff, rejected credentials), in memory even if storage refuses it.
 func (b *backend) recordLogin(ctx context.Context, s logical.Storage, name string, used *cacheEntry,
-	sent time.Time, tok *token, loginErr error) (*cacheEntry, error) {
+	settings string, sent time.Time, tok *token, loginErr error) (*cacheEntry, error) {
 	lock := locksutil.LockForKey(b.roleLocks, name)
 	lock.Lock()
 	defer lock.Unlock()
@@ -321,10 +316,11 @@ func (b *backend) recordLogin(ctx context.Context, s logical.Storage, name strin
 	} else {
 		st.Failures = 1
 	}
-	st.LastOutcome, st.LastError = outcome, le.msg
+	st.LastOutcome, st.LastError = outcome, le.Error()
 	switch le.kind {
 	case kindRejected:
 		st.CredentialsRejected = true
+		st.RejectedSettings = settings
 		st.NextAttempt = time.Time{}
 	case kindRateLimited:
 		delay := le.retryAfter
@@ -337,9 +333,11 @@ func (b *backend) recordLogin(ctx context.Context, s logical.Storage, name strin
 			b.Logger().Warn("storing the login budget failed", "error", err)
 		}
 	default:
-		st.NextAttempt = now.Add(backoff(transientBackoffMin, transientBackoffMax, st.Failures))
+		// A Retry-After on a 5xx or "temporarily unavailable" answer is honoured
+		// when it asks for longer than the backoff.
+		st.NextAttempt = now.Add(max(backoff(transientBackoffMin, transientBackoffMax, st.Failures), le.retryAfter))
 	}
-	b.Logger().Warn("login failed", "role", name, "outcome", outcome, "error", le.msg,
+	b.Logger().Warn("login failed", "role", name, "outcome", outcome, "error", le.Error(),
 		"next_attempt", st.NextAttempt.UTC().Format(time.RFC3339))
 	if err := b.writeTokenState(ctx, s, name, &st); err != nil {
 		b.Logger().Error("storing the login bookkeeping failed; it holds in memory", "role", name, "error", err)
@@ -362,14 +360,4 @@ func backoff(base, limit time.Duration, failures int) time.Duration {
 // in the same instant. It never shortens d.
 func jitter(d time.Duration) time.Duration {
 	return d + rand.N(d/10+1)
-}
-
-// scrub removes any of the secrets from s.
-func scrub(s string, secrets []string) string {
-	for _, secret := range secrets {
-		if secret != "" {
-			s = strings.ReplaceAll(s, secret, "[redacted]")
-		}
-	}
-	return s
 }

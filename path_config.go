@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"slices"
 	"strings"
 	"time"
 
@@ -24,6 +25,8 @@ const (
 	fieldLoginsPerMinute      = "logins_per_minute"
 	fieldRequestTimeout       = "request_timeout"
 	fieldCAPEM                = "ca_pem"
+	fieldClientAuth           = "client_auth"
+	fieldDefaultExpiresIn     = "default_expires_in"
 	defaultTokenURL           = "https://api.iadvize.com/oauth2/token"
 	defaultVerifyURL          = "https://api.iadvize.com/_authenticated"
 	defaultRefreshBefore      = time.Hour
@@ -43,6 +46,14 @@ type config struct {
 	LoginsPerMinute     int           `json:"logins_per_minute"`
 	RequestTimeout      time.Duration `json:"request_timeout"`
 	CAPEM               string        `json:"ca_pem"`
+	// ClientAuth is how a role's client secret is presented: clientAuthBasic,
+	// clientAuthBasicURLEncoded or clientAuthPost. Empty (a config stored before
+	// the field existed) means clientAuthBasic.
+	ClientAuth string `json:"client_auth,omitempty"`
+	// DefaultExpiresIn is the lifetime assumed for a token answer without
+	// expires_in (RFC 6749 §5.1 only recommends it); 0 keeps such an answer
+	// malformed.
+	DefaultExpiresIn time.Duration `json:"default_expires_in,omitempty"`
 }
 
 func defaultConfig() *config {
@@ -53,6 +64,7 @@ func defaultConfig() *config {
 		UserLoginsPerMinute: defaultUserLoginsPerMin,
 		LoginsPerMinute:     defaultLoginsPerMin,
 		RequestTimeout:      defaultRequestTimeout,
+		ClientAuth:          clientAuthBasic,
 	}
 }
 
@@ -118,6 +130,23 @@ func pathConfig(b *backend) *framework.Path {
 					Name: "CA certificates (PEM)",
 				},
 			},
+			fieldClientAuth: {
+				Type: framework.TypeString,
+				Description: "How a role's client secret is sent: 'basic' (HTTP Basic with client_id and client_secret as written), " +
+					"'basic_urlencoded' (HTTP Basic after form-encoding each, RFC 6749 section 2.3.1) or 'post' (in the form body).",
+				Default:       clientAuthBasic,
+				AllowedValues: []any{clientAuthBasic, clientAuthBasicURLEncoded, clientAuthPost},
+				DisplayAttrs: &framework.DisplayAttributes{
+					Name: "Client authentication",
+				},
+			},
+			fieldDefaultExpiresIn: {
+				Type:        framework.TypeDurationSecond,
+				Description: "Lifetime assumed when a token answer has no expires_in. 0 (the default) refuses such answers as malformed.",
+				DisplayAttrs: &framework.DisplayAttributes{
+					Name: "Default token lifetime",
+				},
+			},
 		},
 		ExistenceCheck: b.configExists,
 		Operations: map[logical.Operation]framework.OperationHandler{
@@ -172,6 +201,8 @@ func (b *backend) pathConfigRead(ctx context.Context, req *logical.Request, _ *f
 		fieldLoginsPerMinute:     cfg.LoginsPerMinute,
 		fieldRequestTimeout:      int64(cfg.RequestTimeout.Seconds()),
 		fieldCAPEM:               cfg.CAPEM,
+		fieldClientAuth:          cfg.clientAuth(),
+		fieldDefaultExpiresIn:    int64(cfg.DefaultExpiresIn.Seconds()),
 	}}, nil
 }
 
@@ -227,6 +258,18 @@ func (b *backend) pathConfigWrite(ctx context.Context, req *logical.Request, d *
 			*f.dst = n
 		}
 	}
+	if v, ok := d.GetOk(fieldClientAuth); ok {
+		cfg.ClientAuth = strings.TrimSpace(v.(string))
+		if !slices.Contains(clientAuthStyles, cfg.ClientAuth) {
+			return logical.ErrorResponse("%s must be one of %s", fieldClientAuth, strings.Join(clientAuthStyles, ", ")), nil
+		}
+	}
+	if v, ok := d.GetOk(fieldDefaultExpiresIn); ok {
+		if v.(int) < 0 {
+			return logical.ErrorResponse("%s may not be negative", fieldDefaultExpiresIn), nil
+		}
+		cfg.DefaultExpiresIn = time.Duration(v.(int)) * time.Second
+	}
 	if v, ok := d.GetOk(fieldCAPEM); ok {
 		cfg.CAPEM = strings.TrimSpace(v.(string))
 		if cfg.CAPEM != "" && !x509.NewCertPool().AppendCertsFromPEM([]byte(cfg.CAPEM)) {
@@ -268,6 +311,22 @@ func (b *backend) readConfig(ctx context.Context, s logical.Storage) (*config, e
 		}
 	}
 	return cfg, nil
+}
+
+// clientAuth is the configured client authentication style, clientAuthBasic for
+// a config stored before the field existed.
+func (c *config) clientAuth() string {
+	if c.ClientAuth == "" {
+		return clientAuthBasic
+	}
+	return c.ClientAuth
+}
+
+// loginSettings fingerprints what a login's outcome depends on besides the role:
+// the token endpoint and how the client is presented. A "credentials rejected"
+// verdict reached under other settings does not stop a login under these.
+func (c *config) loginSettings() string {
+	return c.TokenURL + " " + c.clientAuth()
 }
 
 // checkUpstreamURL allows https://, and http:// to loopback hosts only.
@@ -317,6 +376,11 @@ user_logins_per_minute  never more logins than this per username or client ID (1
 logins_per_minute       never more logins than this from this mount (100)
 request_timeout         bound on one upstream request (10s)
 ca_pem                  extra CA certificates for the upstream TLS
+client_auth             how a role's client secret is sent: basic (HTTP Basic,
+                        as written; default), basic_urlencoded (HTTP Basic after
+                        form-encoding, RFC 6749 section 2.3.1) or post (form body)
+default_expires_in      lifetime assumed when a token answer has no expires_in
+                        (0, the default: such answers are refused)
 
 URLs must be https://; http:// is accepted only for loopback hosts, for testing.
 `

@@ -20,6 +20,8 @@ var defaultConfigRead = map[string]any{
 	"logins_per_minute":      100,
 	"request_timeout":        int64(10),
 	"ca_pem":                 "",
+	"client_auth":            "basic",
+	"default_expires_in":     int64(0),
 }
 
 func TestConfigReadWithoutWriteReturnsDefaults(t *testing.T) {
@@ -52,6 +54,7 @@ func TestConfigPartialUpdateChangesOnlyNamedFields(t *testing.T) {
 	want := map[string]any{
 		"token_url": "https://auth.example.com/token", "verify_url": "", "refresh_before": int64(7200),
 		"user_logins_per_minute": 5, "logins_per_minute": 50, "request_timeout": int64(3), "ca_pem": "",
+		"client_auth": "basic", "default_expires_in": int64(0),
 	}
 	if got := e.mustRead("config").Data; !reflect.DeepEqual(got, want) {
 		t.Fatalf("config = %v, want %v", got, want)
@@ -67,6 +70,10 @@ func TestConfigPartialUpdateChangesOnlyNamedFields(t *testing.T) {
 		{map[string]any{"logins_per_minute": 60}, "logins_per_minute", 60},
 		{map[string]any{"verify_url": "https://auth.example.com/check"}, "verify_url", "https://auth.example.com/check"},
 		{map[string]any{"token_url": "https://auth2.example.com/token"}, "token_url", "https://auth2.example.com/token"},
+		{map[string]any{"client_auth": "post"}, "client_auth", "post"},
+		{map[string]any{"client_auth": "basic_urlencoded"}, "client_auth", "basic_urlencoded"},
+		{map[string]any{"default_expires_in": "1h"}, "default_expires_in", int64(3600)},
+		{map[string]any{"default_expires_in": 0}, "default_expires_in", int64(0)},
 	} {
 		e.mustWrite("config", step.data)
 		want[step.field] = step.value
@@ -140,6 +147,11 @@ func TestConfigBadInputIs400NamingFieldAndLeavesStorageUnchanged(t *testing.T) {
 		{"unknown field", map[string]any{"token_uri": "https://auth.example.com/token"}, "token_uri"},
 		{"unknown field next to a valid one", map[string]any{"refresh_before": "2h", "refresh_befor": "3h"}, "refresh_befor"},
 		{"valid field then a bad one", map[string]any{"refresh_before": "2h", "request_timeout": "-1s"}, "request_timeout"},
+		{"unknown client_auth", map[string]any{"client_auth": "client_secret_jwt"}, "client_auth"},
+		{"empty client_auth", map[string]any{"client_auth": ""}, "client_auth"},
+		{"client_auth in another case", map[string]any{"client_auth": "Basic"}, "client_auth"},
+		{"negative default_expires_in", map[string]any{"default_expires_in": "-1h"}, "default_expires_in"},
+		{"default_expires_in not a duration", map[string]any{"default_expires_in": "forever"}, "default_expires_in"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

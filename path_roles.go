@@ -113,11 +113,11 @@ func pathRoles(b *backend) []*framework.Path {
 				},
 				fieldClientID: {
 					Type:        framework.TypeString,
-					Description: "OAuth2 client ID, for the client_credentials grant (sent with HTTP Basic auth).",
+					Description: "OAuth2 client ID: required for the client_credentials grant, optional for the password grant (RFC 6749 section 4.3.2). Sent as config client_auth says; without a client_secret, in the form body.",
 				},
 				fieldClientSecret: {
 					Type:         framework.TypeString,
-					Description:  "OAuth2 client secret, for the client_credentials grant. Write-only.",
+					Description:  "OAuth2 client secret: required for the client_credentials grant, optional (with client_id) for the password grant. Write-only.",
 					DisplayAttrs: &framework.DisplayAttributes{Sensitive: true},
 				},
 				fieldScope: {
@@ -201,10 +201,11 @@ func (b *backend) pathRoleRead(ctx context.Context, req *logical.Request, d *fra
 		fieldTTL:       int64(r.TTL.Seconds()),
 		fieldMaxTTL:    int64(r.MaxTTL.Seconds()),
 	}
-	if r.GrantType == grantClientCredentials {
-		data[fieldClientID] = r.ClientID
-	} else {
+	if r.GrantType == grantPassword {
 		data[fieldUsername] = r.Username
+	}
+	if r.GrantType == grantClientCredentials || r.ClientID != "" {
+		data[fieldClientID] = r.ClientID
 	}
 	return &logical.Response{Data: data}, nil
 }
@@ -324,8 +325,8 @@ func validateRole(r *role) *logical.Response {
 			return logical.ErrorResponse("%s is required for the %s grant", fieldClientSecret, grantClientCredentials)
 		}
 	default:
-		if r.ClientID != "" || r.ClientSecret != "" {
-			return logical.ErrorResponse("%s and %s are for the client_credentials grant; this role uses %s", fieldClientID, fieldClientSecret, grantPassword)
+		if r.ClientSecret != "" && r.ClientID == "" {
+			return logical.ErrorResponse("%s needs a %s", fieldClientSecret, fieldClientID)
 		}
 		if r.Username == "" {
 			return logical.ErrorResponse("%s is required for the %s grant", fieldUsername, grantPassword)
@@ -418,7 +419,9 @@ user: roles that share a username share that user's login budget.
 grant_type     password (default) or client_credentials
 username       service user, for the password grant
 password       its password (write-only)
-client_id      OAuth2 client, for the client_credentials grant (HTTP Basic auth)
+client_id      OAuth2 client: required for client_credentials, optional for the
+               password grant (servers that want the client, RFC 6749 4.3.2);
+               sent as config client_auth says, or alone in the form body
 client_secret  its secret (write-only)
 scope          optional, sent when set
 ttl, max_ttl   optional caps on the lease creds/ returns

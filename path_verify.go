@@ -111,7 +111,7 @@ func (b *backend) verify(ctx context.Context, s logical.Storage, name string, cf
 	checkedAt := b.now()
 	vctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.RequestTimeout)
 	defer cancel()
-	ok, err := cfg.client.verify(vctx, cfg.VerifyURL, e.state.AccessToken)
+	ok, err := cfg.client.verify(vctx, cfg.VerifyURL, e.state.AccessToken, newRedactor(append(e.role.secrets(), e.state.AccessToken)...))
 	res := &verifyResult{token: e.state.AccessToken, checkedAt: checkedAt, authenticated: ok}
 	if err != nil {
 		// Remember the failed check too: upstream sees at most one a role per interval.

@@ -35,6 +35,11 @@ type tokenState struct {
 	// Failures counts consecutive failures of the kind in LastOutcome.
 	Failures            int  `json:"failures,omitempty"`
 	CredentialsRejected bool `json:"credentials_rejected,omitempty"`
+	// RejectedSettings are the config's login settings (config.loginSettings)
+	// under which the credentials were rejected: a new token URL or client
+	// authentication style deserves a try. Empty in state stored before the field
+	// existed, where the verdict stands whatever the config.
+	RejectedSettings string `json:"rejected_settings,omitempty"`
 	// Generation is the role generation (its credentials) this state belongs to.
 	// State of another generation is retired: never served, never judged by.
 	Generation uint64 `json:"generation"`
@@ -100,6 +105,13 @@ func (st *tokenState) refreshAt(refreshBefore time.Duration) time.Time {
 // fresh reports whether the token can be served without a login.
 func (st *tokenState) fresh(now time.Time, refreshBefore time.Duration) bool {
 	return st.AccessToken != "" && now.Before(st.refreshAt(refreshBefore))
+}
+
+// rejectedUnder reports whether the credentials stand rejected under cfg: no
+// login until they are rewritten, rotate-role is called, or cfg's token URL or
+// client authentication changes.
+func (st *tokenState) rejectedUnder(cfg *config) bool {
+	return st.CredentialsRejected && (st.RejectedSettings == "" || st.RejectedSettings == cfg.loginSettings())
 }
 
 // alive reports whether the token has time left, so it can still be served (with a
