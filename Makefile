@@ -11,7 +11,7 @@ PLUGIN_DIR := $(BUILD_DIR)/plugins
 PLUGIN_BIN := $(PLUGIN_DIR)/vault-plugin-secrets-iadvize
 FAKE_BIN := $(BUILD_DIR)/fake-iadvize
 
-.PHONY: all build vault test unit e2e lint demo dev bench clean
+.PHONY: all build vault test unit e2e lint demo dev bench clean fuzz
 
 all: build
 
@@ -33,6 +33,15 @@ lint:
 test: lint build
 	VAULT_BIN=$$(scripts/vault.sh) PLUGIN_BIN=$(PLUGIN_BIN) FAKE_BIN=$(FAKE_BIN) \
 	  $(GO) test -race -count=1 -timeout 60m ./...
+
+# Go native fuzzing of the token-answer classifier and the secret redactor, each
+# for FUZZTIME (their seed corpora already run in make test).
+FUZZTIME ?= 60s
+fuzz:
+	@for target in FuzzClassifyAnswer FuzzRedactor; do \
+	  echo "fuzzing $$target for $(FUZZTIME)"; \
+	  $(GO) test -run '^$$' -fuzz "^$$target$$" -fuzztime $(FUZZTIME) . || exit 1; \
+	done
 
 # Unit tests only (no Vault needed).
 unit:

@@ -1,0 +1,209 @@
+package iadvize
+
+import (
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/url"
+	"strings"
+	"testing"
+)
+
+// secretFragments is the test's own statement of what may never be repeated: every
+// 6-character piece of a secret as written, URL/form-encoded, JSON-encoded and
+// base64-encoded (at each alignment, alone or after "id:" as HTTP Basic carries
+// it), compared without regard to case. It is written independently of the
+// redactor so that each can check the other.
+func secretFragments(secret string) []string {
+	forms := []string{secret, url.QueryEscape(secret), url.PathEscape(secret)}
+	if j, err := json.Marshal(secret); err == nil {
+		forms = append(forms, strings.Trim(string(j), `"`))
+	}
+	for _, prefix := range []string{"", "x", "xy", "client:", "id:"} {
+		for _, enc := range []*base64.Encoding{base64.StdEncoding, base64.URLEncoding} {
+			full := enc.EncodeToString([]byte(prefix + secret))
+			// Drop the characters that mix in the prefix or the padding.
+			from := (len(prefix)*8 + 5) / 6
+			to := (len(prefix) + len(secret)) * 8 / 6
+			if from < to && to <= len(full) {
+				forms = append(forms, full[from:to])
+			}
+		}
+	}
+	var frags []string
+	for _, f := range forms {
+		for i := 0; i+secretWindow <= len(f); i++ {
+			frags = append(frags, strings.ToLower(f[i:i+secretWindow]))
+		}
+	}
+	return frags
+}
+
+// leaked names the first fragment of a secret found in text, "" when none.
+func leaked(text, secret string) string {
+	lower := strings.ToLower(text)
+	for _, f := range secretFragments(secret) {
+		if strings.Contains(lower, f) {
+			return f
+		}
+	}
+	return ""
+}
+
+func TestRedactorWithholdsEveryEncodingOfASecret(t *testing.T) {
+	const secret = "s3cr/t+K3y=Pa55:w0rd é"
+	r := newRedactor("other-secret", secret)
+	filler := strings.Repeat("the server says no. ", 10) // 200 characters
+	b64 := base64.StdEncoding.EncodeToString([]byte("client:" + secret))
+	for name, text := range map[string]string{
+		"raw":                     filler + secret,
+		"raw, 6 characters":       filler + secret[5:11] + filler,
+		"other case":              filler + strings.ToUpper(secret[:8]),
+		"form-encoded":            filler + url.QueryEscape(secret),
+		"form-encoded tail":       filler + "w0rd+%C3",
+		"percent-encoded":         filler + url.PathEscape(secret),
+		"percent-encoded tail":    filler + "w0rd%20%C3%A9",
+		"lower-case percent hex":  filler + strings.ToLower(url.QueryEscape(secret)),
+		"form-decoded by mistake": filler + strings.ReplaceAll(secret, "+", " "),
+		"JSON":                    filler + jsonString(secret, true),
+		"JSON, ASCII only":        filler + asciiJSONString(secret),
+		"base64 of Basic":         filler + b64,
+		"base64, 6 characters":    filler + b64[12:18],
+		"base64 URL alphabet":     filler + base64.RawURLEncoding.EncodeToString([]byte("xy"+secret)),
+		"the other secret":        "other-secret",
+	} {
+		if got := r.clean(text); got != withheld {
+			t.Errorf("%s: not withheld", name)
+		}
+	}
+	for _, text := range []string{"", filler, "invalid_grant", "s3cr/", "Pa55:"} {
+		if got := r.clean(text); got != text {
+			t.Errorf("%q withheld, though it holds no 6 characters of a secret", text)
+		}
+	}
+	if got := newRedactor().clean("anything " + secret); got != "anything "+secret {
+		t.Error("a redactor without secrets withheld text")
+	}
+}
+
+// TestSecretEchoesNeverLeaveThePlugin: upstream error text that echoes a secret
+// (raw, cut, encoded, in any field) reaches no read error, status/ field, stored
+// entry or log line; the rest of the failure is still reported.
+func TestSecretEchoesNeverLeaveThePlugin(t *testing.T) {
+	const password = "p@ss/W0rd+Echo=1"
+	const clientSecret = "cl!ent-S3cret/+="
+	padding := strings.Repeat("x", 185)
+	cases := []struct {
+		name string
+		body func(secret string) string
+		ct   string
+	}{
+		{"description echoes it after 185 characters", func(s string) string {
+			return `{"error":"invalid_grant","error_description":"` + padding + ` password ` + s + ` is wrong"}`
+		}, jsonType},
+		{"description echoes it form-encoded", func(s string) string {
+			return `{"error":"invalid_grant","error_description":"bad credentials: password=` + url.QueryEscape(s) + `"}`
+		}, jsonType},
+		{"description echoes it JSON-escaped", func(s string) string {
+			return `{"error":"invalid_grant","error_description":"got ` + strings.ReplaceAll(asciiJSONString(s), "/", `\/`) + `"}`
+		}, jsonType},
+		{"description echoes 7 characters of it", func(s string) string {
+			return `{"error":"invalid_grant","error_description":"password starts with ` + s[:7] + `"}`
+		}, jsonType},
+		{"description echoes the Basic header", func(s string) string {
+			return `{"error":"invalid_client","error_description":"Authorization: Basic ` +
+				base64.StdEncoding.EncodeToString([]byte("svc@example.com:"+s)) + `"}`
+		}, jsonType},
+		{"error code echoes it", func(s string) string {
+			return `{"error":"` + s + `"}`
+		}, jsonType},
+		{"form-encoded error body", func(s string) string {
+			return "error=invalid_grant&error_description=" + url.QueryEscape(padding+" "+s)
+		}, formType},
+		{"200 with an error that echoes it", func(s string) string {
+			return `{"error":"bad_password","error_description":"` + s + `"}`
+		}, jsonType},
+	}
+	for _, tc := range cases {
+		for _, role := range []struct {
+			name   string
+			data   map[string]any
+			secret string
+		}{
+			{"password", map[string]any{"username": "svc@example.com", "password": password}, password},
+			{"client secret", map[string]any{"grant_type": "client_credentials", "client_id": "svc", "client_secret": clientSecret}, clientSecret},
+			{"client secret of a password role", map[string]any{"username": "svc@example.com", "password": password,
+				"client_id": "svc", "client_secret": clientSecret}, clientSecret},
+		} {
+			t.Run(tc.name+"/"+role.name, func(t *testing.T) {
+				status := 400
+				if strings.HasPrefix(tc.name, "200") {
+					status = 200
+				}
+				u := newUpstream(t, rawAnswer(status, tc.ct, nil, tc.body(role.secret)))
+				e := newTestEnv(t, nil, nil)
+				e.configure(u, nil)
+				e.mustWrite("roles/app", role.data)
+
+				_, readErr := e.read("creds/app")
+				if readErr == nil {
+					t.Fatal("the read succeeded")
+				}
+				_, rotateErr := e.write("rotate-role/app", nil)
+				if rotateErr == nil {
+					t.Fatal("rotate-role succeeded")
+				}
+				if !strings.Contains(readErr.Error(), "rejected") || !strings.Contains(readErr.Error(), "HTTP") {
+					t.Errorf("the read's error no longer says what happened: %q", readErr)
+				}
+				status1 := e.mustRead("status/app")
+				surfaces := map[string]string{
+					"read error":   readErr.Error(),
+					"rotate error": rotateErr.Error(),
+					"status/":      fmt.Sprint(status1.Data),
+					"log":          e.logs.String(),
+				}
+				for k, v := range storageSnapshot(t, e.storage) {
+					if !strings.HasPrefix(k, rolesStoragePrefix) { // the role holds its secret
+						surfaces["storage "+k] = v
+					}
+				}
+				for where, text := range surfaces {
+					if leaked(text, password) != "" || leaked(text, clientSecret) != "" {
+						t.Errorf("%s holds a fragment of a secret", where)
+					}
+				}
+				if !strings.Contains(readErr.Error(), withheld) {
+					t.Errorf("the read's error does not say upstream text was withheld")
+				}
+			})
+		}
+	}
+}
+
+// TestVerifyErrorsNeverEchoTheToken: verify/ reports a failed check without
+// upstream text that could hold the token or a secret.
+func TestVerifyErrorsNeverEchoTheToken(t *testing.T) {
+	const tok = "tok-Q7zX9wL2mK4pR8"
+	u := newUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/_authenticated" {
+			rawAnswer(500, jsonType, nil, `{"error":"server_error","error_description":"token `+tok+` unknown"}`)(w, r)
+			return
+		}
+		rawAnswer(200, jsonType, nil, `{"access_token":"`+tok+`","expires_in":3600}`)(w, r)
+	})
+	e := newTestEnv(t, nil, nil)
+	e.configure(u, nil)
+	e.addRole("app", "svc@example.com", "pw-Secret-42")
+	e.mustRead("creds/app")
+	_, err := e.read("verify/app")
+	if err == nil {
+		t.Fatal("verify succeeded against a 500")
+	}
+	for where, text := range map[string]string{"error": err.Error(), "log": e.logs.String()} {
+		if leaked(text, tok) != "" {
+			t.Errorf("verify's %s holds a fragment of the token", where)
+		}
+	}
+}
