@@ -47,6 +47,8 @@ var answerSeeds = []struct {
 	{200, "application/json", "", `{"error":"temporarily_unavailable"}`},
 	{200, "application/json", "", `{"error":"slow_down"}`},
 	{200, "application/json", "", `{"error":"invalid_client","access_token":"tok-1","expires_in":3600}`},
+	{200, "application/json", "", `{"error":{"code":401,"message":"bad client"},"access_token":"tok-1","expires_in":3600}`},
+	{200, "application/json", "", `{"error":null,"access_token":"tok-1","expires_in":3600}`},
 	{200, "text/html", "", `<html><body>Maintenance</body></html>`},
 	{200, "application/json", "", `[{"access_token":"tok-1"}]`},
 	{200, "application/json", "", `{"access_token":"tok-1","expires_in":36`},
@@ -102,11 +104,14 @@ func FuzzClassifyAnswer(f *testing.F) {
 		}
 		if tok != nil {
 			fields, _ := parseAnswerBody(body)
+			member := fields["error"]
+			hasError := strings.TrimSpace(stringField(fields, "error")) != "" ||
+				member != nil && member != false && !isString(member)
 			switch {
 			case status < 200 || status > 299:
 				t.Fatalf("token from an HTTP %d answer", status)
-			case strings.TrimSpace(stringField(fields, "error")) != "":
-				t.Fatal("token from an answer with an error code")
+			case hasError:
+				t.Fatal("token from an answer with an error member")
 			case tok.accessToken == "" || tok.accessToken != stringField(fields, "access_token"):
 				t.Fatal("served access_token is not the answer's")
 			case tok.expiresIn <= 0 || tok.expiresIn > maxTokenLifetime:
@@ -129,6 +134,11 @@ func FuzzClassifyAnswer(f *testing.F) {
 			t.Fatal("the message holds a fragment of the secret")
 		}
 	})
+}
+
+func isString(v any) bool {
+	_, ok := v.(string)
+	return ok
 }
 
 // FuzzRedactor: the redactor withholds every text that holds a fragment of a

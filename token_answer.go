@@ -133,7 +133,7 @@ var (
 // or form-encoded. See parseTokenFields for what a token answer may look like.
 func classifyAnswer(a tokenAnswer, rules answerRules) (*token, *loginError) {
 	fields, parsed := parseAnswerBody(a.body)
-	code := strings.ToLower(strings.TrimSpace(stringField(fields, "error")))
+	code := errorCode(fields)
 	le := &loginError{status: a.status}
 	retryAfter := parseRetryAfter(a.header.Get("Retry-After"), rules.now())
 	switch {
@@ -265,6 +265,23 @@ func parseExpiresIn(v any, defaultExpiresIn time.Duration) (time.Duration, *logi
 
 func malformed(what string) *loginError {
 	return &loginError{kind: kindTransient, msg: "malformed answer from upstream: " + what, err: errMalformed}
+}
+
+// errorCode is an answer's OAuth2 error code (RFC 6749 §5.2), lower-cased; ""
+// when there is none. An error member that is not a string (an object, a number,
+// true) still makes the answer an error: "error".
+func errorCode(fields map[string]any) string {
+	switch v := fields["error"].(type) {
+	case nil:
+		return ""
+	case string:
+		return strings.ToLower(strings.TrimSpace(v))
+	case bool:
+		if !v {
+			return ""
+		}
+	}
+	return "error"
 }
 
 // stringField is a field of an answer as a string; "" when absent or not a string.
