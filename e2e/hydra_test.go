@@ -82,7 +82,7 @@ func TestHydra(t *testing.T) {
 		if exp.Before(before.Add(7*time.Minute-3*time.Second)) || exp.After(after.Add(7*time.Minute+3*time.Second)) {
 			s.errorf("expire_time %s is not 7 min after the read (%s)", exp.Format(time.RFC3339), before.Format(time.RFC3339))
 		}
-		if l := creds.LeaseDuration; l < 7*60-30-5 || l > 7*60-30 {
+		if l := creds.LeaseDuration; l < 7*60-30-10 || l > 7*60-30 {
 			s.errorf("lease = %d s, want about %d s (7 min less the 30 s skew margin)", l, 7*60-30)
 		}
 		if again := accessToken(s.read("hydra-urlenc/creds/app")); again != tok {
