@@ -1,6 +1,6 @@
 # The two commands for a fresh machine are `make demo` and `make test`; both
 # install what they need (Go modules, a Vault binary built and cached by
-# scripts/vault.sh).
+# scripts/vault.sh; for `make test` also an Ory Hydra binary, scripts/hydra.sh).
 SHELL := /bin/bash
 GO ?= go
 VERSION ?= v0.1.0
@@ -11,7 +11,7 @@ PLUGIN_DIR := $(BUILD_DIR)/plugins
 PLUGIN_BIN := $(PLUGIN_DIR)/vault-plugin-secrets-iadvize
 FAKE_BIN := $(BUILD_DIR)/fake-iadvize
 
-.PHONY: all build vault test unit e2e lint demo dev bench clean fuzz
+.PHONY: all build vault hydra test unit e2e lint demo dev bench clean fuzz
 
 all: build
 
@@ -24,14 +24,20 @@ build:
 vault:
 	@scripts/vault.sh
 
+# Prints the cached Ory Hydra binary (a real OAuth2 server for the end-to-end
+# suite), building it on first use (HYDRA_BIN overrides).
+hydra:
+	@scripts/hydra.sh
+
 lint:
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go')); \
 	  if [ -n "$$unformatted" ]; then echo "gofmt needed: $$unformatted"; exit 1; fi
 	$(GO) vet ./...
 
-# Every test: unit tests and the end-to-end suites against a real Vault.
+# Every test: unit tests and the end-to-end suites against a real Vault (and a
+# real Ory Hydra).
 test: lint build
-	VAULT_BIN=$$(scripts/vault.sh) PLUGIN_BIN=$(PLUGIN_BIN) FAKE_BIN=$(FAKE_BIN) \
+	VAULT_BIN=$$(scripts/vault.sh) HYDRA_BIN=$$(scripts/hydra.sh) PLUGIN_BIN=$(PLUGIN_BIN) FAKE_BIN=$(FAKE_BIN) \
 	  $(GO) test -race -count=1 -timeout 60m ./...
 
 # Go native fuzzing of the token-answer classifier and the secret redactor, each
