@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -140,14 +141,11 @@ func (u *upstream) serve(w http.ResponseWriter, r *http.Request) {
 	}
 	rec := httptest.NewRecorder()
 	u.Server.ServeHTTP(rec, r)
-	var body struct {
-		AccessToken string `json:"access_token"`
-	}
-	if rec.Code == http.StatusOK && json.Unmarshal(rec.Body.Bytes(), &body) == nil && body.AccessToken != "" {
-		u.secrets.add(body.AccessToken)
+	if tok := answerToken(rec.Body.Bytes()); rec.Code == http.StatusOK && tok != "" {
+		u.secrets.add(tok)
 		u.mu.Lock()
-		u.issued[body.AccessToken] = true
-		u.order = append(u.order, body.AccessToken)
+		u.issued[tok] = true
+		u.order = append(u.order, tok)
 		u.mu.Unlock()
 	}
 	for k, v := range rec.Header() {
@@ -155,6 +153,21 @@ func (u *upstream) serve(w http.ResponseWriter, r *http.Request) {
 	}
 	w.WriteHeader(rec.Code)
 	_, _ = w.Write(rec.Body.Bytes())
+}
+
+// answerToken is the access token of a token answer in any shape the fake
+// sends (JSON, JSON after a byte-order mark, form-encoded), "" for none.
+func answerToken(body []byte) string {
+	var m struct {
+		AccessToken string `json:"access_token"`
+	}
+	if json.Unmarshal(bytes.TrimPrefix(body, []byte("\xEF\xBB\xBF")), &m) == nil {
+		return m.AccessToken
+	}
+	if v, err := url.ParseQuery(string(body)); err == nil {
+		return v.Get("access_token")
+	}
+	return ""
 }
 
 // holdLogins makes logins wait until openGate.
