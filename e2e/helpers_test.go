@@ -70,6 +70,23 @@ func (s *secrets) redact(text string) string {
 	return text
 }
 
+// withhold is text fit to print: each line that holds a fragment of a secret
+// (any 6 consecutive characters of it, raw or encoded: see leakedForm) is
+// withheld whole, and whole secrets are redacted from the rest.
+func (s *secrets) withhold(text string) string {
+	all := s.all()
+	lines := strings.Split(text, "\n")
+	for i, line := range lines {
+		for _, v := range all {
+			if leakedForm(line, v) != "" {
+				lines[i] = "[line withheld: it holds a fragment of a secret]"
+				break
+			}
+		}
+	}
+	return s.redact(strings.Join(lines, "\n"))
+}
+
 // found lists the (masked) secrets that text contains.
 func (s *secrets) found(text string) []string {
 	var out []string
@@ -268,7 +285,7 @@ func newEnv(t *testing.T, fopts fakeiadvize.Options, vopts vaulttest.Options) *e
 	e.vault.Client.SetMaxRetries(0) // a 5xx is an answer to check, not to retry
 	t.Cleanup(func() {
 		if t.Failed() {
-			t.Logf("vault log (tail, redacted):\n%s", tail(e.secrets.redact(e.vault.Log()), 6000))
+			t.Logf("vault log (tail, redacted):\n%s", e.secrets.withhold(tail(e.vault.Log(), 6000)))
 		}
 	})
 	return e

@@ -11,7 +11,6 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"regexp"
-	"sort"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -32,41 +31,45 @@ import (
 // consecutive characters of a secret, raw or encoded.
 const windowLen = 6
 
-// secretWindows maps every windowLen-character window of secret, in each form
-// an upstream could echo it in, to the name of that form: as written,
-// form-encoded (url.QueryEscape), URL path-encoded, JSON-escaped, and base64
-// (standard and URL alphabets, at each of the three byte alignments a secret
-// can have inside a longer encoded text).
-func secretWindows(secret string) map[string]string {
-	forms := map[string][]string{
-		"raw":          {secret},
-		"form":         {url.QueryEscape(secret)},
-		"url path":     {url.PathEscape(secret)},
-		"json":         {jsonString(secret)},
-		"base64":       nil,
-		"base64 (URL)": nil,
+// secretForm is a form a secret can be echoed in, and that form's
+// windowLen-character windows.
+type secretForm struct {
+	name    string
+	windows []string
+}
+
+// secretForms lists every windowLen-character window of secret in each form
+// an upstream could echo it in: as written, form-encoded (url.QueryEscape),
+// URL path-encoded, JSON-escaped, and base64 (standard and URL alphabets, at
+// each of the three byte alignments a secret can have inside a longer
+// encoded text).
+func secretForms(secret string) []secretForm {
+	encodings := []struct {
+		name string
+		encs []string
+	}{
+		{"raw", []string{secret}},
+		{"form-encoded", []string{url.QueryEscape(secret)}},
+		{"URL path", []string{url.PathEscape(secret)}},
+		{"JSON", []string{jsonString(secret)}},
+		{"base64", nil},
+		{"base64 (URL alphabet)", nil},
 	}
 	for i := 0; i < 3 && i < len(secret); i++ {
-		forms["base64"] = append(forms["base64"], base64.StdEncoding.EncodeToString([]byte(secret[i:])))
-		forms["base64 (URL)"] = append(forms["base64 (URL)"], base64.URLEncoding.EncodeToString([]byte(secret[i:])))
+		encodings[4].encs = append(encodings[4].encs, base64.StdEncoding.EncodeToString([]byte(secret[i:])))
+		encodings[5].encs = append(encodings[5].encs, base64.URLEncoding.EncodeToString([]byte(secret[i:])))
 	}
-	windows := map[string]string{}
-	names := make([]string, 0, len(forms))
-	for name := range forms {
-		names = append(names, name)
-	}
-	sort.Strings(names) // "raw" and the plain forms win over base64 for a shared window
-	for _, name := range names {
-		for _, enc := range forms[name] {
+	var forms []secretForm
+	for _, e := range encodings {
+		f := secretForm{name: e.name}
+		for _, enc := range e.encs {
 			for i := 0; i+windowLen <= len(enc); i++ {
-				w := enc[i : i+windowLen]
-				if _, ok := windows[w]; !ok {
-					windows[w] = name
-				}
+				f.windows = append(f.windows, enc[i:i+windowLen])
 			}
 		}
+		forms = append(forms, f)
 	}
-	return windows
+	return forms
 }
 
 // jsonString is s as a JSON string, without the quotes (with Go's default
@@ -76,33 +79,37 @@ func jsonString(s string) string {
 	return string(b[1 : len(b)-1])
 }
 
-// leakedForm names the form of secret a windowLen-character window of which
-// text holds, "" when it holds none.
+// leakedForm names the first form of secret (raw first) a windowLen-character
+// window of which text holds, "" when it holds none.
 func leakedForm(text, secret string) string {
-	for w, form := range secretWindows(secret) {
-		if strings.Contains(text, w) {
-			return form
+	for _, f := range secretForms(secret) {
+		for _, w := range f.windows {
+			if strings.Contains(text, w) {
+				return f.name
+			}
 		}
 	}
 	return ""
 }
 
 func TestSecretWindows(t *testing.T) {
-	const secret = "Ab+/=:Cd3&fGh"
+	const secret = "Ab+/=:Cd3&fGh~~~??>"
 	for _, tc := range []struct {
 		text string
-		want bool
+		want string // the form found, "" for none
 	}{
-		{"error: ...Ab+/=:...", true},
-		{"description " + url.QueryEscape(secret)[4:12] + " cut", true},
-		{"in JSON: " + jsonString(secret)[5:], true},
-		{"b64: " + base64.StdEncoding.EncodeToString([]byte("xx" + secret))[3:15], true},
-		{"b64 url: " + base64.URLEncoding.EncodeToString([]byte("y" + secret))[4:14], true},
-		{"five only: Ab+/=", false},
-		{"nothing here", false},
+		{"error: ...Ab+/=:...", "raw"},
+		{"cut after: ...3&fGh", ""},
+		{"cut after: ...d3&fGh", "raw"},
+		{"description " + url.QueryEscape(secret)[4:12] + " cut", "form-encoded"},
+		{"in JSON: " + jsonString(secret)[7:16], "JSON"},
+		{"b64: " + base64.StdEncoding.EncodeToString([]byte("xx" + secret))[3:15], "base64"},
+		{"b64 url: " + base64.URLEncoding.EncodeToString([]byte("y" + secret))[19:25], "base64 (URL alphabet)"},
+		{"five only: Ab+/=", ""},
+		{"nothing here", ""},
 	} {
-		if got := leakedForm(tc.text, secret) != ""; got != tc.want {
-			t.Errorf("leakedForm(case %q...) = %v, want %v", tc.text[:5], got, tc.want)
+		if got := leakedForm(tc.text, secret); got != tc.want {
+			t.Errorf("leakedForm(%q) = %q, want %q", tc.text, got, tc.want)
 		}
 	}
 }
@@ -164,16 +171,10 @@ func (c *rowCase) read() (*api.Secret, error) {
 // attempts is how many logins the fake saw for the role's user or client.
 func (c *rowCase) attempts() int { return c.e.up.Stats().UserAttempts[c.identity] }
 
-// say is text fit to print: withheld whole if it holds a fragment of a
-// secret of the row, with every known secret (and token) redacted otherwise.
+// say is text fit to print: lines holding a fragment of a secret withheld,
+// every known secret and token redacted.
 func (c *rowCase) say(format string, args ...any) string {
-	msg := fmt.Sprintf(format, args...)
-	for _, s := range []string{c.secret, c.clientSecret} {
-		if s != "" && leakedForm(msg, s) != "" {
-			return "[message withheld: it holds a fragment of a secret]"
-		}
-	}
-	return c.e.secrets.redact(msg)
+	return c.e.secrets.withhold(fmt.Sprintf(format, args...))
 }
 
 // status reads the role's status/.
@@ -515,7 +516,13 @@ func notRejectedThenServed(t *testing.T, c *rowCase) {
 	}
 	deadline := time.Now().Add(60 * time.Second)
 	for {
+		// The backoff starts at 1 s: a read within half of that after the
+		// failure (jitter allowed for) must not reach upstream.
+		early := time.Since(c.before) < 500*time.Millisecond
 		s, err := c.read()
+		if early && c.attempts() > 1 {
+			t.Errorf("a read %s after the failure logged in again, before any backoff", time.Since(c.before).Round(time.Millisecond))
+		}
 		if err == nil {
 			if tok := accessToken(s); !c.e.up.wasIssued(tok) {
 				t.Errorf("after the backoff: access_token is not one the fake issued")
