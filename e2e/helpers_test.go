@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -67,6 +68,23 @@ func (s *secrets) redact(text string) string {
 		text = strings.ReplaceAll(text, v, "[REDACTED]")
 	}
 	return text
+}
+
+// withhold is text fit to print: each line that holds a fragment of a secret
+// (any 6 consecutive characters of it, raw or encoded: see leakedForm) is
+// withheld whole, and whole secrets are redacted from the rest.
+func (s *secrets) withhold(text string) string {
+	all := s.all()
+	lines := strings.Split(text, "\n")
+	for i, line := range lines {
+		for _, v := range all {
+			if leakedForm(line, v) != "" {
+				lines[i] = "[line withheld: it holds a fragment of a secret]"
+				break
+			}
+		}
+	}
+	return s.redact(strings.Join(lines, "\n"))
 }
 
 // found lists the (masked) secrets that text contains.
@@ -140,14 +158,11 @@ func (u *upstream) serve(w http.ResponseWriter, r *http.Request) {
 	}
 	rec := httptest.NewRecorder()
 	u.Server.ServeHTTP(rec, r)
-	var body struct {
-		AccessToken string `json:"access_token"`
-	}
-	if rec.Code == http.StatusOK && json.Unmarshal(rec.Body.Bytes(), &body) == nil && body.AccessToken != "" {
-		u.secrets.add(body.AccessToken)
+	if tok := answerToken(rec.Body.Bytes()); rec.Code == http.StatusOK && tok != "" {
+		u.secrets.add(tok)
 		u.mu.Lock()
-		u.issued[body.AccessToken] = true
-		u.order = append(u.order, body.AccessToken)
+		u.issued[tok] = true
+		u.order = append(u.order, tok)
 		u.mu.Unlock()
 	}
 	for k, v := range rec.Header() {
@@ -155,6 +170,21 @@ func (u *upstream) serve(w http.ResponseWriter, r *http.Request) {
 	}
 	w.WriteHeader(rec.Code)
 	_, _ = w.Write(rec.Body.Bytes())
+}
+
+// answerToken is the access token of a token answer in any shape the fake
+// sends (JSON, JSON after a byte-order mark, form-encoded), "" for none.
+func answerToken(body []byte) string {
+	var m struct {
+		AccessToken string `json:"access_token"`
+	}
+	if json.Unmarshal(bytes.TrimPrefix(body, []byte("\xEF\xBB\xBF")), &m) == nil {
+		return m.AccessToken
+	}
+	if v, err := url.ParseQuery(string(body)); err == nil {
+		return v.Get("access_token")
+	}
+	return ""
 }
 
 // holdLogins makes logins wait until openGate.
@@ -255,7 +285,7 @@ func newEnv(t *testing.T, fopts fakeiadvize.Options, vopts vaulttest.Options) *e
 	e.vault.Client.SetMaxRetries(0) // a 5xx is an answer to check, not to retry
 	t.Cleanup(func() {
 		if t.Failed() {
-			t.Logf("vault log (tail, redacted):\n%s", tail(e.secrets.redact(e.vault.Log()), 6000))
+			t.Logf("vault log (tail, redacted):\n%s", e.secrets.withhold(tail(e.vault.Log(), 6000)))
 		}
 	})
 	return e

@@ -8,7 +8,8 @@
 // It prints "fake-iadvize listening on http://127.0.0.1:PORT" once ready,
 // writes the same base URL to -addr-file if given, logs one line per request
 // to stderr (never a secret or token) and stops on SIGINT or SIGTERM. Drive it
-// at run time with the admin API under /_fake/ (see package fakeiadvize).
+// at run time with the admin API under /_fake/ (see package fakeiadvize);
+// -h lists the flags, the endpoints and how to point the plugin at it.
 package main
 
 import (
@@ -78,10 +79,65 @@ func (c *credentialFlag) Set(v string) error {
 	return nil
 }
 
+// listFlag collects a repeatable flag of plain (non-secret) values.
+type listFlag []string
+
+func (l *listFlag) String() string {
+	if l == nil {
+		return ""
+	}
+	return strings.Join(*l, ",")
+}
+
+func (l *listFlag) Set(v string) error {
+	if v == "" {
+		return errors.New("empty value")
+	}
+	*l = append(*l, v)
+	return nil
+}
+
+// usage prints what -h shows: the flags, the endpoints, and an example.
+func usage(fs *flag.FlagSet) {
+	w := fs.Output()
+	fmt.Fprint(w, `Usage: fake-iadvize [flags]
+
+An imitation of the iAdvize OAuth2 token server on a loopback address, for
+demos and tests: users, clients, login rate limits, and faults injected at
+run time. It never logs a secret or a token.
+
+Flags:
+`)
+	fs.PrintDefaults()
+	fmt.Fprint(w, "\nEndpoints:\n")
+	for _, ep := range fakeiadvize.Endpoints() {
+		fmt.Fprintf(w, "  %-4s %-16s %s\n", ep.Method, ep.Path, ep.Description)
+	}
+	fmt.Fprint(w, "\nFault modes (POST /_fake/fault; see package fakeiadvize):\n")
+	line := " "
+	for _, m := range fakeiadvize.KnownFaultModes() {
+		if len(line)+1+len(m) > 78 {
+			fmt.Fprintln(w, line)
+			line = " "
+		}
+		line += " " + string(m)
+	}
+	fmt.Fprintln(w, line)
+	fmt.Fprint(w, `
+Example (PORT is the one it prints once listening):
+  fake-iadvize -user alice:ALICE_PASSWORD &
+  vault write iadvize/config token_url=http://127.0.0.1:PORT/oauth2/token verify_url=http://127.0.0.1:PORT/_authenticated
+  vault write iadvize/roles/app username=alice password=ALICE_PASSWORD
+  vault read iadvize/creds/app
+  curl -d '{"mode":"rate_limit","count":1,"retry_after":120}' http://127.0.0.1:PORT/_fake/fault
+`)
+}
+
 // run is main without the process globals, so it can be driven in-process.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("fake-iadvize", flag.ContinueOnError)
 	fs.SetOutput(stderr)
+	fs.Usage = func() { usage(fs) }
 	listen := fs.String("listen", "127.0.0.1:0", "loopback `address` to listen on")
 	lifetime := fs.Duration("token-lifetime", fakeiadvize.DefaultTokenLifetime, "lifetime of issued tokens (whole seconds)")
 	userLimit := fs.Int("user-limit", fakeiadvize.DefaultUserLoginsPerMinute, "login attempts per username (or client_id) per minute; 0 disables")
@@ -91,7 +147,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	users := &credentialFlag{flag: "user"}
 	clients := &credentialFlag{flag: "client"}
 	fs.Var(users, "user", "password-grant user as `name:password` (repeatable)")
-	fs.Var(clients, "client", "client-credentials client as `id:secret` (repeatable)")
+	fs.Var(clients, "client", "confidential client as `id:secret` (repeatable): client-credentials grant, or the client of a password grant")
+	var publicClients listFlag
+	fs.Var(&publicClients, "public-client", "public client (no secret) `id` for the password grant (repeatable)")
+	basicAuth := fs.String("basic-auth", string(fakeiadvize.BasicAuthRaw),
+		"`mode` of reading HTTP Basic client credentials: raw (exactly as written, as ICEYE-style servers do) or urlencoded (each half form-decoded, RFC 6749 §2.3.1)")
+	requireClient := fs.Bool("require-client", false, "the password grant requires a client (client_id, and its secret for a confidential client), as standard OAuth2 servers do")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -105,6 +166,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	logger := log.New(stderr, "fake-iadvize: ", log.LstdFlags)
 	fake := fakeiadvize.New(fakeiadvize.Options{Logger: logger})
 	defer fake.Close()
+	if err := fake.SetBasicAuth(fakeiadvize.BasicAuthMode(*basicAuth)); err != nil {
+		return fmt.Errorf("-basic-auth: %w", err)
+	}
+	fake.SetRequireClient(*requireClient)
 	fake.SetTokenLifetime(*lifetime)
 	fake.SetLimits(*userLimit, *ipLimit)
 	fake.SetBlockDuration(*block)
@@ -113,6 +178,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	for _, c := range clients.creds {
 		fake.AddClient(c.name, c.secret)
+	}
+	for _, id := range publicClients {
+		fake.AddPublicClient(id)
 	}
 
 	ln, err := net.Listen("tcp", *listen)
@@ -138,8 +206,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		defer os.Remove(*addrFile)
 	}
 	fmt.Fprintln(stdout, "fake-iadvize listening on", baseURL)
-	logger.Printf("%d user(s), %d client(s), token lifetime %s, limits %d/user %d/ip per minute, block %s",
-		len(users.creds), len(clients.creds), *lifetime, *userLimit, *ipLimit, *block)
+	logger.Printf("%d user(s), %d client(s), %d public client(s), token lifetime %s, limits %d/user %d/ip per minute, block %s, basic auth %s, require client %v",
+		len(users.creds), len(clients.creds), len(publicClients), *lifetime, *userLimit, *ipLimit, *block, *basicAuth, *requireClient)
 
 	select {
 	case err := <-served:

@@ -4,10 +4,19 @@
 // It answers POST /oauth2/token (password and client-credentials grants) and
 // GET /_authenticated (bearer-token check) the way the real upstream does,
 // including its login rate limits, and it can be told to misbehave (rate
-// limits, 5xx, HTML pages, hangs, malformed token answers) through Go methods
-// or through a small JSON admin API under /_fake/. Time comes from an
-// injectable clock, so tests drive the rate-limit windows and token expiries
-// without sleeping.
+// limits, 5xx, HTML pages, hangs, malformed token answers) or to send any of
+// the valid but unusual answers real token endpoints send (JSON under another
+// Content-Type, form-encoded tokens, decimal or string expires_in, lower-case
+// token types, errors in a 200 body, error descriptions that echo the
+// submitted secret, redirects) through Go methods or through a small JSON
+// admin API under /_fake/. Time comes from an injectable clock, so tests drive
+// the rate-limit windows and token expiries without sleeping.
+//
+// Client authentication follows RFC 6749 §2.3.1: HTTP Basic or client_id and
+// client_secret in the form body. How the two halves of Basic are read is a
+// switch (BasicAuthMode): exactly as written, as many client-credentials
+// servers do (the default), or form-decoded as the RFC says. The password
+// grant takes an optional client (RFC 6749 §4.3.2), which can be required.
 //
 // In a Go test:
 //
@@ -21,13 +30,15 @@
 package fakeiadvize
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"crypto/subtle"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
-	"io"
+	"html"
 	"log"
 	"maps"
 	"net"
@@ -83,34 +94,155 @@ type Options struct {
 	// Logger, if set, receives one line per request (usernames, client IDs,
 	// IPs and outcomes; never secrets or tokens). Default: no logging.
 	Logger *log.Logger
+	// BasicAuth is how the halves of an HTTP Basic client authentication are
+	// read. Default BasicAuthRaw. New panics on an unknown mode.
+	BasicAuth BasicAuthMode
+	// RequireClient makes the password grant refuse (401 invalid_client) a
+	// request that names no client, as standard OAuth2 servers do. Default
+	// false: the client is optional, and checked when present.
+	RequireClient bool
 }
+
+// BasicAuthMode says how the fake reads the user-id and password of an HTTP
+// Basic client authentication (RFC 7617), once base64-decoded and split at the
+// first colon.
+type BasicAuthMode string
+
+// The Basic modes.
+const (
+	// BasicAuthRaw takes both halves exactly as written: a secret "a+b"
+	// matches only "a+b". What ICEYE-style client-credentials servers do.
+	BasicAuthRaw BasicAuthMode = "raw"
+	// BasicAuthURLEncoded form-decodes each half first (RFC 6749 §2.3.1): a
+	// secret "a+b" matches only "a%2Bb"; "a+b" reads as "a b". What servers
+	// that follow the RFC (Ory Hydra, Keycloak) do.
+	BasicAuthURLEncoded BasicAuthMode = "urlencoded"
+)
+
+func (m BasicAuthMode) validate() error {
+	if m != BasicAuthRaw && m != BasicAuthURLEncoded {
+		return fmt.Errorf("fakeiadvize: unknown basic auth mode %q (want %q or %q)", m, BasicAuthRaw, BasicAuthURLEncoded)
+	}
+	return nil
+}
+
+// How a token request authenticated its client, as Stats reports it.
+const (
+	ClientAuthBasic = "basic" // HTTP Basic (RFC 6749 §2.3.1)
+	ClientAuthPost  = "post"  // client_secret in the form body (RFC 6749 §2.3.1)
+	ClientAuthNone  = "none"  // no client secret: no client, or a client_id alone (a public client)
+)
 
 // FaultMode names a failure the fake can imitate on token requests.
 type FaultMode string
 
 // The fault modes. See Fault.
+//
+// Failures:
 const (
 	FaultNone              FaultMode = "none"                      // behave normally
-	FaultRateLimit         FaultMode = "rate_limit"                // 429 with Retry-After
+	FaultRateLimit         FaultMode = "rate_limit"                // 429 with Retry-After (retry_after seconds)
 	FaultRateLimitNoRetry  FaultMode = "rate_limit_no_retry_after" // 429 without Retry-After
 	FaultServerError       FaultMode = "server_error"              // 5xx, JSON or plain body
 	FaultHTML              FaultMode = "html"                      // 502 text/html error page
 	FaultHTML200           FaultMode = "html_200"                  // 200 text/html page
 	FaultHang              FaultMode = "hang"                      // no answer until the client gives up or the fault is cleared
-	FaultNoExpiresIn       FaultMode = "no_expires_in"             // 200 JSON without expires_in
-	FaultZeroExpiresIn     FaultMode = "zero_expires_in"           // 200 JSON with "expires_in":0
-	FaultNegativeExpiresIn FaultMode = "negative_expires_in"       // 200 JSON with a negative expires_in
+	FaultNoExpiresIn       FaultMode = "no_expires_in"             // 200 JSON token without expires_in
+	FaultZeroExpiresIn     FaultMode = "zero_expires_in"           // 200 JSON token with "expires_in":0
+	FaultNegativeExpiresIn FaultMode = "negative_expires_in"       // 200 JSON token with a negative expires_in
 	FaultNoAccessToken     FaultMode = "no_access_token"           // 200 JSON without access_token
-	FaultHugeBody          FaultMode = "huge_body"                 // 200 JSON with a 2 MiB "pad" field
+	FaultHugeBody          FaultMode = "huge_body"                 // 200 JSON token with a 2 MiB "pad" field
+
+	// 503 temporarily_unavailable JSON with Retry-After (retry_after seconds,
+	// default DefaultRetryAfter; status may set another 5xx).
+	FaultUnavailableRetryAfter FaultMode = "unavailable_retry_after"
+	// A redirect (status: 301, 302 (default), 303, 307 or 308) to location,
+	// which is required: for example another host's token endpoint.
+	FaultRedirect FaultMode = "redirect"
+	// HTTP 200 whose JSON body is {"error":"incorrect_client_credentials"}, no
+	// token: a rejection in a success status, as some servers send.
+	FaultError200Credentials FaultMode = "error_200_credentials"
+	// HTTP 200 whose JSON body is {"error":"temporarily_unavailable"}, no token.
+	FaultError200Temporary FaultMode = "error_200_temporary"
+	// 400 invalid_grant JSON whose error_description is EchoPrefixLen
+	// characters of text followed by the submitted secret (the password of
+	// the password grant, the client secret of the client-credentials grant)
+	// exactly as received.
+	FaultEchoSecret FaultMode = "echo_secret"
+	// As echo_secret, the secret form-encoded (url.QueryEscape) inside the
+	// JSON error_description.
+	FaultEchoSecretURLEncoded FaultMode = "echo_secret_urlencoded"
+	// As echo_secret, the secret base64-encoded (standard, padded).
+	FaultEchoSecretBase64 FaultMode = "echo_secret_base64"
+	// As echo_secret, but the whole error body is form-encoded
+	// (application/x-www-form-urlencoded: error=invalid_grant&error_description=...).
+	FaultEchoSecretForm FaultMode = "echo_secret_form"
 )
 
-// negativeExpiresIn is the expires_in of the negative_expires_in fault.
-const negativeExpiresIn = -1
+// Valid token answers in the shapes real servers send. Each issues a real
+// token, valid for /_authenticated for the lifetime it advertises:
+const (
+	// The usual JSON token answer, with Content-Type "text/plain".
+	FaultJSONTextPlain FaultMode = "json_text_plain"
+	// The usual JSON token answer, with Content-Type "text/html".
+	FaultJSONTextHTML FaultMode = "json_text_html"
+	// The usual JSON token answer, with no Content-Type header at all.
+	FaultJSONNoContentType FaultMode = "json_no_content_type"
+	// The usual JSON token answer, Content-Type "application/json; charset=utf-8".
+	FaultJSONCharset FaultMode = "json_charset"
+	// The usual JSON token answer preceded by a UTF-8 byte-order mark (EF BB BF).
+	FaultJSONBOM FaultMode = "json_bom"
+	// The token answer form-encoded (application/x-www-form-urlencoded):
+	// access_token, expires_in, refresh_token and token_type fields.
+	FaultFormToken FaultMode = "form_token"
+	// JSON token with "expires_in":3599.5 (DecimalExpiresIn seconds).
+	FaultDecimalExpiresIn FaultMode = "decimal_expires_in"
+	// JSON token with "expires_in":"3600", a string (StringExpiresIn).
+	FaultStringExpiresIn FaultMode = "string_expires_in"
+	// JSON token with "expires_in":2147483647 (HugeExpiresIn, about 68 years).
+	FaultHugeExpiresIn FaultMode = "huge_expires_in"
+	// JSON token with "token_type":"bearer".
+	FaultLowercaseTokenType FaultMode = "lowercase_token_type"
+	// JSON token with "token_type":"BEARER".
+	FaultUppercaseTokenType FaultMode = "uppercase_token_type"
+	// JSON token with no token_type field.
+	FaultNoTokenType FaultMode = "no_token_type"
+)
+
+// Values of the expires_in faults.
+const (
+	negativeExpiresIn = -1 // negative_expires_in
+	// DecimalExpiresIn is the expires_in of decimal_expires_in, in seconds.
+	DecimalExpiresIn = 3599.5
+	// StringExpiresIn is the expires_in of string_expires_in, a JSON string.
+	StringExpiresIn = "3600"
+	// HugeExpiresIn is the expires_in of huge_expires_in, in seconds: the
+	// largest 32-bit signed integer.
+	HugeExpiresIn = 2147483647
+	// EchoPrefixLen is how many characters of text come before the echoed
+	// secret in the error_description of the echo_secret faults.
+	EchoPrefixLen = 185
+	// DefaultRedirectStatus is the status of a redirect fault that does not set one.
+	DefaultRedirectStatus = http.StatusFound
+)
 
 var knownModes = []FaultMode{
 	FaultNone, FaultRateLimit, FaultRateLimitNoRetry, FaultServerError, FaultHTML,
 	FaultHTML200, FaultHang, FaultNoExpiresIn, FaultZeroExpiresIn,
 	FaultNegativeExpiresIn, FaultNoAccessToken, FaultHugeBody,
+	FaultUnavailableRetryAfter, FaultRedirect, FaultError200Credentials, FaultError200Temporary,
+	FaultEchoSecret, FaultEchoSecretURLEncoded, FaultEchoSecretBase64, FaultEchoSecretForm,
+	FaultJSONTextPlain, FaultJSONTextHTML, FaultJSONNoContentType, FaultJSONCharset, FaultJSONBOM,
+	FaultFormToken, FaultDecimalExpiresIn, FaultStringExpiresIn, FaultHugeExpiresIn,
+	FaultLowercaseTokenType, FaultUppercaseTokenType, FaultNoTokenType,
+}
+
+// KnownFaultModes lists every fault mode, "none" first.
+func KnownFaultModes() []FaultMode { return slices.Clone(knownModes) }
+
+var redirectStatuses = []int{
+	http.StatusMovedPermanently, http.StatusFound, http.StatusSeeOther,
+	http.StatusTemporaryRedirect, http.StatusPermanentRedirect,
 }
 
 // Fault describes a failure to imitate on upcoming token requests. It is both
@@ -125,14 +257,21 @@ type Fault struct {
 	// Count is how many token requests the fault applies to; 0 means until
 	// cleared. In Stats it is the number of requests left.
 	Count int `json:"count"`
-	// RetryAfter is the Retry-After header, in seconds, of rate_limit.
-	// 0 means DefaultRetryAfter.
+	// User, when set, limits the fault to token requests for that username
+	// (password grant) or client_id (client-credentials grant); requests for
+	// others are answered normally and do not use the fault up.
+	User string `json:"user,omitempty"`
+	// RetryAfter is the Retry-After header, in seconds, of rate_limit and
+	// unavailable_retry_after. 0 means DefaultRetryAfter.
 	RetryAfter int `json:"retry_after,omitempty"`
-	// Status is the status code of server_error, 500 to 599.
-	// 0 means DefaultErrorStatus.
+	// Status is the status code of server_error and unavailable_retry_after
+	// (500 to 599; 0 means DefaultErrorStatus), or of redirect (301, 302,
+	// 303, 307 or 308; 0 means DefaultRedirectStatus).
 	Status int `json:"status,omitempty"`
 	// PlainText makes server_error answer text/plain instead of JSON.
 	PlainText bool `json:"plain_text,omitempty"`
+	// Location is the absolute http(s) URL a redirect fault points to.
+	Location string `json:"location,omitempty"`
 }
 
 func (f Fault) validate() error {
@@ -145,8 +284,21 @@ func (f Fault) validate() error {
 	if f.RetryAfter < 0 {
 		return fmt.Errorf("fakeiadvize: negative retry_after %d", f.RetryAfter)
 	}
+	if f.Mode == FaultRedirect {
+		if f.Status != 0 && !slices.Contains(redirectStatuses, f.Status) {
+			return fmt.Errorf("fakeiadvize: redirect status %d is not one of %v", f.Status, redirectStatuses)
+		}
+		u, err := url.Parse(f.Location)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return errors.New("fakeiadvize: a redirect fault needs an absolute http(s) location")
+		}
+		return nil
+	}
 	if f.Status != 0 && (f.Status < 500 || f.Status > 599) {
 		return fmt.Errorf("fakeiadvize: fault status %d is not 5xx", f.Status)
+	}
+	if f.Location != "" {
+		return errors.New("fakeiadvize: location is only for the redirect fault")
 	}
 	return nil
 }
@@ -177,6 +329,14 @@ type Stats struct {
 	// client_id (client-credentials grant).
 	UserAttempts  map[string]int `json:"user_attempts"`
 	UserSuccesses map[string]int `json:"user_successes"`
+	// The last token request, as sent (never its secrets): its grant_type,
+	// how it authenticated its client (ClientAuthBasic, ClientAuthPost or
+	// ClientAuthNone; "" before any request), the client_id it named ("" for
+	// none) and whether client_id was a field of the form body.
+	LastGrantType      string `json:"last_grant_type"`
+	LastClientAuth     string `json:"last_client_auth"`
+	LastClientID       string `json:"last_client_id"`
+	LastClientIDInForm bool   `json:"last_client_id_in_form"`
 	// Fault is the active fault, Mode "none" when there is none.
 	Fault Fault `json:"fault"`
 }
@@ -193,13 +353,15 @@ type Server struct {
 
 	mu        sync.Mutex
 	users     map[string]string    // username → password
-	clients   map[string]string    // client_id → client_secret
+	clients   map[string]string    // client_id → client_secret, "" for a public client
 	tokens    map[string]time.Time // access token → expiry
 	pruneAt   int                  // token count at which expired tokens are swept
 	lifetime  time.Duration
 	userLimit int // <= 0: no limit
 	ipLimit   int // <= 0: no limit
 	block     time.Duration
+	basicMode BasicAuthMode
+	reqClient bool // the password grant requires a client
 
 	userWindows map[string][]time.Time // attempt times within Window, per username
 	ipWindows   map[string][]time.Time // attempt times within Window, per IP
@@ -235,19 +397,53 @@ func New(opts Options) *Server {
 	s.userLimit = orDefault(opts.UserLoginsPerMinute, DefaultUserLoginsPerMinute)
 	s.ipLimit = orDefault(opts.IPLoginsPerMinute, DefaultIPLoginsPerMinute)
 	s.block = max(orDefault(opts.BlockDuration, DefaultBlockDuration), 0)
+	s.basicMode = cmp.Or(opts.BasicAuth, BasicAuthRaw)
+	if err := s.basicMode.validate(); err != nil {
+		panic(err)
+	}
+	s.reqClient = opts.RequireClient
 	s.resetCountersLocked()
 
 	s.mux = http.NewServeMux()
-	s.mux.HandleFunc("POST /oauth2/token", s.handleToken)
-	s.mux.HandleFunc("GET /_authenticated", s.handleAuthenticated)
-	s.mux.HandleFunc("GET /_fake/stats", s.handleStats)
-	s.mux.HandleFunc("POST /_fake/fault", s.handleFault)
-	s.mux.HandleFunc("POST /_fake/revoke", s.handleRevoke)
-	s.mux.HandleFunc("POST /_fake/users", s.handleUsers)
-	s.mux.HandleFunc("POST /_fake/clients", s.handleClients)
-	s.mux.HandleFunc("POST /_fake/reset", s.handleReset)
-	s.mux.HandleFunc("POST /_fake/config", s.handleConfig)
+	for _, rt := range s.routes() {
+		s.mux.HandleFunc(rt.Method+" "+rt.Path, rt.handler)
+	}
 	return s
+}
+
+// Endpoint is one route the fake serves.
+type Endpoint struct {
+	Method, Path string
+	// Description is one line saying what it does.
+	Description string
+}
+
+type route struct {
+	Endpoint
+	handler http.HandlerFunc
+}
+
+func (s *Server) routes() []route {
+	return []route{
+		{Endpoint{"POST", "/oauth2/token", "token endpoint: password and client_credentials grants (form body)"}, s.handleToken},
+		{Endpoint{"GET", "/_authenticated", "checks an Authorization: Bearer token"}, s.handleAuthenticated},
+		{Endpoint{"GET", "/_fake/stats", "counters, the active fault and how the last token request authenticated"}, s.handleStats},
+		{Endpoint{"POST", "/_fake/fault", `inject a fault: {"mode":"rate_limit","count":1,"retry_after":120}; {"mode":"none"} clears`}, s.handleFault},
+		{Endpoint{"POST", "/_fake/revoke", "make every token issued so far invalid"}, s.handleRevoke},
+		{Endpoint{"POST", "/_fake/users", `add a password-grant user: {"username":"u","password":"p"}`}, s.handleUsers},
+		{Endpoint{"POST", "/_fake/clients", `add a client: {"client_id":"c","client_secret":"s"}, or {"client_id":"c","public":true}`}, s.handleClients},
+		{Endpoint{"POST", "/_fake/reset", "zero the counters and forget rate-limit windows and blocks"}, s.handleReset},
+		{Endpoint{"POST", "/_fake/config", `change settings: token_lifetime_seconds, user_logins_per_minute, ip_logins_per_minute, block_seconds, basic_auth ("raw"|"urlencoded"), require_client`}, s.handleConfig},
+	}
+}
+
+// Endpoints lists the routes a Server serves, in a stable order.
+func Endpoints() []Endpoint {
+	var eps []Endpoint
+	for _, rt := range (&Server{}).routes() {
+		eps = append(eps, rt.Endpoint)
+	}
+	return eps
 }
 
 // orDefault returns v, or def when v is zero; a negative v stays negative, which
@@ -285,11 +481,39 @@ func (s *Server) AddUser(username, password string) {
 	s.users[username] = password
 }
 
-// AddClient adds a client-credentials client, or changes its secret.
+// AddClient adds a confidential client, or changes its secret. It can use the
+// client-credentials grant, and be the client of a password grant.
 func (s *Server) AddClient(clientID, clientSecret string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.clients[clientID] = clientSecret
+}
+
+// AddPublicClient adds a public client (RFC 6749 §2.1): one with no secret,
+// which names itself with client_id alone in the form body of a password
+// grant. It cannot use the client-credentials grant.
+func (s *Server) AddPublicClient(clientID string) {
+	s.AddClient(clientID, "")
+}
+
+// SetBasicAuth sets how the halves of HTTP Basic client authentication are
+// read from now on. It fails on an unknown mode.
+func (s *Server) SetBasicAuth(mode BasicAuthMode) error {
+	if err := mode.validate(); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.basicMode = mode
+	return nil
+}
+
+// SetRequireClient sets whether the password grant requires a client
+// (RFC 6749 §4.3.2 lets a server require one; most standard servers do).
+func (s *Server) SetRequireClient(require bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.reqClient = require
 }
 
 // SetTokenLifetime sets the lifetime of tokens issued from now on, in whole
@@ -429,50 +653,74 @@ func (s *Server) logf(format string, args ...any) {
 	}
 }
 
-// tokenRequest is what a POST /oauth2/token asks for. secret is the password
-// or client secret: it must never reach a log line.
+// tokenRequest is what a POST /oauth2/token asks for. secret and
+// clientSecret must never reach a log line.
 type tokenRequest struct {
 	grant    string
-	identity string // username, or client_id
-	secret   string
-	basic    bool   // client authenticated with HTTP Basic
+	identity string // username (password grant) or client_id (client credentials): the rate-limit key
+	secret   string // password (password grant) or client secret (client credentials)
+
+	clientID       string // the client named, "" for none
+	clientSecret   string
+	clientAuth     string // ClientAuthBasic, ClientAuthPost or ClientAuthNone
+	clientIDInForm bool
+
 	badInput string // why the request is malformed, "" if it is not
 	ip       string
 }
 
-func parseTokenRequest(w http.ResponseWriter, r *http.Request) tokenRequest {
+// basic reports whether the client authenticated with HTTP Basic.
+func (req tokenRequest) basic() bool { return req.clientAuth == ClientAuthBasic }
+
+// parseTokenRequest reads a token request; mode says how to read HTTP Basic.
+func parseTokenRequest(w http.ResponseWriter, r *http.Request, mode BasicAuthMode) tokenRequest {
 	r.Body = http.MaxBytesReader(w, r.Body, maxFormBytes)
-	req := tokenRequest{ip: clientIP(r)}
-	if err := r.ParseForm(); err != nil {
+	req := tokenRequest{ip: clientIP(r), clientAuth: ClientAuthNone}
+	formErr := r.ParseForm()
+	form := r.PostForm
+
+	// Client authentication, RFC 6749 §2.3.1: HTTP Basic, or client_id and
+	// client_secret in the body; one method only (§2.3).
+	req.clientIDInForm = form.Has("client_id")
+	if id, secret, ok := r.BasicAuth(); ok {
+		req.clientAuth = ClientAuthBasic
+		req.clientID, req.clientSecret = id, secret
+		if mode == BasicAuthURLEncoded {
+			uid, err1 := url.QueryUnescape(id)
+			usecret, err2 := url.QueryUnescape(secret)
+			if err1 != nil || err2 != nil {
+				req.badInput = "malformed client credentials"
+			} else {
+				req.clientID, req.clientSecret = uid, usecret
+			}
+		}
+		if form.Has("client_secret") && req.badInput == "" {
+			req.badInput = "more than one client authentication method"
+		}
+	} else {
+		req.clientID = form.Get("client_id")
+		if form.Has("client_secret") {
+			req.clientAuth = ClientAuthPost
+			req.clientSecret = form.Get("client_secret")
+		}
+	}
+
+	if formErr != nil {
 		req.badInput = "malformed form body"
 		return req
 	}
-	form := r.PostForm
 	req.grant = form.Get("grant_type")
 	switch req.grant {
 	case "":
 		req.badInput = "missing grant_type"
 	case "password":
 		req.identity, req.secret = form.Get("username"), form.Get("password")
-		if req.identity == "" || req.secret == "" {
+		if (req.identity == "" || req.secret == "") && req.badInput == "" {
 			req.badInput = "missing username or password"
 		}
 	case "client_credentials":
-		if id, secret, ok := r.BasicAuth(); ok {
-			// RFC 6749 §2.3.1: both halves are form-encoded before joining.
-			req.basic = true
-			uid, err1 := url.QueryUnescape(id)
-			usecret, err2 := url.QueryUnescape(secret)
-			if err1 != nil || err2 != nil {
-				req.identity = id
-				req.badInput = "malformed client credentials"
-				return req
-			}
-			req.identity, req.secret = uid, usecret
-		} else {
-			req.identity, req.secret = form.Get("client_id"), form.Get("client_secret")
-		}
-		if req.identity == "" || req.secret == "" {
+		req.identity, req.secret = req.clientID, req.clientSecret
+		if (req.identity == "" || req.secret == "") && req.badInput == "" {
 			req.badInput = "missing client_id or client_secret"
 		}
 	}
@@ -491,11 +739,14 @@ func clientIP(r *http.Request) string {
 // reply is a token-endpoint answer decided under the mutex and written after
 // it is released, so a slow client never holds the fake up.
 type reply struct {
-	status      int
-	retryAfter  string // Retry-After header, "" for none
-	wwwAuth     string // WWW-Authenticate header, "" for none
-	contentType string // for text bodies; "" means body is JSON
-	text        string
+	status     int
+	retryAfter string // Retry-After header, "" for none
+	wwwAuth    string // WWW-Authenticate header, "" for none
+	location   string // Location header, "" for none
+	// raw, when non-nil, is the body as is, sent with contentType ("" for no
+	// Content-Type header at all). Otherwise body is sent as JSON.
+	raw         []byte
+	contentType string
 	body        any
 	outcome     string // for the log line
 }
@@ -509,13 +760,26 @@ func (rp reply) write(w http.ResponseWriter) {
 	if rp.wwwAuth != "" {
 		h.Set("WWW-Authenticate", rp.wwwAuth)
 	}
-	if rp.contentType != "" {
-		h.Set("Content-Type", rp.contentType)
+	if rp.location != "" {
+		h.Set("Location", rp.location)
+	}
+	if rp.raw != nil {
+		if rp.contentType != "" {
+			h.Set("Content-Type", rp.contentType)
+		} else {
+			h["Content-Type"] = nil // no header, and no sniffing either
+		}
 		w.WriteHeader(rp.status)
-		_, _ = io.WriteString(w, rp.text)
+		_, _ = w.Write(rp.raw)
 		return
 	}
 	writeJSON(w, rp.status, rp.body)
+}
+
+// jsonBytes is v as writeJSON sends it.
+func jsonBytes(v any) []byte {
+	b, _ := json.Marshal(v) // only the fake's own plain structs: cannot fail
+	return append(b, '\n')
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
@@ -530,12 +794,13 @@ type oauthError struct {
 	Description string `json:"error_description,omitempty"`
 }
 
-// tokenResponse is the upstream's success body; the pointers and omitempty
-// let faults leave fields out.
+// tokenResponse is the upstream's success body; omitempty lets faults leave
+// fields out. ExpiresIn is a number (int64 or float64) or a string, nil for
+// none.
 type tokenResponse struct {
 	AccessToken  string `json:"access_token,omitempty"`
-	ExpiresIn    *int64 `json:"expires_in,omitempty"`
-	TokenType    string `json:"token_type"`
+	ExpiresIn    any    `json:"expires_in,omitempty"`
+	TokenType    string `json:"token_type,omitempty"`
 	RefreshToken string `json:"refresh_token,omitempty"`
 	Pad          string `json:"pad,omitempty"`
 }
@@ -545,11 +810,14 @@ func errorReply(status int, code, desc, outcome string) reply {
 }
 
 func (s *Server) handleToken(w http.ResponseWriter, r *http.Request) {
-	req := parseTokenRequest(w, r)
+	s.mu.Lock()
+	mode := s.basicMode
+	s.mu.Unlock()
+	req := parseTokenRequest(w, r, mode)
 
 	s.mu.Lock()
 	s.recordAttemptLocked(req)
-	f, release := s.takeFaultLocked()
+	f, release := s.takeFaultLocked(req)
 	var rp reply
 	switch f.Mode {
 	case "":
@@ -557,7 +825,7 @@ func (s *Server) handleToken(w http.ResponseWriter, r *http.Request) {
 	case FaultHang:
 		s.stats.Hanging++
 	default:
-		rp = s.faultReplyLocked(f)
+		rp = s.faultReplyLocked(f, req)
 	}
 	s.mu.Unlock()
 
@@ -576,6 +844,10 @@ func (s *Server) handleToken(w http.ResponseWriter, r *http.Request) {
 func (s *Server) recordAttemptLocked(req tokenRequest) {
 	now := s.now()
 	s.stats.LoginAttempts++
+	s.stats.LastGrantType = req.grant
+	s.stats.LastClientAuth = req.clientAuth
+	s.stats.LastClientID = req.clientID
+	s.stats.LastClientIDInForm = req.clientIDInForm
 	s.loginTimes = append(s.loginTimes, now)
 	s.ipWindows[req.ip] = appendWindow(s.ipWindows[req.ip], now)
 	if req.identity != "" {
@@ -590,12 +862,13 @@ func appendWindow(times []time.Time, now time.Time) []time.Time {
 	return append(times, now)
 }
 
-// takeFaultLocked returns the active fault, if any, using up one of its
-// requests, and the channel that is closed when the fault is cleared.
-func (s *Server) takeFaultLocked() (Fault, chan struct{}) {
+// takeFaultLocked returns the fault that applies to req, if any, using up
+// one of its requests, and the channel that is closed when the fault is
+// cleared.
+func (s *Server) takeFaultLocked(req tokenRequest) (Fault, chan struct{}) {
 	f := s.fault
-	if f.Mode == "" {
-		return f, nil
+	if f.Mode == "" || (f.User != "" && f.User != req.identity) {
+		return Fault{}, nil
 	}
 	if f.Count > 0 {
 		s.fault.Count--
@@ -649,6 +922,17 @@ func (s *Server) loginLocked(req tokenRequest) reply {
 	}
 	switch req.grant {
 	case "password":
+		// RFC 6749 §4.3.2: the client, when there is one, authenticates.
+		switch {
+		case req.clientID == "" && req.clientAuth == ClientAuthNone:
+			if s.reqClient {
+				s.stats.FailedCredentials++
+				return errorReply(http.StatusUnauthorized, "invalid_client", "client authentication required", "no client")
+			}
+		case !s.clientOKLocked(req):
+			s.stats.FailedCredentials++
+			return s.invalidClient(req)
+		}
 		if !match(s.users, req.identity, req.secret) {
 			s.stats.FailedCredentials++
 			return errorReply(http.StatusUnauthorized, "invalid_grant", "invalid username or password", "invalid credentials")
@@ -656,11 +940,7 @@ func (s *Server) loginLocked(req tokenRequest) reply {
 	case "client_credentials":
 		if !match(s.clients, req.identity, req.secret) {
 			s.stats.FailedCredentials++
-			rp := errorReply(http.StatusUnauthorized, "invalid_client", "invalid client id or secret", "invalid client credentials")
-			if req.basic {
-				rp.wwwAuth = `Basic realm="iadvize"`
-			}
-			return rp
+			return s.invalidClient(req)
 		}
 	default:
 		s.stats.BadRequests++
@@ -668,12 +948,33 @@ func (s *Server) loginLocked(req tokenRequest) reply {
 	}
 	s.stats.LoginSuccesses++
 	s.stats.UserSuccesses[req.identity]++
-	tok, secs := s.issueLocked(now)
+	tok, secs := s.issueLocked(now, s.lifetime)
 	return reply{
 		status:  http.StatusOK,
-		body:    tokenResponse{AccessToken: tok, ExpiresIn: &secs, TokenType: "Bearer", RefreshToken: "none"},
+		body:    tokenResponse{AccessToken: tok, ExpiresIn: secs, TokenType: "Bearer", RefreshToken: "none"},
 		outcome: "token issued",
 	}
+}
+
+// invalidClient is the answer to a failed client authentication (RFC 6749
+// §5.2): 401 invalid_client, with a Basic challenge when Basic was used.
+func (s *Server) invalidClient(req tokenRequest) reply {
+	rp := errorReply(http.StatusUnauthorized, "invalid_client", "invalid client id or secret", "invalid client credentials")
+	if req.basic() {
+		rp.wwwAuth = `Basic realm="iadvize"`
+	}
+	return rp
+}
+
+// clientOKLocked reports whether the client a password grant names is
+// registered and authenticated: a public client by client_id alone, a
+// confidential one by its secret.
+func (s *Server) clientOKLocked(req tokenRequest) bool {
+	if req.clientAuth == ClientAuthNone {
+		want, ok := s.clients[req.clientID]
+		return ok && want == ""
+	}
+	return match(s.clients, req.clientID, req.clientSecret)
 }
 
 // match reports, in constant time per entry, whether creds[id] is secret.
@@ -718,8 +1019,9 @@ func maxTime(a, b time.Time) time.Time {
 	return a
 }
 
-// issueLocked creates and remembers a token valid for the current lifetime.
-func (s *Server) issueLocked(now time.Time) (string, int64) {
+// issueLocked creates and remembers a token valid for lifetime, and returns
+// it with the lifetime in whole seconds.
+func (s *Server) issueLocked(now time.Time, lifetime time.Duration) (string, int64) {
 	if len(s.tokens) >= s.pruneAt {
 		maps.DeleteFunc(s.tokens, func(_ string, exp time.Time) bool { return !now.Before(exp) })
 		s.pruneAt = max(2*len(s.tokens), 1024)
@@ -727,9 +1029,9 @@ func (s *Server) issueLocked(now time.Time) (string, int64) {
 	b := make([]byte, 32)
 	_, _ = rand.Read(b) // never fails (crypto/rand, Go 1.24+)
 	tok := base64.RawURLEncoding.EncodeToString(b)
-	s.tokens[tok] = now.Add(s.lifetime)
+	s.tokens[tok] = now.Add(lifetime)
 	s.stats.TokensIssued++
-	return tok, int64(s.lifetime / time.Second)
+	return tok, int64(lifetime / time.Second)
 }
 
 const (
@@ -739,8 +1041,17 @@ const (
 		"<body><h1>Maintenance</h1><p>We will be back shortly.</p></body></html>\n"
 )
 
-// faultReplyLocked builds the answer of every fault but hang.
-func (s *Server) faultReplyLocked(f Fault) reply {
+// echoPrefix is the text before the secret in the echo faults' error
+// description: EchoPrefixLen characters, long enough that cutting a message
+// at 200 characters still leaves part of the secret in it.
+var echoPrefix = func() string {
+	const text = "The provided authorization grant is invalid, expired or revoked, or does not " +
+		"match the client it was issued to. Check the submitted credentials and try again; submitted value: "
+	return (text + strings.Repeat(".", EchoPrefixLen))[:EchoPrefixLen]
+}()
+
+// faultReplyLocked builds the answer of every fault but hang, to req.
+func (s *Server) faultReplyLocked(f Fault, req tokenRequest) reply {
 	outcome := "injected " + string(f.Mode)
 	switch f.Mode {
 	case FaultRateLimit, FaultRateLimitNoRetry:
@@ -758,35 +1069,103 @@ func (s *Server) faultReplyLocked(f Fault) reply {
 		status := orDefault(f.Status, DefaultErrorStatus)
 		if f.PlainText {
 			return reply{status: status, contentType: "text/plain; charset=utf-8",
-				text: http.StatusText(status) + "\n", outcome: outcome}
+				raw: []byte(http.StatusText(status) + "\n"), outcome: outcome}
 		}
 		return errorReply(status, "server_error", "the server encountered an unexpected error", outcome)
+	case FaultUnavailableRetryAfter:
+		rp := errorReply(orDefault(f.Status, DefaultErrorStatus), "temporarily_unavailable",
+			"the service is temporarily unavailable, retry later", outcome)
+		rp.retryAfter = strconv.Itoa(orDefault(f.RetryAfter, DefaultRetryAfter))
+		return rp
+	case FaultRedirect:
+		return reply{status: orDefault(f.Status, DefaultRedirectStatus), location: f.Location,
+			contentType: "text/html; charset=utf-8",
+			raw:         []byte(`<a href="` + html.EscapeString(f.Location) + `">Moved</a>.` + "\n"), outcome: outcome}
 	case FaultHTML:
-		return reply{status: http.StatusBadGateway, contentType: "text/html", text: htmlErrorPage, outcome: outcome}
+		return reply{status: http.StatusBadGateway, contentType: "text/html", raw: []byte(htmlErrorPage), outcome: outcome}
 	case FaultHTML200:
-		return reply{status: http.StatusOK, contentType: "text/html; charset=utf-8", text: htmlOKPage, outcome: outcome}
+		return reply{status: http.StatusOK, contentType: "text/html; charset=utf-8", raw: []byte(htmlOKPage), outcome: outcome}
 	case FaultNoAccessToken:
-		secs := int64(s.lifetime / time.Second)
 		return reply{status: http.StatusOK, outcome: outcome,
-			body: tokenResponse{ExpiresIn: &secs, TokenType: "Bearer", RefreshToken: "none"}}
+			body: tokenResponse{ExpiresIn: int64(s.lifetime / time.Second), TokenType: "Bearer", RefreshToken: "none"}}
+	case FaultError200Credentials:
+		return reply{status: http.StatusOK, body: oauthError{Error: "incorrect_client_credentials"}, outcome: outcome}
+	case FaultError200Temporary:
+		return reply{status: http.StatusOK, body: oauthError{Error: "temporarily_unavailable"}, outcome: outcome}
+	case FaultEchoSecret:
+		return errorReply(http.StatusBadRequest, "invalid_grant", echoPrefix+req.secret, outcome)
+	case FaultEchoSecretURLEncoded:
+		return errorReply(http.StatusBadRequest, "invalid_grant", echoPrefix+url.QueryEscape(req.secret), outcome)
+	case FaultEchoSecretBase64:
+		return errorReply(http.StatusBadRequest, "invalid_grant",
+			echoPrefix+base64.StdEncoding.EncodeToString([]byte(req.secret)), outcome)
+	case FaultEchoSecretForm:
+		body := url.Values{"error": {"invalid_grant"}, "error_description": {echoPrefix + req.secret}}
+		return reply{status: http.StatusBadRequest, contentType: "application/x-www-form-urlencoded",
+			raw: []byte(body.Encode()), outcome: outcome}
 	}
 
-	// The rest carry a real token with a wrong or odd expiry field.
-	tok, secs := s.issueLocked(s.now())
-	body := tokenResponse{AccessToken: tok, TokenType: "Bearer", RefreshToken: "none"}
+	// The rest carry a real token, valid for the lifetime they advertise.
+	lifetime := s.lifetime
+	switch f.Mode {
+	case FaultDecimalExpiresIn:
+		lifetime = time.Duration(DecimalExpiresIn * float64(time.Second))
+	case FaultStringExpiresIn:
+		n, _ := strconv.Atoi(StringExpiresIn)
+		lifetime = time.Duration(n) * time.Second
+	case FaultHugeExpiresIn:
+		lifetime = HugeExpiresIn * time.Second
+	}
+	tok, secs := s.issueLocked(s.now(), lifetime)
+	body := tokenResponse{AccessToken: tok, ExpiresIn: secs, TokenType: "Bearer", RefreshToken: "none"}
+	rp := reply{status: http.StatusOK, outcome: outcome}
 	switch f.Mode {
 	case FaultNoExpiresIn:
+		body.ExpiresIn = nil
 	case FaultZeroExpiresIn:
-		body.ExpiresIn = new(int64)
+		body.ExpiresIn = int64(0)
 	case FaultNegativeExpiresIn:
-		neg := int64(negativeExpiresIn)
-		body.ExpiresIn = &neg
+		body.ExpiresIn = int64(negativeExpiresIn)
 	case FaultHugeBody:
-		body.ExpiresIn = &secs
 		body.RefreshToken = ""
 		body.Pad = strings.Repeat("x", HugeBodyPad)
+	case FaultDecimalExpiresIn:
+		body.ExpiresIn = DecimalExpiresIn
+	case FaultStringExpiresIn:
+		body.ExpiresIn = StringExpiresIn
+	case FaultLowercaseTokenType:
+		body.TokenType = "bearer"
+	case FaultUppercaseTokenType:
+		body.TokenType = "BEARER"
+	case FaultNoTokenType:
+		body.TokenType = ""
+	case FaultJSONTextPlain:
+		rp.contentType = "text/plain"
+	case FaultJSONTextHTML:
+		rp.contentType = "text/html"
+	case FaultJSONNoContentType:
+		rp.contentType = ""
+	case FaultJSONCharset:
+		rp.contentType = "application/json; charset=utf-8"
+	case FaultJSONBOM:
+		rp.contentType = "application/json"
+		rp.raw = append([]byte("\xEF\xBB\xBF"), jsonBytes(body)...)
+		return rp
+	case FaultFormToken:
+		rp.contentType = "application/x-www-form-urlencoded"
+		rp.raw = []byte(url.Values{
+			"access_token": {tok}, "expires_in": {strconv.FormatInt(secs, 10)},
+			"token_type": {"Bearer"}, "refresh_token": {"none"},
+		}.Encode())
+		return rp
 	}
-	return reply{status: http.StatusOK, body: body, outcome: outcome}
+	switch f.Mode {
+	case FaultJSONTextPlain, FaultJSONTextHTML, FaultJSONNoContentType, FaultJSONCharset:
+		rp.raw = jsonBytes(body)
+	default:
+		rp.body = body
+	}
+	return rp
 }
 
 func (s *Server) handleAuthenticated(w http.ResponseWriter, r *http.Request) {
@@ -885,16 +1264,25 @@ func (s *Server) handleClients(w http.ResponseWriter, r *http.Request) {
 	var c struct {
 		ClientID     string `json:"client_id"`
 		ClientSecret string `json:"client_secret"`
+		Public       bool   `json:"public"`
 	}
 	if !decodeAdmin(w, r, &c) {
 		return
 	}
-	if c.ClientID == "" || c.ClientSecret == "" {
+	switch {
+	case c.Public && (c.ClientID == "" || c.ClientSecret != ""):
+		adminError(w, "a public client has a client_id and no client_secret")
+		return
+	case !c.Public && (c.ClientID == "" || c.ClientSecret == ""):
 		adminError(w, "client_id and client_secret are required")
 		return
 	}
 	s.AddClient(c.ClientID, c.ClientSecret)
-	s.logf("client %q added", c.ClientID)
+	kind := "confidential"
+	if c.Public {
+		kind = "public"
+	}
+	s.logf("%s client %q added", kind, c.ClientID)
 	adminOK(w)
 }
 
@@ -907,10 +1295,12 @@ func (s *Server) handleReset(w http.ResponseWriter, r *http.Request) {
 // configRequest is the body of POST /_fake/config; absent fields are left
 // unchanged, and a limit <= 0 disables that limit.
 type configRequest struct {
-	TokenLifetimeSeconds *int `json:"token_lifetime_seconds"`
-	UserLoginsPerMinute  *int `json:"user_logins_per_minute"`
-	IPLoginsPerMinute    *int `json:"ip_logins_per_minute"`
-	BlockSeconds         *int `json:"block_seconds"`
+	TokenLifetimeSeconds *int           `json:"token_lifetime_seconds"`
+	UserLoginsPerMinute  *int           `json:"user_logins_per_minute"`
+	IPLoginsPerMinute    *int           `json:"ip_logins_per_minute"`
+	BlockSeconds         *int           `json:"block_seconds"`
+	BasicAuth            *BasicAuthMode `json:"basic_auth"`
+	RequireClient        *bool          `json:"require_client"`
 }
 
 func (s *Server) handleConfig(w http.ResponseWriter, r *http.Request) {
@@ -926,6 +1316,12 @@ func (s *Server) handleConfig(w http.ResponseWriter, r *http.Request) {
 		adminError(w, "block_seconds must not be negative")
 		return
 	}
+	if c.BasicAuth != nil {
+		if err := c.BasicAuth.validate(); err != nil {
+			adminError(w, err.Error())
+			return
+		}
+	}
 	s.mu.Lock()
 	if c.TokenLifetimeSeconds != nil {
 		s.lifetime = time.Duration(*c.TokenLifetimeSeconds) * time.Second
@@ -939,8 +1335,15 @@ func (s *Server) handleConfig(w http.ResponseWriter, r *http.Request) {
 	if c.BlockSeconds != nil {
 		s.block = time.Duration(*c.BlockSeconds) * time.Second
 	}
-	lifetime, user, ip, block := s.lifetime, s.userLimit, s.ipLimit, s.block
+	if c.BasicAuth != nil {
+		s.basicMode = *c.BasicAuth
+	}
+	if c.RequireClient != nil {
+		s.reqClient = *c.RequireClient
+	}
+	lifetime, user, ip, block, mode, reqClient := s.lifetime, s.userLimit, s.ipLimit, s.block, s.basicMode, s.reqClient
 	s.mu.Unlock()
-	s.logf("config: token lifetime %s, user limit %d, ip limit %d, block %s", lifetime, user, ip, block)
+	s.logf("config: token lifetime %s, user limit %d, ip limit %d, block %s, basic auth %s, require client %v",
+		lifetime, user, ip, block, mode, reqClient)
 	adminOK(w)
 }

@@ -2,6 +2,7 @@ package fakeiadvize
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/base64"
 	"encoding/json"
@@ -85,10 +86,15 @@ func tokenRequestFor(form url.Values) *http.Request {
 	return r
 }
 
-// basicAuth is the header golang.org/x/oauth2 sends: both halves
-// query-escaped, then joined and base64-encoded.
+// basicAuth is the header golang.org/x/oauth2 sends, as RFC 6749 §2.3.1
+// says: both halves query-escaped, then joined and base64-encoded.
 func basicAuth(id, secret string) string {
 	return "Basic " + base64.StdEncoding.EncodeToString([]byte(url.QueryEscape(id)+":"+url.QueryEscape(secret)))
+}
+
+// rawBasic is the header of RFC 7617 alone: both halves as written.
+func rawBasic(id, secret string) string {
+	return "Basic " + base64.StdEncoding.EncodeToString([]byte(id+":"+secret))
 }
 
 func serve(f *Server, r *http.Request) *httptest.ResponseRecorder {
@@ -151,6 +157,12 @@ func TestTokenEndpoint(t *testing.T) {
 		wantUser    string // key of UserAttempts, "" for none
 		// RFC 6749 §5.2: a failed Basic client authentication gets a challenge
 		wantBasicChallenge bool
+		mode               BasicAuthMode // "" for the default, raw
+		requireClient      bool
+		// what Stats says of the client authentication (defaults: none, no client_id in the form)
+		wantAuth     string
+		wantClientID string
+		wantInForm   bool
 	}{
 		{
 			name: "password grant", form: passwordForm(user, password),
@@ -192,41 +204,180 @@ func TestTokenEndpoint(t *testing.T) {
 			wantOutcome: func(s Stats) int { return s.BadRequests },
 		},
 		{
-			name: "client credentials, escaped basic auth", form: url.Values{"grant_type": {"client_credentials"}},
-			basic:    basicAuth(clientID, secret),
+			name: "client credentials, raw basic auth (default mode)", form: url.Values{"grant_type": {"client_credentials"}},
+			basic:    rawBasic(clientID, secret),
 			wantCode: 200, wantOutcome: func(s Stats) int { return s.LoginSuccesses }, wantUser: clientID,
+			wantAuth: ClientAuthBasic, wantClientID: clientID,
+		},
+		{
+			name: "raw mode: an escaped basic auth is taken as written", form: url.Values{"grant_type": {"client_credentials"}},
+			basic:    basicAuth(clientID, secret),
+			wantCode: 401, wantError: "invalid_client", wantBasicChallenge: true,
+			wantOutcome: func(s Stats) int { return s.FailedCredentials }, wantUser: "my+client",
+			wantAuth: ClientAuthBasic, wantClientID: "my+client",
+		},
+		{
+			name: "raw mode: the right id, its secret escaped", form: url.Values{"grant_type": {"client_credentials"}},
+			basic:    rawBasic(clientID, url.QueryEscape(secret)),
+			wantCode: 401, wantError: "invalid_client", wantBasicChallenge: true,
+			wantOutcome: func(s Stats) int { return s.FailedCredentials }, wantUser: clientID,
+			wantAuth: ClientAuthBasic, wantClientID: clientID,
+		},
+		{
+			name: "urlencoded mode: escaped basic auth", form: url.Values{"grant_type": {"client_credentials"}},
+			basic: basicAuth(clientID, secret), mode: BasicAuthURLEncoded,
+			wantCode: 200, wantOutcome: func(s Stats) int { return s.LoginSuccesses }, wantUser: clientID,
+			wantAuth: ClientAuthBasic, wantClientID: clientID,
+		},
+		{
+			name: "urlencoded mode: a raw '+' reads as a space", form: url.Values{"grant_type": {"client_credentials"}},
+			basic: rawBasic("plus", "a+b/c=d:e"), mode: BasicAuthURLEncoded,
+			wantCode: 401, wantError: "invalid_client", wantBasicChallenge: true,
+			wantOutcome: func(s Stats) int { return s.FailedCredentials }, wantUser: "plus",
+			wantAuth: ClientAuthBasic, wantClientID: "plus",
+		},
+		{
+			name: "raw mode: a raw '+' is a '+'", form: url.Values{"grant_type": {"client_credentials"}},
+			basic:    rawBasic("plus", "a+b/c=d:e"),
+			wantCode: 200, wantOutcome: func(s Stats) int { return s.LoginSuccesses }, wantUser: "plus",
+			wantAuth: ClientAuthBasic, wantClientID: "plus",
+		},
+		{
+			name: "urlencoded mode: a bad escape is a bad request", form: url.Values{"grant_type": {"client_credentials"}},
+			basic: rawBasic(clientID, "100%"), mode: BasicAuthURLEncoded,
+			wantCode: 400, wantError: "invalid_request",
+			wantOutcome: func(s Stats) int { return s.BadRequests }, wantUser: clientID,
+			wantAuth: ClientAuthBasic, wantClientID: clientID,
 		},
 		{
 			name: "client credentials, plain basic auth", form: url.Values{"grant_type": {"client_credentials"}},
 			basic:    "Basic " + base64.StdEncoding.EncodeToString([]byte("plain:Secret123")),
 			wantCode: 200, wantOutcome: func(s Stats) int { return s.LoginSuccesses }, wantUser: "plain",
+			wantAuth: ClientAuthBasic, wantClientID: "plain",
+		},
+		{
+			name: "client credentials, plain basic auth, urlencoded mode", form: url.Values{"grant_type": {"client_credentials"}},
+			basic: "Basic " + base64.StdEncoding.EncodeToString([]byte("plain:Secret123")), mode: BasicAuthURLEncoded,
+			wantCode: 200, wantOutcome: func(s Stats) int { return s.LoginSuccesses }, wantUser: "plain",
+			wantAuth: ClientAuthBasic, wantClientID: "plain",
 		},
 		{
 			name:     "client credentials in form",
 			form:     url.Values{"grant_type": {"client_credentials"}, "client_id": {clientID}, "client_secret": {secret}},
 			wantCode: 200, wantOutcome: func(s Stats) int { return s.LoginSuccesses }, wantUser: clientID,
+			wantAuth: ClientAuthPost, wantClientID: clientID, wantInForm: true,
+		},
+		{
+			name:     "client credentials in form, urlencoded mode",
+			form:     url.Values{"grant_type": {"client_credentials"}, "client_id": {clientID}, "client_secret": {secret}},
+			mode:     BasicAuthURLEncoded,
+			wantCode: 200, wantOutcome: func(s Stats) int { return s.LoginSuccesses }, wantUser: clientID,
+			wantAuth: ClientAuthPost, wantClientID: clientID, wantInForm: true,
 		},
 		{
 			name: "wrong client secret", form: url.Values{"grant_type": {"client_credentials"}},
-			basic:    basicAuth(clientID, "nope"),
+			basic:    rawBasic(clientID, "nope"),
 			wantCode: 401, wantError: "invalid_client", wantBasicChallenge: true,
 			wantOutcome: func(s Stats) int { return s.FailedCredentials }, wantUser: clientID,
+			wantAuth: ClientAuthBasic, wantClientID: clientID,
 		},
 		{
-			name: "unescaped basic auth does not match an escaped secret", form: url.Values{"grant_type": {"client_credentials"}},
+			name: "urlencoded mode: unescaped basic auth does not match an escaped secret", form: url.Values{"grant_type": {"client_credentials"}},
 			basic:    "Basic " + base64.StdEncoding.EncodeToString([]byte("my+client:"+strings.ReplaceAll(secret, "%", "%25"))),
+			mode:     BasicAuthURLEncoded,
 			wantCode: 401, wantError: "invalid_client", wantBasicChallenge: true,
 			wantOutcome: func(s Stats) int { return s.FailedCredentials }, wantUser: clientID,
+			wantAuth: ClientAuthBasic, wantClientID: clientID,
+		},
+		{
+			name: "basic and client_secret in the form: one method only", form: url.Values{"grant_type": {"client_credentials"}, "client_secret": {secret}},
+			basic:    rawBasic(clientID, secret),
+			wantCode: 400, wantError: "invalid_request", wantDesc: "more than one client authentication method",
+			wantOutcome: func(s Stats) int { return s.BadRequests }, wantUser: clientID,
+			wantAuth: ClientAuthBasic, wantClientID: clientID,
 		},
 		{
 			name: "unknown client", form: url.Values{"grant_type": {"client_credentials"}, "client_id": {"other"}, "client_secret": {secret}},
 			wantCode: 401, wantError: "invalid_client",
 			wantOutcome: func(s Stats) int { return s.FailedCredentials }, wantUser: "other",
+			wantAuth: ClientAuthPost, wantClientID: "other", wantInForm: true,
 		},
 		{
 			name: "client credentials without client", form: url.Values{"grant_type": {"client_credentials"}},
 			wantCode: 400, wantError: "invalid_request",
 			wantOutcome: func(s Stats) int { return s.BadRequests },
+		},
+		{
+			name: "client credentials, public client", form: url.Values{"grant_type": {"client_credentials"}, "client_id": {"public-app"}},
+			wantCode: 400, wantError: "invalid_request",
+			wantOutcome: func(s Stats) int { return s.BadRequests }, wantUser: "public-app",
+			wantClientID: "public-app", wantInForm: true,
+		},
+
+		// The password grant with a client (RFC 6749 §4.3.2).
+		{
+			name:     "password grant, confidential client by raw basic",
+			form:     passwordForm(user, password),
+			basic:    rawBasic(clientID, secret),
+			wantCode: 200, wantOutcome: func(s Stats) int { return s.LoginSuccesses }, wantUser: user,
+			wantAuth: ClientAuthBasic, wantClientID: clientID,
+		},
+		{
+			name:  "password grant, confidential client by urlencoded basic",
+			form:  passwordForm(user, password),
+			basic: basicAuth(clientID, secret), mode: BasicAuthURLEncoded, requireClient: true,
+			wantCode: 200, wantOutcome: func(s Stats) int { return s.LoginSuccesses }, wantUser: user,
+			wantAuth: ClientAuthBasic, wantClientID: clientID,
+		},
+		{
+			name: "password grant, confidential client in the form",
+			form: url.Values{"grant_type": {"password"}, "username": {user}, "password": {password},
+				"client_id": {clientID}, "client_secret": {secret}},
+			requireClient: true,
+			wantCode:      200, wantOutcome: func(s Stats) int { return s.LoginSuccesses }, wantUser: user,
+			wantAuth: ClientAuthPost, wantClientID: clientID, wantInForm: true,
+		},
+		{
+			name: "password grant, public client", requireClient: true,
+			form:     url.Values{"grant_type": {"password"}, "username": {user}, "password": {password}, "client_id": {"public-app"}},
+			wantCode: 200, wantOutcome: func(s Stats) int { return s.LoginSuccesses }, wantUser: user,
+			wantClientID: "public-app", wantInForm: true,
+		},
+		{
+			name:     "password grant, a confidential client without its secret",
+			form:     url.Values{"grant_type": {"password"}, "username": {user}, "password": {password}, "client_id": {clientID}},
+			wantCode: 401, wantError: "invalid_client",
+			wantOutcome: func(s Stats) int { return s.FailedCredentials }, wantUser: user,
+			wantClientID: clientID, wantInForm: true,
+		},
+		{
+			name:     "password grant, unknown public client",
+			form:     url.Values{"grant_type": {"password"}, "username": {user}, "password": {password}, "client_id": {"nobody"}},
+			wantCode: 401, wantError: "invalid_client",
+			wantOutcome: func(s Stats) int { return s.FailedCredentials }, wantUser: user,
+			wantClientID: "nobody", wantInForm: true,
+		},
+		{
+			name:     "password grant, wrong client secret by basic",
+			form:     passwordForm(user, password),
+			basic:    rawBasic(clientID, "nope"),
+			wantCode: 401, wantError: "invalid_client", wantBasicChallenge: true,
+			wantOutcome: func(s Stats) int { return s.FailedCredentials }, wantUser: user,
+			wantAuth: ClientAuthBasic, wantClientID: clientID,
+		},
+		{
+			name:          "password grant, client required and missing",
+			form:          passwordForm(user, password),
+			requireClient: true,
+			wantCode:      401, wantError: "invalid_client", wantDesc: "client authentication required",
+			wantOutcome: func(s Stats) int { return s.FailedCredentials }, wantUser: user,
+		},
+		{
+			name:     "password grant, right client, wrong password",
+			form:     url.Values{"grant_type": {"password"}, "username": {user}, "password": {"nope"}, "client_id": {"public-app"}},
+			wantCode: 401, wantError: "invalid_grant",
+			wantOutcome: func(s Stats) int { return s.FailedCredentials }, wantUser: user,
+			wantClientID: "public-app", wantInForm: true,
 		},
 		{
 			name: "GET is not allowed", method: http.MethodGet, wantCode: 405,
@@ -236,8 +387,10 @@ func TestTokenEndpoint(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			f, _ := newFake(t, Options{})
+			f, _ := newFake(t, Options{BasicAuth: tt.mode, RequireClient: tt.requireClient})
 			f.AddClient("plain", "Secret123")
+			f.AddClient("plus", "a+b/c=d:e")
+			f.AddPublicClient("public-app")
 			r := tokenRequestFor(tt.form)
 			if tt.method != "" {
 				r.Method = tt.method
@@ -260,7 +413,17 @@ func TestTokenEndpoint(t *testing.T) {
 				t.Errorf("Basic WWW-Authenticate challenge: %v, want %v", got, tt.wantBasicChallenge)
 			}
 			if tt.wantCode == 405 {
+				if st.LastClientAuth != "" {
+					t.Errorf("LastClientAuth = %q after no token request", st.LastClientAuth)
+				}
 				return
+			}
+			wantAuth := cmp.Or(tt.wantAuth, ClientAuthNone)
+			if st.LastClientAuth != wantAuth || st.LastClientID != tt.wantClientID || st.LastClientIDInForm != tt.wantInForm ||
+				st.LastGrantType != tt.form.Get("grant_type") {
+				t.Errorf("last request: grant %q, client auth %q, client_id %q, client_id in form %v; want %q, %q, %q, %v",
+					st.LastGrantType, st.LastClientAuth, st.LastClientID, st.LastClientIDInForm,
+					tt.form.Get("grant_type"), wantAuth, tt.wantClientID, tt.wantInForm)
 			}
 			if ct := w.Header().Get("Content-Type"); ct != "application/json" {
 				t.Errorf("Content-Type = %q, want application/json", ct)
@@ -1242,15 +1405,20 @@ func TestNoSecretsLogged(t *testing.T) {
 	collect(login(f, user, password, "10.0.0.1"))
 	login(f, user, "wrong-"+password, "10.0.0.1")
 	r := tokenRequestFor(url.Values{"grant_type": {"client_credentials"}})
-	r.Header.Set("Authorization", basicAuth(clientID, secret))
+	r.Header.Set("Authorization", rawBasic(clientID, secret))
 	collect(serve(f, r))
 	r = tokenRequestFor(url.Values{"grant_type": {"client_credentials"}})
-	r.Header.Set("Authorization", basicAuth(clientID, "wrong-"+secret))
+	r.Header.Set("Authorization", rawBasic(clientID, "wrong-"+secret))
 	serve(f, r)
-	for _, mode := range []FaultMode{FaultNoExpiresIn, FaultHugeBody, FaultServerError} {
+	for _, mode := range []FaultMode{FaultNoExpiresIn, FaultHugeBody, FaultServerError,
+		FaultEchoSecret, FaultEchoSecretURLEncoded, FaultEchoSecretBase64, FaultEchoSecretForm} {
 		_ = f.InjectFault(Fault{Mode: mode, Count: 1})
 		collect(login(f, "dave", password, "10.0.0.2"))
 	}
+	r = tokenRequestFor(url.Values{"grant_type": {"client_credentials"}})
+	r.Header.Set("Authorization", rawBasic(clientID, secret))
+	_ = f.InjectFault(Fault{Mode: FaultEchoSecret, Count: 1})
+	serve(f, r)
 	login(f, user, password, "10.0.0.1")
 	login(f, user, password, "10.0.0.1") // rate limited
 	for _, tok := range tokens {
@@ -1268,7 +1436,8 @@ func TestNoSecretsLogged(t *testing.T) {
 	mu.Lock()
 	logged := buf.String()
 	mu.Unlock()
-	for _, s := range append([]string{password, secret, url.QueryEscape(password), url.QueryEscape(secret)}, tokens...) {
+	for _, s := range append([]string{password, secret, url.QueryEscape(password), url.QueryEscape(secret),
+		base64.StdEncoding.EncodeToString([]byte(password)), base64.StdEncoding.EncodeToString([]byte(secret))}, tokens...) {
 		if strings.Contains(logged, s) {
 			t.Errorf("the log contains a secret or token (not shown)")
 		}
