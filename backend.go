@@ -59,6 +59,16 @@ type backend struct {
 
 	// flights makes concurrent logins of one role share one upstream request.
 	flights singleflight.Group
+	// detached holds the roles whose refresh runs on its own for a read
+	// (refreshDetached): at most one each. detachedWG counts them running.
+	detached   sync.Map // role name -> struct{}
+	detachedWG sync.WaitGroup
+	// detachedFailed remembers why a role's last detached refresh failed when its
+	// token state does not say (storage errors), for the warning of later reads.
+	detachedFailed sync.Map // role name -> *unavailable
+	// lifetime ends when Vault cleans the mount up; it cancels detached refreshes.
+	lifetime    context.Context
+	endLifetime context.CancelFunc
 	// limits enforces the login budgets and upstream 429 blocks; budgetSaveMu
 	// orders their writes to storage.
 	limits       *loginLimiter
@@ -79,6 +89,7 @@ func newBackend(now func() time.Time) *backend {
 		roleLocks: locksutil.CreateLocks(),
 		limits:    newLoginLimiter(),
 	}
+	b.lifetime, b.endLifetime = context.WithCancel(context.Background())
 	b.Backend = &framework.Backend{
 		Help:        strings.TrimSpace(backendHelp),
 		BackendType: logical.TypeLogical,
@@ -93,6 +104,7 @@ func newBackend(now func() time.Time) *backend {
 		),
 		Secrets:        []*framework.Secret{secretToken(b)},
 		Invalidate:     b.invalidate,
+		Clean:          b.clean,
 		PeriodicFunc:   b.periodicRefresh,
 		RunningVersion: Version,
 	}
@@ -109,6 +121,13 @@ func (b *backend) invalidate(_ context.Context, key string) {
 	case strings.HasPrefix(key, tokensStoragePrefix):
 		b.dropEntry(strings.TrimPrefix(key, tokensStoragePrefix))
 	}
+}
+
+// clean runs when Vault unmounts the mount or stops the plugin: refreshes running
+// on their own are cancelled and waited for.
+func (b *backend) clean(context.Context) {
+	b.endLifetime()
+	b.detachedWG.Wait()
 }
 
 // getConfig returns the config, from memory when cached.
@@ -191,6 +210,7 @@ func (b *backend) dropEntry(name string) {
 	b.entries.Delete(name)
 	b.cacheMu.Unlock()
 	b.verifies.Delete(name)
+	b.detachedFailed.Delete(name)
 }
 
 // canWrite reports whether this node may write storage, and so may log in. On a

@@ -211,3 +211,10 @@ func (e *testEnv) addRole(name, username, password string) {
 	e.t.Helper()
 	e.mustWrite("roles/"+name, map[string]any{"username": username, "password": password})
 }
+
+// settle waits until the logins that reads started on their own (inside the
+// refresh window) have finished, so the test can judge their outcome.
+func (e *testEnv) settle() {
+	e.t.Helper()
+	e.b.detachedWG.Wait()
+}
