@@ -28,13 +28,23 @@ var Version = "v0.1.0-dev"
 
 const operationPrefix = "iadvize"
 
-// Factory is the plugin's entry point: Vault calls it once per mount.
+// Factory builds one mount with login budgets of its own. The plugin binary uses
+// FactoryWith instead, so that its mounts share their budgets per token host.
 func Factory(ctx context.Context, conf *logical.BackendConfig) (logical.Backend, error) {
-	b := newBackend(time.Now)
-	if err := b.Setup(ctx, conf); err != nil {
-		return nil, err
+	return FactoryWith(NewLimits())(ctx, conf)
+}
+
+// FactoryWith returns the plugin's entry point, which Vault calls once per mount:
+// every mount it builds counts its logins in limits, shared with the other mounts
+// that log in to the same token host (upstream limits logins per source IP).
+func FactoryWith(limits *Limits) logical.Factory {
+	return func(ctx context.Context, conf *logical.BackendConfig) (logical.Backend, error) {
+		b := newBackend(time.Now, limits)
+		if err := b.Setup(ctx, conf); err != nil {
+			return nil, err
+		}
+		return b, nil
 	}
-	return b, nil
 }
 
 // backend is one mount of the plugin. All state lives here (never in globals), as
@@ -69,10 +79,9 @@ type backend struct {
 	// lifetime ends when Vault cleans the mount up; it cancels detached refreshes.
 	lifetime    context.Context
 	endLifetime context.CancelFunc
-	// limits enforces the login budgets and upstream 429 blocks; budgetSaveMu
-	// orders their writes to storage.
-	limits       *loginLimiter
-	budgetSaveMu sync.Mutex
+	// limits enforces the login budgets and upstream 429 blocks, shared with the
+	// other mounts of the process that log in to the same token host.
+	limits *mountBudgets
 	// verifies remembers the last verify/ answer per role (role name -> *verifyResult).
 	verifies sync.Map
 }
@@ -83,11 +92,16 @@ type configEntry struct {
 	client *tokenClient
 }
 
-func newBackend(now func() time.Time) *backend {
+// newBackend builds a mount that counts its logins in limits (nil: budgets of its
+// own).
+func newBackend(now func() time.Time, limits *Limits) *backend {
+	if limits == nil {
+		limits = NewLimits()
+	}
 	b := &backend{
 		now:       now,
 		roleLocks: locksutil.CreateLocks(),
-		limits:    newLoginLimiter(),
+		limits:    newMountBudgets(limits),
 	}
 	b.lifetime, b.endLifetime = context.WithCancel(context.Background())
 	b.Backend = &framework.Backend{
@@ -105,6 +119,7 @@ func newBackend(now func() time.Time) *backend {
 		Secrets:        []*framework.Secret{secretToken(b)},
 		Invalidate:     b.invalidate,
 		Clean:          b.clean,
+		InitializeFunc: b.initialize,
 		PeriodicFunc:   b.periodicRefresh,
 		RunningVersion: Version,
 	}
@@ -121,6 +136,20 @@ func (b *backend) invalidate(_ context.Context, key string) {
 	case strings.HasPrefix(key, tokensStoragePrefix):
 		b.dropEntry(strings.TrimPrefix(key, tokensStoragePrefix))
 	}
+}
+
+// initialize runs once Vault has mounted the backend: this mount's stored recent
+// logins join the budgets its process shares, before any other mount of the
+// process logs in to the same host. Failing that, the first login retries it.
+func (b *backend) initialize(ctx context.Context, req *logical.InitializationRequest) error {
+	if _, err := b.getConfig(ctx, req.Storage); err != nil {
+		b.Logger().Warn("reading the config at start failed", "error", err)
+		return nil
+	}
+	if err := b.restoreBudgets(ctx, req.Storage); err != nil {
+		b.Logger().Warn("restoring the login budget at start failed; the first login retries", "error", err)
+	}
+	return nil
 }
 
 // clean runs when Vault unmounts the mount or stops the plugin: refreshes running
@@ -145,6 +174,7 @@ func (b *backend) getConfig(ctx context.Context, s logical.Storage) (*configEntr
 		return nil, fmt.Errorf("building the upstream client: %w", err)
 	}
 	c := &configEntry{config: cfg, client: client}
+	b.limits.use(upstreamHost(cfg.TokenURL))
 	b.cacheMu.Lock()
 	if b.cacheGen.Load() == gen {
 		b.cfg.Store(c)

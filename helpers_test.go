@@ -72,6 +72,14 @@ type testEnv struct {
 // (a restart, another node), or nil for a new one.
 func newTestEnv(t *testing.T, storage logical.Storage, clock *fakeClock) *testEnv {
 	t.Helper()
+	return newTestEnvWith(t, storage, clock, nil)
+}
+
+// newTestEnvWith builds a backend that counts its logins in limits, shared with
+// the other backends built with it (mounts of one plugin process); nil gives it
+// budgets of its own. It is initialised as Vault does after mounting it.
+func newTestEnvWith(t *testing.T, storage logical.Storage, clock *fakeClock, limits *Limits) *testEnv {
+	t.Helper()
 	if storage == nil {
 		storage = &logical.InmemStorage{}
 	}
@@ -80,13 +88,16 @@ func newTestEnv(t *testing.T, storage logical.Storage, clock *fakeClock) *testEn
 	}
 	logs := &syncBuffer{}
 	system := &logical.StaticSystemView{DefaultLeaseTTLVal: 768 * time.Hour, MaxLeaseTTLVal: 768 * time.Hour}
-	b := newBackend(clock.Now)
+	b := newBackend(clock.Now, limits)
 	conf := &logical.BackendConfig{
 		Logger:      hclog.New(&hclog.LoggerOptions{Output: logs, Level: hclog.Trace}),
 		System:      system,
 		StorageView: storage,
 	}
 	if err := b.Setup(context.Background(), conf); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Initialize(context.Background(), &logical.InitializationRequest{Storage: storage}); err != nil {
 		t.Fatal(err)
 	}
 	return &testEnv{t: t, b: b, storage: storage, clock: clock, logs: logs, system: system}

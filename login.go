@@ -61,10 +61,10 @@ type attempt struct {
 
 // unavailable is why no login may happen now, or why it failed, and until when.
 type unavailable struct {
-	status    int       // 429 (rate limit, budget, backoff), 502 (upstream failure), 500
-	cause     string    // safe to show: never holds a secret
-	retryAt   time.Time // zero: not until the credentials are rewritten
-	mountFull bool      // the mount's login budget is spent
+	status   int       // 429 (rate limit, budget, backoff), 502 (upstream failure), 500
+	cause    string    // safe to show: never holds a secret
+	retryAt  time.Time // zero: not until the credentials are rewritten
+	hostFull bool      // the token host's login budget is spent
 }
 
 // message names the role, the cause and when the next attempt may happen.
@@ -108,7 +108,10 @@ func (b *backend) token(ctx context.Context, s logical.Storage, name string) (se
 			return served{}, errRoleNotFound
 		}
 	}
-	if now := b.now(); e.state.usable(now) {
+	switch now := b.now(); {
+	case e.state.fresh(now, cfg.RefreshBefore):
+		return served{entry: e, cfg: cfg}, nil
+	case e.state.usable(now):
 		return b.serveWhileRefreshing(ctx, s, name, e, cfg, now), nil
 	}
 
@@ -329,7 +332,7 @@ func (b *backend) mayLogin(ctx context.Context, s logical.Storage, e *cacheEntry
 	if err := b.loadBudgets(ctx, s, principal); err != nil {
 		return &unavailable{status: http.StatusInternalServerError, cause: "reading the login budget failed", retryAt: now}
 	}
-	retryAt, mountFull, ok := b.limits.reserve(principal, now, cfg.UserLoginsPerMinute, cfg.LoginsPerMinute)
+	retryAt, hostFull, ok := b.limits.reserve(principal, now, cfg.UserLoginsPerMinute, cfg.LoginsPerMinute)
 	if ok {
 		if err := b.saveBudgets(ctx, s, principal); err != nil {
 			// The login is within budget; only a restart's memory of it is lost.
@@ -337,17 +340,18 @@ func (b *backend) mayLogin(ctx context.Context, s logical.Storage, e *cacheEntry
 		}
 		return nil
 	}
-	cause := fmt.Sprintf("login budget of %s spent (%d a minute per user, %d per mount)",
-		principalKind(e.role), cfg.UserLoginsPerMinute, cfg.LoginsPerMinute)
-	if mountFull {
-		cause = fmt.Sprintf("login budget of the mount spent (%d a minute)", cfg.LoginsPerMinute)
+	cause := fmt.Sprintf("login budget of %s spent (%d a minute per user, %d in all to %s, counting every mount)",
+		principalKind(e.role), cfg.UserLoginsPerMinute, cfg.LoginsPerMinute, b.limits.host())
+	if hostFull {
+		cause = fmt.Sprintf("login budget of the token host %s spent (%d a minute, counting every mount)",
+			b.limits.host(), cfg.LoginsPerMinute)
 	}
 	if until := b.limits.blockedUntil(principal, now); !until.IsZero() && !until.Before(retryAt) {
 		// Another role of the username (or the role before its credentials
 		// were rewritten) was answered 429 upstream.
 		cause = fmt.Sprintf("upstream rate limit (HTTP 429) for this %s", principalKind(e.role))
 	}
-	return &unavailable{status: http.StatusTooManyRequests, cause: cause, retryAt: retryAt, mountFull: mountFull}
+	return &unavailable{status: http.StatusTooManyRequests, cause: cause, retryAt: retryAt, hostFull: hostFull}
 }
 
 // loginFailure turns a failed login into the read's answer.

@@ -42,7 +42,7 @@ func (b *backend) periodicRefresh(ctx context.Context, req *logical.Request) err
 			b.Logger().Warn("background refresh failed", "role", name, "error", err)
 			continue
 		}
-		if res.failed != nil && res.failed.mountFull {
+		if res.failed != nil && res.failed.hostFull {
 			b.Logger().Debug("background refresh: mount login budget spent; the rest wait for the next run")
 			return nil
 		}
