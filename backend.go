@@ -79,6 +79,8 @@ type backend struct {
 	// lifetime ends when Vault cleans the mount up; it cancels detached refreshes.
 	lifetime    context.Context
 	endLifetime context.CancelFunc
+	// sched orders the roles by when the background refresh is due for them.
+	sched schedule
 	// limits enforces the login budgets and upstream 429 blocks, shared with the
 	// other mounts of the process that log in to the same token host.
 	limits *mountBudgets
@@ -188,6 +190,7 @@ func (b *backend) dropConfig() {
 	b.cacheGen.Add(1)
 	b.cfg.Store(nil)
 	b.cacheMu.Unlock()
+	b.sched.reset() // refresh_before may have changed every due time
 }
 
 // cached returns a role's in-memory entry, or nil.
@@ -231,6 +234,7 @@ func (b *backend) storeEntry(name string, e *cacheEntry) {
 	b.cacheGen.Add(1)
 	b.entries.Store(name, e)
 	b.cacheMu.Unlock()
+	b.sched.update(name, e.state)
 }
 
 // dropEntry forgets a role's in-memory entry; the next use reads storage.
@@ -241,6 +245,7 @@ func (b *backend) dropEntry(name string) {
 	b.cacheMu.Unlock()
 	b.verifies.Delete(name)
 	b.detachedFailed.Delete(name)
+	b.sched.touch(name) // the next periodic run reads it again
 }
 
 // canWrite reports whether this node may write storage, and so may log in. On a
