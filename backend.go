@@ -52,8 +52,10 @@ func FactoryWith(limits *Limits) logical.Factory {
 type backend struct {
 	*framework.Backend
 
-	// now is the clock; tests inject a fake one.
-	now func() time.Time
+	// now is the clock, and sleep waits on it (ctx ends it early); tests inject
+	// fake ones.
+	now   func() time.Time
+	sleep func(ctx context.Context, d time.Duration) error
 
 	// writeMu serialises config writes.
 	writeMu sync.Mutex
@@ -102,6 +104,7 @@ func newBackend(now func() time.Time, limits *Limits) *backend {
 	}
 	b := &backend{
 		now:       now,
+		sleep:     sleepCtx,
 		roleLocks: locksutil.CreateLocks(),
 		limits:    newMountBudgets(limits),
 	}
@@ -126,6 +129,18 @@ func newBackend(now func() time.Time, limits *Limits) *backend {
 		RunningVersion: Version,
 	}
 	return b
+}
+
+// sleepCtx waits for d, or until ctx ends (its error).
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 // invalidate drops what another node changed in storage.

@@ -39,6 +39,12 @@ func (c *fakeClock) Advance(d time.Duration) {
 	c.mu.Unlock()
 }
 
+// sleep is a wait on the fake clock: the time passes at once.
+func (c *fakeClock) sleep(_ context.Context, d time.Duration) error {
+	c.Advance(d)
+	return nil
+}
+
 // syncBuffer is a log sink safe for concurrent writers.
 type syncBuffer struct {
 	mu  sync.Mutex
@@ -89,6 +95,7 @@ func newTestEnvWith(t *testing.T, storage logical.Storage, clock *fakeClock, lim
 	logs := &syncBuffer{}
 	system := &logical.StaticSystemView{DefaultLeaseTTLVal: 768 * time.Hour, MaxLeaseTTLVal: 768 * time.Hour}
 	b := newBackend(clock.Now, limits)
+	b.sleep = clock.sleep
 	conf := &logical.BackendConfig{
 		Logger:      hclog.New(&hclog.LoggerOptions{Output: logs, Level: hclog.Trace}),
 		System:      system,

@@ -117,6 +117,14 @@ func (m *mountBudgets) nextAllowed(principal string, now time.Time, perPrincipal
 	return m.current.Load().shared.nextAllowed(principalHash(principal), now, perPrincipal, total)
 }
 
+// totalNextFree is the earliest time the current host's total budget has room.
+func (m *mountBudgets) totalNextFree(now time.Time, total int) time.Time {
+	l := m.current.Load().shared
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.total.nextFree(now, total)
+}
+
 // host is the token host the mount counts against.
 func (m *mountBudgets) host() string { return m.current.Load().host }
 

@@ -281,3 +281,31 @@ func TestPeriodicScheduleFollowsRoleChangesAndConfig(t *testing.T) {
 		t.Fatalf("upstream logins = %d, want 4 (late, due under the new refresh_before)", u.count())
 	}
 }
+
+// A run that finds the host's budget spent waits for it to have room, if that
+// comes before the run's end: logins spent 30 s before the run free a slot 31 s
+// into it, and the run uses the whole budget then (a run that stopped would find
+// it spent again a minute later, and the next one half of it).
+func TestPeriodicRunWaitsForTheHostBudgetWithinItsDeadline(t *testing.T) {
+	u := newUpstream(t, issuing(24*time.Hour))
+	e := newTestEnv(t, nil, nil)
+	e.configure(u, nil)
+	dueRoles(t, e, 20)
+	for i := range 10 {
+		e.addRole(fmt.Sprintf("x%d", i), fmt.Sprintf("x%d@example.com", i), "pw")
+	}
+	e.mustWrite("config", map[string]any{"logins_per_minute": 10})
+	e.clock.Advance(-30 * time.Second) // 30 s before the roles are due
+	for i := range 10 {
+		e.mustRead(fmt.Sprintf("creds/x%d", i)) // spends the budget
+	}
+	e.clock.Advance(30 * time.Second)
+	before, start := u.count(), e.clock.Now()
+	e.runPeriodic()
+	if got := u.count() - before; got != 10 {
+		t.Fatalf("the run made %d logins, want 10 (the budget, once it had room)", got)
+	}
+	if waited := e.clock.Now().Sub(start); waited != 31*time.Second {
+		t.Fatalf("the run waited %v for the budget, want 31s", waited)
+	}
+}
