@@ -28,13 +28,23 @@ var Version = "v0.1.0-dev"
 
 const operationPrefix = "iadvize"
 
-// Factory is the plugin's entry point: Vault calls it once per mount.
+// Factory builds one mount with login budgets of its own. The plugin binary uses
+// FactoryWith instead, so that its mounts share their budgets per token host.
 func Factory(ctx context.Context, conf *logical.BackendConfig) (logical.Backend, error) {
-	b := newBackend(time.Now)
-	if err := b.Setup(ctx, conf); err != nil {
-		return nil, err
+	return FactoryWith(NewLimits())(ctx, conf)
+}
+
+// FactoryWith returns the plugin's entry point, which Vault calls once per mount:
+// every mount it builds counts its logins in limits, shared with the other mounts
+// that log in to the same token host (upstream limits logins per source IP).
+func FactoryWith(limits *Limits) logical.Factory {
+	return func(ctx context.Context, conf *logical.BackendConfig) (logical.Backend, error) {
+		b := newBackend(time.Now, limits)
+		if err := b.Setup(ctx, conf); err != nil {
+			return nil, err
+		}
+		return b, nil
 	}
-	return b, nil
 }
 
 // backend is one mount of the plugin. All state lives here (never in globals), as
@@ -42,8 +52,10 @@ func Factory(ctx context.Context, conf *logical.BackendConfig) (logical.Backend,
 type backend struct {
 	*framework.Backend
 
-	// now is the clock; tests inject a fake one.
-	now func() time.Time
+	// now is the clock, and sleep waits on it (ctx ends it early); tests inject
+	// fake ones.
+	now   func() time.Time
+	sleep func(ctx context.Context, d time.Duration) error
 
 	// writeMu serialises config writes.
 	writeMu sync.Mutex
@@ -59,10 +71,21 @@ type backend struct {
 
 	// flights makes concurrent logins of one role share one upstream request.
 	flights singleflight.Group
-	// limits enforces the login budgets and upstream 429 blocks; budgetSaveMu
-	// orders their writes to storage.
-	limits       *loginLimiter
-	budgetSaveMu sync.Mutex
+	// detached holds the roles whose refresh runs on its own for a read
+	// (refreshDetached): at most one each. detachedWG counts them running.
+	detached   sync.Map // role name -> struct{}
+	detachedWG sync.WaitGroup
+	// detachedFailed remembers why a role's last detached refresh failed when its
+	// token state does not say (storage errors), for the warning of later reads.
+	detachedFailed sync.Map // role name -> *unavailable
+	// lifetime ends when Vault cleans the mount up; it cancels detached refreshes.
+	lifetime    context.Context
+	endLifetime context.CancelFunc
+	// sched orders the roles by when the background refresh is due for them.
+	sched schedule
+	// limits enforces the login budgets and upstream 429 blocks, shared with the
+	// other mounts of the process that log in to the same token host.
+	limits *mountBudgets
 	// verifies remembers the last verify/ answer per role (role name -> *verifyResult).
 	verifies sync.Map
 }
@@ -73,12 +96,19 @@ type configEntry struct {
 	client *tokenClient
 }
 
-func newBackend(now func() time.Time) *backend {
+// newBackend builds a mount that counts its logins in limits (nil: budgets of its
+// own).
+func newBackend(now func() time.Time, limits *Limits) *backend {
+	if limits == nil {
+		limits = NewLimits()
+	}
 	b := &backend{
 		now:       now,
+		sleep:     sleepCtx,
 		roleLocks: locksutil.CreateLocks(),
-		limits:    newLoginLimiter(),
+		limits:    newMountBudgets(limits),
 	}
+	b.lifetime, b.endLifetime = context.WithCancel(context.Background())
 	b.Backend = &framework.Backend{
 		Help:        strings.TrimSpace(backendHelp),
 		BackendType: logical.TypeLogical,
@@ -93,10 +123,24 @@ func newBackend(now func() time.Time) *backend {
 		),
 		Secrets:        []*framework.Secret{secretToken(b)},
 		Invalidate:     b.invalidate,
+		Clean:          b.clean,
+		InitializeFunc: b.initialize,
 		PeriodicFunc:   b.periodicRefresh,
 		RunningVersion: Version,
 	}
 	return b
+}
+
+// sleepCtx waits for d, or until ctx ends (its error).
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 // invalidate drops what another node changed in storage.
@@ -109,6 +153,27 @@ func (b *backend) invalidate(_ context.Context, key string) {
 	case strings.HasPrefix(key, tokensStoragePrefix):
 		b.dropEntry(strings.TrimPrefix(key, tokensStoragePrefix))
 	}
+}
+
+// initialize runs once Vault has mounted the backend: this mount's stored recent
+// logins join the budgets its process shares, before any other mount of the
+// process logs in to the same host. Failing that, the first login retries it.
+func (b *backend) initialize(ctx context.Context, req *logical.InitializationRequest) error {
+	if _, err := b.getConfig(ctx, req.Storage); err != nil {
+		b.Logger().Warn("reading the config at start failed", "error", err)
+		return nil
+	}
+	if err := b.restoreBudgets(ctx, req.Storage); err != nil {
+		b.Logger().Warn("restoring the login budget at start failed; the first login retries", "error", err)
+	}
+	return nil
+}
+
+// clean runs when Vault unmounts the mount or stops the plugin: refreshes running
+// on their own are cancelled and waited for.
+func (b *backend) clean(context.Context) {
+	b.endLifetime()
+	b.detachedWG.Wait()
 }
 
 // getConfig returns the config, from memory when cached.
@@ -126,6 +191,7 @@ func (b *backend) getConfig(ctx context.Context, s logical.Storage) (*configEntr
 		return nil, fmt.Errorf("building the upstream client: %w", err)
 	}
 	c := &configEntry{config: cfg, client: client}
+	b.limits.use(upstreamHost(cfg.TokenURL))
 	b.cacheMu.Lock()
 	if b.cacheGen.Load() == gen {
 		b.cfg.Store(c)
@@ -139,6 +205,7 @@ func (b *backend) dropConfig() {
 	b.cacheGen.Add(1)
 	b.cfg.Store(nil)
 	b.cacheMu.Unlock()
+	b.sched.reset() // refresh_before may have changed every due time
 }
 
 // cached returns a role's in-memory entry, or nil.
@@ -182,6 +249,7 @@ func (b *backend) storeEntry(name string, e *cacheEntry) {
 	b.cacheGen.Add(1)
 	b.entries.Store(name, e)
 	b.cacheMu.Unlock()
+	b.sched.update(name, e.state)
 }
 
 // dropEntry forgets a role's in-memory entry; the next use reads storage.
@@ -191,6 +259,8 @@ func (b *backend) dropEntry(name string) {
 	b.entries.Delete(name)
 	b.cacheMu.Unlock()
 	b.verifies.Delete(name)
+	b.detachedFailed.Delete(name)
+	b.sched.touch(name) // the next periodic run reads it again
 }
 
 // canWrite reports whether this node may write storage, and so may log in. On a

@@ -10,43 +10,55 @@ import (
 	"github.com/hashicorp/vault/sdk/logical"
 )
 
-// budgetsStoragePrefix holds the login budgets: one entry per principal (keyed by
-// a hash, so no username is stored in a key) and one for the mount.
+// budgetsStoragePrefix holds what a mount keeps of its login budgets.
+// recentBudgetKey is the one record of its recent logins; legacyMountBudgetKey is
+// where versions that kept budgets per mount stored its total (read once, when
+// there is no newer record).
 const (
 	budgetsStoragePrefix = "budgets/"
-	mountBudgetKey       = budgetsStoragePrefix + "mount"
+	recentBudgetKey      = budgetsStoragePrefix + "recent"
+	legacyMountBudgetKey = budgetsStoragePrefix + "mount"
 )
 
-// budgetRecord is what storage keeps of one budget, so that a restart, a plugin
-// reload or an HA failover does not start the minute afresh and let through logins
-// upstream would answer 429 (SPEC 3 items 4 and 6).
+// budgetRecord is what a mount's storage keeps of its own logins to its token
+// host in the last budgetWindow, and of the upstream 429 blocks it met, so that a
+// restart, a plugin reload or an HA failover does not start the minute afresh and
+// let through logins upstream would answer 429 (README, "When the plugin logs
+// in"). Each mount stores only its own logins: restored into the budgets its
+// process shares, the records of all mounts add up to what they sent, not a
+// multiple of it. One record per mount, read once at start.
 //
 // Logins are kept as [unix second, count] pairs, each login counted at the whole
-// second after it: a record stays small (at most about 62 pairs) at any volume,
-// and a restored window can only be stricter than the one it copies.
+// second after it: a window stays small (at most about 62 pairs) at any volume,
+// and a restored window can only be stricter than the one it copies. Principals
+// are named by principalHash, never by username.
 type budgetRecord struct {
-	Logins       [][2]int64 `json:"logins,omitempty"`
-	BlockedUntil time.Time  `json:"blocked_until,omitempty"`
+	// Host is the token host (upstreamHost) the logins went to; empty in a
+	// legacy record, which counts for the mount's current host.
+	Host       string                `json:"host,omitempty"`
+	Logins     [][2]int64            `json:"logins,omitempty"`
+	Principals map[string][][2]int64 `json:"principals,omitempty"`
+	Blocked    map[string]time.Time  `json:"blocked,omitempty"`
 }
 
-// newBudgetRecord buckets login times (in time order) by whole second, rounded up.
-func newBudgetRecord(times []time.Time, blockedUntil time.Time) *budgetRecord {
-	rec := &budgetRecord{BlockedUntil: blockedUntil}
+// secondBuckets buckets login times (in time order) by whole second, rounded up.
+func secondBuckets(times []time.Time) [][2]int64 {
+	var buckets [][2]int64
 	for _, t := range times {
 		sec := ceilSecond(t).Unix()
-		if n := len(rec.Logins); n > 0 && rec.Logins[n-1][0] == sec {
-			rec.Logins[n-1][1]++
+		if n := len(buckets); n > 0 && buckets[n-1][0] == sec {
+			buckets[n-1][1]++
 		} else {
-			rec.Logins = append(rec.Logins, [2]int64{sec, 1})
+			buckets = append(buckets, [2]int64{sec, 1})
 		}
 	}
-	return rec
+	return buckets
 }
 
-// times expands the record back into login times.
-func (r *budgetRecord) times() []time.Time {
+// bucketTimes expands buckets back into login times.
+func bucketTimes(buckets [][2]int64) []time.Time {
 	var ts []time.Time
-	for _, bucket := range r.Logins {
+	for _, bucket := range buckets {
 		for range bucket[1] {
 			ts = append(ts, time.Unix(bucket[0], 0))
 		}
@@ -54,64 +66,76 @@ func (r *budgetRecord) times() []time.Time {
 	return ts
 }
 
-func principalBudgetKey(principal string) string {
-	return budgetsStoragePrefix + principalHash(principal)
-}
-
-// principalHash names a principal in storage keys without spelling its username.
+// principalHash names a principal in storage and in the budgets without spelling
+// its username.
 func principalHash(principal string) string {
 	sum := sha256.Sum256([]byte(principal))
 	return hex.EncodeToString(sum[:16])
 }
 
-// loadBudgets brings a principal's and the mount's stored budgets into memory the
-// first time this backend sees them.
-func (b *backend) loadBudgets(ctx context.Context, s logical.Storage, principal string) error {
-	needPrincipal, needMount := b.limits.needsLoad(principal)
-	var p, m *budgetRecord
-	var err error
-	if needPrincipal {
-		if p, err = readBudget(ctx, s, principalBudgetKey(principal)); err != nil {
-			return err
-		}
+// restoreBudgets merges this mount's stored record into the budgets of its
+// current token host, once per host for this backend: at initialisation, and
+// before any login. A record of another host is left out.
+func (b *backend) restoreBudgets(ctx context.Context, s logical.Storage) error {
+	m := b.limits
+	h := m.current.Load()
+	m.restoreMu.Lock()
+	defer m.restoreMu.Unlock()
+	if m.restored[h.host] {
+		return nil
 	}
-	if needMount {
-		if m, err = readBudget(ctx, s, mountBudgetKey); err != nil {
-			return err
-		}
+	rec, err := readBudget(ctx, s, recentBudgetKey)
+	if err == nil && rec == nil {
+		rec, err = readBudget(ctx, s, legacyMountBudgetKey)
 	}
-	b.limits.merge(principal, p, m)
+	if err != nil {
+		return err
+	}
+	if rec != nil && (rec.Host == "" || rec.Host == h.host) {
+		h.shared.restore(rec)
+		h.own.restore(rec)
+	}
+	m.restored[h.host] = true
 	return nil
 }
 
-// saveBudgets writes a principal's and the mount's budgets after a change. Saves
-// are serialised so that an older snapshot never overwrites a newer one.
-func (b *backend) saveBudgets(ctx context.Context, s logical.Storage, principal string) error {
-	b.budgetSaveMu.Lock()
-	defer b.budgetSaveMu.Unlock()
-	p, m := b.limits.snapshot(principal)
-	for key, rec := range map[string]*budgetRecord{principalBudgetKey(principal): p, mountBudgetKey: m} {
-		entry, err := logical.StorageEntryJSON(key, rec)
-		if err != nil {
-			return fmt.Errorf("encoding a login budget: %w", err)
-		}
-		if err := s.Put(ctx, entry); err != nil {
-			return fmt.Errorf("storing a login budget: %w", err)
-		}
+// loadBudgets makes sure the budgets hold this mount's stored logins before a
+// login is judged.
+func (b *backend) loadBudgets(ctx context.Context, s logical.Storage, _ string) error {
+	return b.restoreBudgets(ctx, s)
+}
+
+// saveBudgets writes this mount's own recent logins and blocks after a change.
+// Saves are serialised so that an older snapshot never overwrites a newer one.
+func (b *backend) saveBudgets(ctx context.Context, s logical.Storage, _ string) error {
+	m := b.limits
+	m.saveMu.Lock()
+	defer m.saveMu.Unlock()
+	h := m.current.Load()
+	rec := h.own.snapshot(b.now())
+	rec.Host = h.host
+	entry, err := logical.StorageEntryJSON(recentBudgetKey, rec)
+	if err != nil {
+		return fmt.Errorf("encoding the login budget: %w", err)
+	}
+	if err := s.Put(ctx, entry); err != nil {
+		return fmt.Errorf("storing the login budget: %w", err)
 	}
 	return nil
 }
 
+// readBudget reads a stored record; nil when there is none.
 func readBudget(ctx context.Context, s logical.Storage, key string) (*budgetRecord, error) {
 	entry, err := s.Get(ctx, key)
 	if err != nil {
-		return nil, fmt.Errorf("reading a login budget: %w", err)
+		return nil, fmt.Errorf("reading the login budget: %w", err)
+	}
+	if entry == nil {
+		return nil, nil
 	}
 	rec := new(budgetRecord)
-	if entry != nil {
-		if err := entry.DecodeJSON(rec); err != nil {
-			return nil, fmt.Errorf("decoding a login budget: %w", err)
-		}
+	if err := entry.DecodeJSON(rec); err != nil {
+		return nil, fmt.Errorf("decoding the login budget: %w", err)
 	}
 	return rec, nil
 }

@@ -63,8 +63,9 @@ func TestBudgetUpstream429BlockHoldsAfterARestartForEveryRoleOfTheUser(t *testin
 	after.mustRead("creds/b")
 }
 
-// The stored budget stays small whatever the volume: a mount allowed 10,000
-// logins a minute must not write a record that grows with every login.
+// The stored budget holds only the last minute, in per-second buckets: a mount
+// allowed 10,000 logins a minute writes a record whose total has at most 62
+// buckets, and which empties once a minute passes without logins.
 func TestBudgetRecordStaysSmallAtHighVolume(t *testing.T) {
 	l := newLoginLimiter()
 	start := time.Date(2026, 1, 5, 9, 0, 0, 0, time.UTC)
@@ -74,7 +75,7 @@ func TestBudgetRecordStaysSmallAtHighVolume(t *testing.T) {
 			t.Fatalf("login %d refused", i)
 		}
 	}
-	_, m := l.snapshot("user:u0")
+	m := l.snapshot(start.Add(50 * time.Second))
 	if len(m.Logins) > 62 {
 		t.Fatalf("mount record has %d buckets, want at most 62", len(m.Logins))
 	}
@@ -87,12 +88,16 @@ func TestBudgetRecordStaysSmallAtHighVolume(t *testing.T) {
 	}
 	// Restored, it refuses exactly as the original does, or later, never earlier.
 	restored := newLoginLimiter()
-	restored.merge("user:u0", nil, m)
+	restored.restore(m)
 	now := start.Add(50 * time.Second)
 	origAt, _, _ := l.reserve("user:x", now, 10, 10000)
 	gotAt, _, _ := restored.reserve("user:x", now, 10, 10000)
 	if gotAt.Before(origAt) {
 		t.Fatalf("restored budget frees a login at %v, before the original's %v", gotAt, origAt)
+	}
+	if rec := l.snapshot(start.Add(2 * time.Minute)); len(rec.Logins) != 0 || len(rec.Principals) != 0 {
+		t.Fatalf("a minute after the last login the record still holds %d buckets and %d principals",
+			len(rec.Logins), len(rec.Principals))
 	}
 }
 

@@ -39,6 +39,12 @@ func (c *fakeClock) Advance(d time.Duration) {
 	c.mu.Unlock()
 }
 
+// sleep is a wait on the fake clock: the time passes at once.
+func (c *fakeClock) sleep(_ context.Context, d time.Duration) error {
+	c.Advance(d)
+	return nil
+}
+
 // syncBuffer is a log sink safe for concurrent writers.
 type syncBuffer struct {
 	mu  sync.Mutex
@@ -72,6 +78,14 @@ type testEnv struct {
 // (a restart, another node), or nil for a new one.
 func newTestEnv(t *testing.T, storage logical.Storage, clock *fakeClock) *testEnv {
 	t.Helper()
+	return newTestEnvWith(t, storage, clock, nil)
+}
+
+// newTestEnvWith builds a backend that counts its logins in limits, shared with
+// the other backends built with it (mounts of one plugin process); nil gives it
+// budgets of its own. It is initialised as Vault does after mounting it.
+func newTestEnvWith(t *testing.T, storage logical.Storage, clock *fakeClock, limits *Limits) *testEnv {
+	t.Helper()
 	if storage == nil {
 		storage = &logical.InmemStorage{}
 	}
@@ -80,13 +94,17 @@ func newTestEnv(t *testing.T, storage logical.Storage, clock *fakeClock) *testEn
 	}
 	logs := &syncBuffer{}
 	system := &logical.StaticSystemView{DefaultLeaseTTLVal: 768 * time.Hour, MaxLeaseTTLVal: 768 * time.Hour}
-	b := newBackend(clock.Now)
+	b := newBackend(clock.Now, limits)
+	b.sleep = clock.sleep
 	conf := &logical.BackendConfig{
 		Logger:      hclog.New(&hclog.LoggerOptions{Output: logs, Level: hclog.Trace}),
 		System:      system,
 		StorageView: storage,
 	}
 	if err := b.Setup(context.Background(), conf); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Initialize(context.Background(), &logical.InitializationRequest{Storage: storage}); err != nil {
 		t.Fatal(err)
 	}
 	return &testEnv{t: t, b: b, storage: storage, clock: clock, logs: logs, system: system}
@@ -210,4 +228,11 @@ func (e *testEnv) configure(u *upstream, extra map[string]any) {
 func (e *testEnv) addRole(name, username, password string) {
 	e.t.Helper()
 	e.mustWrite("roles/"+name, map[string]any{"username": username, "password": password})
+}
+
+// settle waits until the logins that reads started on their own (inside the
+// refresh window) have finished, so the test can judge their outcome.
+func (e *testEnv) settle() {
+	e.t.Helper()
+	e.b.detachedWG.Wait()
 }

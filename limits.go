@@ -1,8 +1,12 @@
 package iadvize
 
 import (
+	"net"
+	"net/url"
 	"slices"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -11,25 +15,160 @@ import (
 // holds whichever way upstream counts its minute.
 const budgetWindow = time.Minute + time.Second
 
-// loginLimiter enforces SPEC 3 items 4 and 6 before any upstream call: at most
-// user_logins_per_minute logins per principal and logins_per_minute per mount in
-// any minute, and no login for a principal that upstream answered 429 until its
-// block ends. A sliding window (not a token bucket, which would let through up to
-// twice the budget in one minute) keeps "at most N in any minute" exact. Memory
-// serves the decisions; storage keeps a copy (budget_store.go) so that a restart
-// or failover does not reset the minute.
+// Limits holds the login budgets of every mount one plugin process serves, one
+// loginLimiter per upstream token host. Upstream counts logins per user and per
+// source IP, and every mount of a Vault node is one IP: mounts that log in to the
+// same token host share its windows (README, "When the plugin logs in"). Build one
+// in main and hand it to FactoryWith; tests build their own. Safe for concurrent
+// use.
+type Limits struct {
+	mu    sync.Mutex
+	hosts map[string]*loginLimiter
+}
+
+// NewLimits returns budgets with no login counted.
+func NewLimits() *Limits {
+	return &Limits{hosts: make(map[string]*loginLimiter)}
+}
+
+// host returns the limiter of a token host (upstreamHost), creating it.
+func (l *Limits) host(key string) *loginLimiter {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	h := l.hosts[key]
+	if h == nil {
+		h = newLoginLimiter()
+		l.hosts[key] = h
+	}
+	return h
+}
+
+// forgetIdle runs loginLimiter.forgetIdle on every host.
+func (l *Limits) forgetIdle(now time.Time) {
+	l.mu.Lock()
+	hosts := make([]*loginLimiter, 0, len(l.hosts))
+	for _, h := range l.hosts {
+		hosts = append(hosts, h)
+	}
+	l.mu.Unlock()
+	for _, h := range hosts {
+		h.forgetIdle(now)
+	}
+}
+
+// mountBudgets is one mount's view of the process's budgets: the limiter of the
+// token host its config names (set by use), and a copy of its own logins to that
+// host, which is what the mount stores (budget_store.go). Principals are keyed by
+// principalHash, as in storage.
+type mountBudgets struct {
+	shared  *Limits
+	own     *Limits // this mount's logins only
+	current atomic.Pointer[hostBudgets]
+
+	restoreMu sync.Mutex
+	restored  map[string]bool // token host -> this mount's record was merged
+	saveMu    sync.Mutex      // orders the writes to storage
+}
+
+// hostBudgets is one token host's shared limiter and this mount's own logins to it.
+type hostBudgets struct {
+	host   string
+	shared *loginLimiter
+	own    *loginLimiter
+}
+
+func newMountBudgets(shared *Limits) *mountBudgets {
+	m := &mountBudgets{shared: shared, own: NewLimits(), restored: make(map[string]bool)}
+	m.use(upstreamHost(defaultTokenURL))
+	return m
+}
+
+// use makes the mount count its logins against a token host (upstreamHost).
+func (m *mountBudgets) use(host string) {
+	if cur := m.current.Load(); cur != nil && cur.host == host {
+		return
+	}
+	m.current.Store(&hostBudgets{host: host, shared: m.shared.host(host), own: m.own.host(host)})
+}
+
+// reserve takes one login from the shared budgets of the current host (see
+// loginLimiter.reserve) and, when it did, counts it in the mount's own logins.
+func (m *mountBudgets) reserve(principal string, now time.Time, perPrincipal, total int) (retryAt time.Time, hostFull bool, ok bool) {
+	h, key := m.current.Load(), principalHash(principal)
+	retryAt, hostFull, ok = h.shared.reserve(key, now, perPrincipal, total)
+	if ok {
+		h.own.record(key, now)
+	}
+	return retryAt, hostFull, ok
+}
+
+// block stops logins for a principal to the current host until the given time.
+func (m *mountBudgets) block(principal string, until time.Time) {
+	h, key := m.current.Load(), principalHash(principal)
+	h.shared.block(key, until)
+	h.own.block(key, until)
+}
+
+func (m *mountBudgets) blockedUntil(principal string, now time.Time) time.Time {
+	return m.current.Load().shared.blockedUntil(principalHash(principal), now)
+}
+
+func (m *mountBudgets) nextAllowed(principal string, now time.Time, perPrincipal, total int) time.Time {
+	return m.current.Load().shared.nextAllowed(principalHash(principal), now, perPrincipal, total)
+}
+
+// totalNextFree is the earliest time the current host's total budget has room.
+func (m *mountBudgets) totalNextFree(now time.Time, total int) time.Time {
+	l := m.current.Load().shared
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.total.nextFree(now, total)
+}
+
+// host is the token host the mount counts against.
+func (m *mountBudgets) host() string { return m.current.Load().host }
+
+func (m *mountBudgets) forgetIdle(now time.Time) {
+	m.shared.forgetIdle(now)
+	m.own.forgetIdle(now)
+}
+
+// upstreamHost names the token host a mount's budgets count against: host:port of
+// token_url, lower-cased, the port from the scheme when the URL names none, so
+// that every spelling of one host shares one budget.
+func upstreamHost(tokenURL string) string {
+	u, err := url.Parse(tokenURL)
+	if err != nil || u.Hostname() == "" {
+		return strings.ToLower(tokenURL)
+	}
+	port := u.Port()
+	if port == "" {
+		port = "443"
+		if strings.EqualFold(u.Scheme, "http") {
+			port = "80"
+		}
+	}
+	return net.JoinHostPort(strings.TrimSuffix(strings.ToLower(u.Hostname()), "."), port)
+}
+
+// loginLimiter enforces the login budgets of one token host before any upstream
+// call: at most user_logins_per_minute logins per principal and logins_per_minute
+// in all in any minute, and no login for a principal that upstream answered 429
+// until its block ends. Each mount applies its own configured numbers to the
+// shared counts. A sliding window (not a token bucket, which would let through up
+// to twice the budget in one minute) keeps "at most N in any minute" exact. Memory
+// serves the decisions; each mount keeps a copy of its own logins in storage
+// (budget_store.go) so that a restart or failover does not reset the minute.
 type loginLimiter struct {
-	mu          sync.Mutex
-	mount       slidingWindow
-	mountLoaded bool // merged with storage (budget_store.go)
-	principals  map[string]*principalBudget
+	mu         sync.Mutex
+	total      slidingWindow
+	principals map[string]*principalBudget
 }
 
 // principalBudget is one username's (or client ID's) window and 429 block.
 type principalBudget struct {
 	window       slidingWindow
 	blockedUntil time.Time
-	loaded       bool // merged with storage (budget_store.go)
 }
 
 // slidingWindow holds the times of the logins of the last budgetWindow, oldest first.
@@ -63,20 +202,32 @@ func (w *slidingWindow) nextFree(now time.Time, limit int) time.Time {
 
 // reserve takes one login from both budgets when both have room and the principal
 // is not blocked. Otherwise it takes nothing and returns the earliest time a login
-// may happen, and whether the mount budget (rather than the principal's) is what
-// stands in the way.
-func (l *loginLimiter) reserve(principal string, now time.Time, perPrincipal, perMount int) (retryAt time.Time, mountFull bool, ok bool) {
+// may happen, and whether the host's total budget (rather than the principal's)
+// is what stands in the way.
+func (l *loginLimiter) reserve(principal string, now time.Time, perPrincipal, total int) (retryAt time.Time, hostFull bool, ok bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	p := l.principal(principal)
-	mountAt := l.mount.nextFree(now, perMount)
-	at := latest(p.blockedUntil, p.window.nextFree(now, perPrincipal), mountAt)
+	totalAt := l.total.nextFree(now, total)
+	at := latest(p.blockedUntil, p.window.nextFree(now, perPrincipal), totalAt)
 	if at.After(now) {
-		return at, mountAt.After(now), false
+		return at, totalAt.After(now), false
 	}
-	p.window.times = append(p.window.times, now)
-	l.mount.times = append(l.mount.times, now)
+	l.add(p, now)
 	return now, false, true
+}
+
+// record counts a login without judging it: a mount's own copy of its logins,
+// for storage.
+func (l *loginLimiter) record(principal string, at time.Time) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.add(l.principal(principal), at)
+}
+
+func (l *loginLimiter) add(p *principalBudget, at time.Time) {
+	p.window.times = append(p.window.times, at)
+	l.total.times = append(l.total.times, at)
 }
 
 // principal returns a principal's budget, creating it. Callers hold l.mu.
@@ -89,34 +240,45 @@ func (l *loginLimiter) principal(name string) *principalBudget {
 	return p
 }
 
-// needsLoad reports which budgets have not been merged with storage yet.
-func (l *loginLimiter) needsLoad(principal string) (needPrincipal, needMount bool) {
+// restore adds a stored record's logins and 429 blocks to the windows. Adding
+// never drops a count: what other mounts counted stays, and a login counted twice
+// only makes the window stricter.
+func (l *loginLimiter) restore(rec *budgetRecord) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return !l.principal(principal).loaded, !l.mountLoaded
-}
-
-// merge adds stored budgets (nil: not read) to memory, once.
-func (l *loginLimiter) merge(principal string, p, m *budgetRecord) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if pb := l.principal(principal); p != nil && !pb.loaded {
-		pb.window.merge(p.times())
-		pb.blockedUntil = latest(pb.blockedUntil, p.BlockedUntil)
-		pb.loaded = true
+	l.total.merge(bucketTimes(rec.Logins))
+	for key, buckets := range rec.Principals {
+		l.principal(key).window.merge(bucketTimes(buckets))
 	}
-	if m != nil && !l.mountLoaded {
-		l.mount.merge(m.times())
-		l.mountLoaded = true
+	for key, until := range rec.Blocked {
+		p := l.principal(key)
+		p.blockedUntil = latest(p.blockedUntil, until)
 	}
 }
 
-// snapshot copies a principal's and the mount's budgets for storage.
-func (l *loginLimiter) snapshot(principal string) (p, m *budgetRecord) {
+// snapshot copies the windows of the last budgetWindow, and the blocks not over
+// at now, for storage.
+func (l *loginLimiter) snapshot(now time.Time) *budgetRecord {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	pb := l.principal(principal)
-	return newBudgetRecord(pb.window.times, pb.blockedUntil), newBudgetRecord(l.mount.times, time.Time{})
+	l.total.prune(now)
+	rec := &budgetRecord{Logins: secondBuckets(l.total.times)}
+	for key, p := range l.principals {
+		p.window.prune(now)
+		if len(p.window.times) > 0 {
+			if rec.Principals == nil {
+				rec.Principals = make(map[string][][2]int64)
+			}
+			rec.Principals[key] = secondBuckets(p.window.times)
+		}
+		if p.blockedUntil.After(now) {
+			if rec.Blocked == nil {
+				rec.Blocked = make(map[string]time.Time)
+			}
+			rec.Blocked[key] = p.blockedUntil
+		}
+	}
+	return rec
 }
 
 // merge adds logins to the window, keeping it in time order.
@@ -147,10 +309,10 @@ func (l *loginLimiter) blockedUntil(principal string, now time.Time) time.Time {
 }
 
 // nextAllowed is the earliest time a login for the principal may happen.
-func (l *loginLimiter) nextAllowed(principal string, now time.Time, perPrincipal, perMount int) time.Time {
+func (l *loginLimiter) nextAllowed(principal string, now time.Time, perPrincipal, total int) time.Time {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	at := l.mount.nextFree(now, perMount)
+	at := l.total.nextFree(now, total)
 	if p := l.principals[principal]; p != nil {
 		at = latest(at, p.blockedUntil, p.window.nextFree(now, perPrincipal))
 	}
@@ -162,6 +324,7 @@ func (l *loginLimiter) nextAllowed(principal string, now time.Time, perPrincipal
 func (l *loginLimiter) forgetIdle(now time.Time) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	l.total.prune(now)
 	for k, p := range l.principals {
 		p.window.prune(now)
 		if len(p.window.times) == 0 && !p.blockedUntil.After(now) {

@@ -38,9 +38,9 @@ func TestLimitsOverBudgetReturnsTheEarliestFreeTimeAndTakesNothing(t *testing.T)
 			t.Fatalf("login %d refused within the budget", i+1)
 		}
 	}
-	at, mountFull, ok := l.reserve("user:a", t0.Add(10*time.Second), 3, 100)
-	if ok || mountFull {
-		t.Fatalf("4th login: ok=%v mountFull=%v, want refused by the user budget", ok, mountFull)
+	at, hostFull, ok := l.reserve("user:a", t0.Add(10*time.Second), 3, 100)
+	if ok || hostFull {
+		t.Fatalf("4th login: ok=%v hostFull=%v, want refused by the user budget", ok, hostFull)
 	}
 	if want := t0.Add(budgetWindow); !at.Equal(want) || at.Sub(t0) < time.Minute {
 		t.Fatalf("retry at %v, want %v (a minute after the oldest login, at least)", at, want)
@@ -49,7 +49,7 @@ func TestLimitsOverBudgetReturnsTheEarliestFreeTimeAndTakesNothing(t *testing.T)
 	if _, _, ok := l.reserve("user:a", at, 3, 100); !ok {
 		t.Fatalf("login refused at the announced retry time")
 	}
-	// Another principal is bound by the mount budget only.
+	// Another principal is bound by the total budget only.
 	if _, _, ok := l.reserve("user:b", t0.Add(10*time.Second), 3, 100); !ok {
 		t.Fatalf("another user's login refused")
 	}
@@ -119,7 +119,7 @@ func TestLimitsMountLoginsPerMinuteNeverExceededAndNoCallOverBudget(t *testing.T
 			before := u.count()
 			_, err := e.read("creds/" + name)
 			if u.count() == before && err != nil {
-				expectCodedError(t, err, http.StatusTooManyRequests, fmt.Sprintf("role %q", name), "login budget of the mount", "not before")
+				expectCodedError(t, err, http.StatusTooManyRequests, fmt.Sprintf("role %q", name), "login budget of the token host", "counting every mount", "not before")
 				refused++
 			}
 		}

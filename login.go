@@ -60,10 +60,10 @@ type attempt struct {
 
 // unavailable is why no login may happen now, or why it failed, and until when.
 type unavailable struct {
-	status    int       // 429 (rate limit, budget, backoff), 502 (upstream failure), 500
-	cause     string    // safe to show: never holds a secret
-	retryAt   time.Time // zero: not until the credentials are rewritten
-	mountFull bool      // the mount's login budget is spent
+	status   int       // 429 (rate limit, budget, backoff), 502 (upstream failure), 500
+	cause    string    // safe to show: never holds a secret
+	retryAt  time.Time // zero: not until the credentials are rewritten
+	hostFull bool      // the token host's login budget is spent
 }
 
 // message names the role, the cause and when the next attempt may happen.
@@ -83,16 +83,37 @@ func ceilSecond(t time.Time) time.Time {
 }
 
 // token returns a role's token for a read. A hit is served from memory: no lock,
-// no storage, no network. Otherwise concurrent readers of the role share one call
-// of refresh, and so at most one login. While a refresh fails, a token with time
-// left is served with a warning (SPEC 3 item 5); without one, the read fails with
-// the status SPEC 3 item 10 names.
+// no storage, no network. A token inside its refresh window that still has more
+// than the skew margin to live is served at once too, and its login runs on its
+// own (refreshDetached): no read waits on upstream while its token is usable.
+// Only a read with no usable token waits: concurrent ones share one call of
+// refresh, and so at most one login. While a refresh fails, a token with time
+// left is served with a warning (README, "When the plugin logs in"); without one,
+// the read fails with the status the README names.
 func (b *backend) token(ctx context.Context, s logical.Storage, name string) (served, error) {
-	if cfg := b.cfg.Load(); cfg != nil {
-		if e := b.cached(name); e != nil && e.state.fresh(b.now(), cfg.RefreshBefore) {
-			return served{entry: e, cfg: cfg}, nil
+	cfg, e := b.cfg.Load(), b.cached(name)
+	if cfg != nil && e != nil && e.state.fresh(b.now(), cfg.RefreshBefore) {
+		return served{entry: e, cfg: cfg}, nil
+	}
+	if cfg == nil || e == nil {
+		var err error
+		if cfg, err = b.getConfig(ctx, s); err != nil {
+			return served{}, err
+		}
+		if e, err = b.loadEntry(ctx, s, name); err != nil {
+			return served{}, err
+		}
+		if e == nil {
+			return served{}, errRoleNotFound
 		}
 	}
+	switch now := b.now(); {
+	case e.state.fresh(now, cfg.RefreshBefore):
+		return served{entry: e, cfg: cfg}, nil
+	case e.state.usable(now):
+		return b.serveWhileRefreshing(ctx, s, name, e, cfg, now), nil
+	}
+
 	res, err := b.shared(ctx, s, name, modeRead)
 	if err == nil && res.failed == nil && !res.entry.state.alive(b.now()) {
 		// Joined a background flight that found nothing to do, and the token went
@@ -112,8 +133,98 @@ func (b *backend) token(ctx context.Context, s logical.Storage, name string) (se
 	case !alive:
 		return served{}, logical.CodedError(res.failed.status, res.failed.message(name))
 	}
-	srv.warning = fmt.Sprintf("%s; serving the cached token, which expires at %s", res.failed.message(name), res.entry.expireTime)
+	srv.warning = servingWarning(res.failed, res.entry, name)
 	return srv, nil
+}
+
+// servingWarning is the warning of a read served the cached token while its
+// refresh fails.
+func servingWarning(u *unavailable, e *cacheEntry, name string) string {
+	return fmt.Sprintf("%s; serving the cached token, which expires at %s", u.message(name), e.expireTime)
+}
+
+// serveWhileRefreshing answers a read of a usable token inside its refresh window:
+// the token at once, with a warning only when its refresh has failed, and a login
+// started on its own when one may happen now. A node that cannot write starts
+// none: the active node refreshes the token.
+func (b *backend) serveWhileRefreshing(ctx context.Context, s logical.Storage, name string, e *cacheEntry, cfg *configEntry, now time.Time) served {
+	srv := served{entry: e, cfg: cfg}
+	next := b.nextLogin(e, cfg, now)
+	if u := refreshFailure(e.state, cfg.config, now); u != nil {
+		srv.warning = servingWarning(u, e, name)
+	} else if v, ok := b.detachedFailed.Load(name); ok {
+		u := v.(*unavailable)
+		srv.warning = servingWarning(u, e, name)
+		next = latest(next, u.retryAt)
+	}
+	if _, busy := b.detached.Load(name); !busy && !next.After(now) && b.canWrite() {
+		b.refreshDetached(ctx, s, name)
+	}
+	return srv
+}
+
+// refreshFailure is why the token's refresh has failed, or nil when no attempt
+// since the token was issued has failed (none yet, or one in flight).
+func refreshFailure(st *tokenState, cfg *config, now time.Time) *unavailable {
+	switch {
+	case st.LastOutcome == "" || st.LastOutcome == outcomeSuccess:
+		return nil
+	case st.rejectedUnder(cfg):
+		return &unavailable{status: http.StatusBadGateway, cause: st.LastError}
+	case now.Before(st.NextAttempt):
+		return &unavailable{status: http.StatusTooManyRequests, cause: "backing off after: " + st.LastError, retryAt: st.NextAttempt}
+	}
+	return &unavailable{status: http.StatusBadGateway, cause: "the last login failed: " + st.LastError, retryAt: now}
+}
+
+// nextLogin is the earliest time the policy lets a login of the role happen
+// (backoff after a failure, login budgets, upstream 429 block); the zero time
+// never comes before now. A role whose credentials were rejected has none until
+// they are rewritten: the far future.
+func (b *backend) nextLogin(e *cacheEntry, cfg *configEntry, now time.Time) time.Time {
+	if e.state.rejectedUnder(cfg.config) {
+		return farFuture
+	}
+	return latest(e.state.NextAttempt,
+		b.limits.nextAllowed(e.role.principal(), now, cfg.UserLoginsPerMinute, cfg.LoginsPerMinute))
+}
+
+// farFuture stands for "not until something else changes".
+var farFuture = time.Date(9999, 1, 1, 0, 0, 0, 0, time.UTC)
+
+// refreshDetached runs a read's refresh of the role on its own, detached from the
+// reader's request (its values kept, its cancellation not), so the reader is
+// answered at once. It shares the role's flight with waiting readers and the
+// background refresh, and runs at most one per role at a time. The upstream call
+// is bounded by request_timeout; the mount's cleanup cancels the rest.
+func (b *backend) refreshDetached(ctx context.Context, s logical.Storage, name string) {
+	if _, busy := b.detached.LoadOrStore(name, struct{}{}); busy {
+		return
+	}
+	b.detachedWG.Add(1)
+	go func() {
+		defer b.detachedWG.Done()
+		defer b.detached.Delete(name)
+		ctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+		defer cancel()
+		stop := context.AfterFunc(b.lifetime, cancel)
+		defer stop()
+		res, err := b.shared(ctx, s, name, modeRead)
+		// A failure the token state does not record (storage, a role changed
+		// twice during the login) is remembered for the warning of the reads
+		// that follow, and holds the next detached login back for a second.
+		retryAt := b.now().Add(transientBackoffMin)
+		switch {
+		case err != nil && !errors.Is(err, errRoleNotFound):
+			b.Logger().Warn("refreshing the token in the background failed", "role", name, "error", err)
+			b.detachedFailed.Store(name, &unavailable{status: http.StatusInternalServerError,
+				cause: "refreshing the token failed", retryAt: retryAt})
+		case err == nil && res.failed != nil && res.failed.status == http.StatusInternalServerError:
+			b.detachedFailed.Store(name, &unavailable{status: res.failed.status, cause: res.failed.cause, retryAt: retryAt})
+		case err == nil && res.failed == nil:
+			b.detachedFailed.Delete(name)
+		}
+	}()
 }
 
 // shared runs refresh once for all concurrent callers of a role. Reads and the
@@ -220,7 +331,7 @@ func (b *backend) mayLogin(ctx context.Context, s logical.Storage, e *cacheEntry
 	if err := b.loadBudgets(ctx, s, principal); err != nil {
 		return &unavailable{status: http.StatusInternalServerError, cause: "reading the login budget failed", retryAt: now}
 	}
-	retryAt, mountFull, ok := b.limits.reserve(principal, now, cfg.UserLoginsPerMinute, cfg.LoginsPerMinute)
+	retryAt, hostFull, ok := b.limits.reserve(principal, now, cfg.UserLoginsPerMinute, cfg.LoginsPerMinute)
 	if ok {
 		if err := b.saveBudgets(ctx, s, principal); err != nil {
 			// The login is within budget; only a restart's memory of it is lost.
@@ -228,17 +339,18 @@ func (b *backend) mayLogin(ctx context.Context, s logical.Storage, e *cacheEntry
 		}
 		return nil
 	}
-	cause := fmt.Sprintf("login budget of %s spent (%d a minute per user, %d per mount)",
-		principalKind(e.role), cfg.UserLoginsPerMinute, cfg.LoginsPerMinute)
-	if mountFull {
-		cause = fmt.Sprintf("login budget of the mount spent (%d a minute)", cfg.LoginsPerMinute)
+	cause := fmt.Sprintf("login budget of %s spent (%d a minute per user, %d in all to %s, counting every mount)",
+		principalKind(e.role), cfg.UserLoginsPerMinute, cfg.LoginsPerMinute, b.limits.host())
+	if hostFull {
+		cause = fmt.Sprintf("login budget of the token host %s spent (%d a minute, counting every mount)",
+			b.limits.host(), cfg.LoginsPerMinute)
 	}
 	if until := b.limits.blockedUntil(principal, now); !until.IsZero() && !until.Before(retryAt) {
 		// Another role of the username (or the role before its credentials
 		// were rewritten) was answered 429 upstream.
 		cause = fmt.Sprintf("upstream rate limit (HTTP 429) for this %s", principalKind(e.role))
 	}
-	return &unavailable{status: http.StatusTooManyRequests, cause: cause, retryAt: retryAt, mountFull: mountFull}
+	return &unavailable{status: http.StatusTooManyRequests, cause: cause, retryAt: retryAt, hostFull: hostFull}
 }
 
 // loginFailure turns a failed login into the read's answer.

@@ -101,7 +101,7 @@ func pathConfig(b *backend) *framework.Path {
 			},
 			fieldUserLoginsPerMinute: {
 				Type:        framework.TypeInt,
-				Description: "Never send more logins than this per minute for one username or client ID.",
+				Description: "Never send more logins than this per minute for one username or client ID to the token host, counting every mount.",
 				Default:     defaultUserLoginsPerMin,
 				DisplayAttrs: &framework.DisplayAttributes{
 					Name: "Logins per minute per user",
@@ -109,10 +109,10 @@ func pathConfig(b *backend) *framework.Path {
 			},
 			fieldLoginsPerMinute: {
 				Type:        framework.TypeInt,
-				Description: "Never send more logins than this per minute from this mount.",
+				Description: "Never send more logins than this per minute to the token host, counting every mount.",
 				Default:     defaultLoginsPerMin,
 				DisplayAttrs: &framework.DisplayAttributes{
-					Name: "Logins per minute per mount",
+					Name: "Logins per minute per token host",
 				},
 			},
 			fieldRequestTimeout: {
@@ -373,7 +373,10 @@ token_url               login endpoint (default https://api.iadvize.com/oauth2/t
 verify_url              token check endpoint for verify/; empty disables verify/
 refresh_before          log in anew once the cached token has less than this left (1h)
 user_logins_per_minute  never more logins than this per username or client ID (10)
-logins_per_minute       never more logins than this from this mount (100)
+logins_per_minute       never more logins than this to the token host (100)
+
+Both budgets count the logins of every mount of the plugin that logs in to the
+same token host (host:port of token_url): upstream counts them per source IP.
 request_timeout         bound on one upstream request (10s)
 ca_pem                  extra CA certificates for the upstream TLS
 client_auth             how a role's client secret is sent: basic (HTTP Basic,

@@ -213,6 +213,7 @@ func TestConfigChangeAppliesToNextLogin(t *testing.T) {
 	e.mustWrite("config", map[string]any{"token_url": u2.tokenURL(), "refresh_before": "2h"})
 	e.clock.Advance(22*time.Hour + time.Second) // inside the new 2h window, outside the old 1h
 	e.mustRead("creds/app")
+	e.settle()
 	if u1.count() != 1 || u2.count() != 1 {
 		t.Fatalf("requests: old upstream %d, new upstream %d, want 1 and 1", u1.count(), u2.count())
 	}

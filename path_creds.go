@@ -3,6 +3,7 @@ package iadvize
 import (
 	"context"
 	"errors"
+	"time"
 
 	"github.com/hashicorp/vault/sdk/framework"
 	"github.com/hashicorp/vault/sdk/logical"
@@ -126,7 +127,8 @@ func (b *backend) pathStaticCredsRead(ctx context.Context, req *logical.Request,
 	data := tokenData(srv.entry, 5)
 	now := b.now()
 	// Integers, as Vault Agent reads them as JSON numbers and sleeps ttl + 1 s.
-	data[fieldTTL] = int64(staticTTL(st, srv.cfg.RefreshBefore, now).Seconds())
+	nextLogin := func() time.Time { return b.nextLogin(srv.entry, srv.cfg, now) }
+	data[fieldTTL] = int64(staticTTL(st, srv.cfg.config, nextLogin, now).Seconds())
 	data[fieldRotationPeriod] = int64(rotationPeriod(st, srv.cfg.RefreshBefore).Seconds())
 	resp = &logical.Response{Data: data}
 	if srv.warning != "" {
@@ -151,7 +153,12 @@ which creates no lease.
 const pathStaticCredsHelpSynopsis = `Read the role's access token, without a lease.`
 
 const pathStaticCredsHelpDescription = `
-Returns the same token as creds/<name> with no lease, plus ttl (seconds until the
-engine will hand out a newer token) and rotation_period (seconds between logins),
-so that Vault Agent re-renders its template right after each rotation.
+Returns the same token as creds/<name> with no lease, plus ttl and rotation_period
+(seconds between logins), so that Vault Agent, which sleeps ttl + 1 seconds,
+re-renders its template right after each rotation and never polls in a loop.
+ttl is the number of seconds until a read may get another token: while the token
+is fresh, until its refresh window starts; inside the window, until the next
+moment a login may happen (end of a backoff, a spent login budget or an upstream
+429 block), or 60 while the credentials are rejected; never past the token's life
+less the clock-skew margin, and at least 1.
 `

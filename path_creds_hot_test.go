@@ -30,7 +30,7 @@ func TestCredsCacheHitAsksVaultNoReplicationState(t *testing.T) {
 	clock := newFakeClock()
 	storage := &logical.InmemStorage{}
 	view := &countingSystemView{StaticSystemView: logical.StaticSystemView{DefaultLeaseTTLVal: time.Hour, MaxLeaseTTLVal: time.Hour}}
-	b := newBackend(clock.Now)
+	b := newBackend(clock.Now, nil)
 	if err := b.Setup(context.Background(), &logical.BackendConfig{
 		Logger: hclog.NewNullLogger(), System: view, StorageView: storage,
 	}); err != nil {

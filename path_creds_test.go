@@ -267,8 +267,14 @@ func TestStaticCredsTTLDecreasesAsClockMovesUntilRotation(t *testing.T) {
 			t.Fatalf("rotation_period = %v, want 82800", s.Data["rotation_period"])
 		}
 	}
-	// ttl + 1 s later (as Vault Agent sleeps), a new token is served with a full ttl.
+	// ttl + 1 s later (as Vault Agent sleeps), the token is in its refresh window:
+	// the read gets it at once and starts the login; the next read gets the new
+	// token with a full ttl.
 	e.clock.Advance(2 * time.Second)
+	if accessToken(t, e.mustRead("static-creds/app")) != first {
+		t.Fatal("the first read in the window did not get the cached token at once")
+	}
+	e.settle()
 	s := e.mustRead("static-creds/app")
 	if accessToken(t, s) == first {
 		t.Fatal("no new token after ttl elapsed")

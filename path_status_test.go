@@ -112,7 +112,8 @@ func TestStatusAfterTransientFailureWithTokenStillServed(t *testing.T) {
 	u.setHandler(failWith(http.StatusServiceUnavailable, "application/json", `{"error":"server_error"}`))
 	e.clock.Advance(23*time.Hour + time.Minute) // in the refresh window
 	t1 := e.clock.Now()
-	e.mustRead("creds/app") // served with a warning; the login failed
+	e.mustRead("creds/app") // served at once; the login it started fails
+	e.settle()
 	st := statusOf(t, e, "app", tok)
 	expectStatus(t, st, map[string]any{
 		"has_token":            true,
@@ -131,6 +132,7 @@ func TestStatusAfterTransientFailureWithTokenStillServed(t *testing.T) {
 
 	e.clock.Advance(time.Second)
 	e.mustRead("creds/app") // second failure
+	e.settle()
 	t2 := e.clock.Now()
 	expectStatus(t, statusOf(t, e, "app", tok), map[string]any{
 		"last_attempt": rfc3339At(t2), "consecutive_failures": 2, "no_login_before": rfc3339At(t2.Add(2 * time.Second)),
@@ -139,6 +141,8 @@ func TestStatusAfterTransientFailureWithTokenStillServed(t *testing.T) {
 	// A success clears the failure bookkeeping.
 	u.setHandler(ok)
 	e.clock.Advance(2 * time.Second)
+	e.mustRead("creds/app")
+	e.settle()
 	fresh := tokenIn(t, e.mustRead("creds/app"))
 	expectStatus(t, statusOf(t, e, "app", tok, fresh), map[string]any{
 		"issue_time": rfc3339At(e.clock.Now()), "last_outcome": outcomeSuccess, "last_error": "",

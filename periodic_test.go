@@ -231,8 +231,14 @@ func TestPeriodicRotateVerifyDoNothingUpstreamOnPerformanceStandby(t *testing.T)
 	if tokenIn(t, e.mustRead("creds/app")) != tok {
 		t.Fatalf("the standby did not serve the cached token")
 	}
-	// A read that needs a login is forwarded too.
+	// Inside the refresh window, the token is still served locally and no login
+	// starts; a read with no usable token left is forwarded.
 	clock.Advance(time.Hour)
+	if tokenIn(t, e.mustRead("creds/app")) != tok {
+		t.Fatalf("the standby did not serve the cached token inside its refresh window")
+	}
+	e.settle()
+	clock.Advance(3 * time.Minute) // the token expires
 	if _, err := e.read("creds/app"); err != logical.ErrReadOnly {
 		t.Fatalf("read needing a login on a standby: err = %v, want logical.ErrReadOnly", err)
 	}
@@ -242,7 +248,7 @@ func TestPeriodicRotateVerifyDoNothingUpstreamOnPerformanceStandby(t *testing.T)
 
 	// Back on the active node, the periodic function does its job.
 	e.system.ReplicationStateVal = 0
-	clock.Advance(-time.Hour)
+	clock.Advance(-time.Hour - 3*time.Minute)
 	e.runPeriodic()
 	if got := fake.Stats().LoginAttempts; got != 2 {
 		t.Fatalf("periodic function on the active node made %d logins, want 1", got-1)

@@ -190,9 +190,12 @@ func TestStorageFailedTokenPersistKeepsPreviousTokenAndServesItWithWarning(t *te
 	first := accessToken(t, e.mustRead("creds/app"))
 	roleBefore := storedRole(t, s, "app")
 
-	// Into the refresh window: the next read logs in, and storing that token fails.
+	// Into the refresh window: a read starts a login, and storing that token
+	// fails; the read after it is served the old token with a warning.
 	e.clock.Advance(23*time.Hour + time.Second)
 	s.failPuts(tokensStoragePrefix, true)
+	e.mustRead("creds/app")
+	e.settle()
 	resp, err := e.read("creds/app")
 	if u.count() != 2 {
 		t.Fatalf("upstream requests = %d, want 2 (the refresh was attempted)", u.count())
@@ -218,6 +221,9 @@ func TestStorageFailedTokenPersistKeepsPreviousTokenAndServesItWithWarning(t *te
 	}
 
 	s.failPuts("", false)
+	e.clock.Advance(time.Second) // a failed store holds the next login back a second
+	e.mustRead("creds/app")      // starts the next login
+	e.settle()
 	third := accessToken(t, e.mustRead("creds/app"))
 	if u.count() != 3 {
 		t.Fatalf("upstream requests = %d, want 3 (the read after the fault logs in again)", u.count())

@@ -120,6 +120,13 @@ func (st *tokenState) alive(now time.Time) bool {
 	return st.AccessToken != "" && now.Before(st.ExpiresAt)
 }
 
+// usable reports whether the token has more than the skew margin to live: a read
+// is then served at once, without waiting on a login, even inside the refresh
+// window.
+func (st *tokenState) usable(now time.Time) bool {
+	return st.AccessToken != "" && now.Before(st.ExpiresAt.Add(-st.skew()))
+}
+
 // skew is the clock-skew margin taken off a lease: 30 s, or a tenth of the
 // lifetime for tokens shorter than 5 minutes.
 func (st *tokenState) skew() time.Duration {
@@ -143,11 +150,29 @@ func leaseTTL(st *tokenState, r *role, now time.Time) time.Duration {
 	return max(ttl.Truncate(time.Second), time.Second)
 }
 
-// staticTTL is the ttl static-creds/ returns: whole seconds until this plugin will
-// hand out a newer token (the token enters its refresh window), at least 1 s, and
-// never past the token's own life less the skew margin.
-func staticTTL(st *tokenState, refreshBefore time.Duration, now time.Time) time.Duration {
-	ttl := min(st.refreshAt(refreshBefore).Sub(now), st.ExpiresAt.Sub(now)-st.skew())
+// rejectedRecheck is the static-creds/ ttl while a role's credentials are
+// rejected: only a rewrite of the credentials (at any moment) brings a new token,
+// so Vault Agent re-reads once a minute rather than every 2 s.
+const rejectedRecheck = time.Minute
+
+// staticTTL is the ttl static-creds/ returns: whole seconds until a read may get
+// another token. While the token is fresh, until it enters its refresh window;
+// inside the window, until nextLogin, the next moment a login may happen (the end
+// of a backoff, of a spent login budget or of an upstream 429 block), or
+// rejectedRecheck while the credentials are rejected. Always capped by the
+// token's remaining life less the skew margin, and at least 1 s: Vault Agent
+// sleeps ttl + 1 s, and must neither poll in a loop nor hold a dead token.
+func staticTTL(st *tokenState, cfg *config, nextLogin func() time.Time, now time.Time) time.Duration {
+	var until time.Time
+	switch {
+	case st.fresh(now, cfg.RefreshBefore):
+		until = st.refreshAt(cfg.RefreshBefore)
+	case st.rejectedUnder(cfg):
+		until = now.Add(rejectedRecheck)
+	default:
+		until = nextLogin()
+	}
+	ttl := min(until.Sub(now), st.ExpiresAt.Sub(now)-st.skew())
 	return max(ttl.Truncate(time.Second), time.Second)
 }
 

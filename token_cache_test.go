@@ -172,6 +172,10 @@ func TestNoLoginBeforeRefreshWindowExactlyOneLoginInsideIt(t *testing.T) {
 	}
 
 	e.clock.Advance(2 * time.Second)
+	if got := accessToken(t, e.mustRead("creds/app")); got != first {
+		t.Fatal("the first read inside the window did not get the cached token at once")
+	}
+	e.settle() // the login it started
 	second := accessToken(t, e.mustRead("creds/app"))
 	for range 3 {
 		if got := accessToken(t, e.mustRead("creds/app")); got != second {
@@ -210,6 +214,8 @@ func TestRefreshBeforeLongerThanLifetimeIsCappedAtHalfTheLifetime(t *testing.T) 
 				t.Fatalf("upstream requests = %d, want 1: refresh_before %s made reads log in", u.count(), rb)
 			}
 			e.clock.Advance(2 * time.Second)
+			e.mustRead("creds/cc") // starts the login, served the cached token
+			e.settle()
 			if got := accessToken(t, e.mustRead("creds/cc")); got == first {
 				t.Fatal("no new token past half the lifetime")
 			}
@@ -284,10 +290,22 @@ func TestPerformanceStandbyServesFreshCachedTokenWithoutRequest(t *testing.T) {
 		t.Fatalf("upstream requests = %d, want 1", u.count())
 	}
 
-	// Inside the refresh window the standby needs a login: ErrReadOnly, no request.
+	// Inside the refresh window the token is still usable: the standby serves it
+	// and starts no login (the active node refreshes it).
 	e.clock.Advance(22*time.Hour + time.Second)
+	for _, path := range []string{"creds/app", "static-creds/app"} {
+		if got := accessToken(t, standby.mustRead(path)); got != tok {
+			t.Fatalf("%s on a standby inside the refresh window served another token", path)
+		}
+	}
+	standby.settle()
+	if u.count() != 1 {
+		t.Fatalf("upstream requests = %d, want 1", u.count())
+	}
+	// Within the skew margin of expiry the standby needs a login: ErrReadOnly, no request.
+	e.clock.Advance(time.Hour - 30*time.Second - time.Second)
 	if _, err := standby.read("creds/app"); err != logical.ErrReadOnly { //nolint:errorlint
-		t.Fatalf("standby inside the refresh window: err=%v, want exactly logical.ErrReadOnly", err)
+		t.Fatalf("standby with no usable token: err=%v, want exactly logical.ErrReadOnly", err)
 	}
 	if u.count() != 1 {
 		t.Fatalf("upstream requests = %d, want 1", u.count())

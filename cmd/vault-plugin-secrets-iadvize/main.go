@@ -22,7 +22,9 @@ func main() {
 	tlsProviderFunc := api.VaultPluginTLSProvider(tlsConfig)
 
 	if err := plugin.ServeMultiplex(&plugin.ServeOpts{
-		BackendFactoryFunc: iadvize.Factory,
+		// One set of login budgets for every mount this process serves: upstream
+		// counts logins per source IP, and all mounts share this node's IP.
+		BackendFactoryFunc: iadvize.FactoryWith(iadvize.NewLimits()),
 		TLSProviderFunc:    tlsProviderFunc,
 	}); err != nil {
 		fatal(err)

@@ -1,0 +1,223 @@
+package iadvize
+
+import (
+	"context"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/vault/sdk/logical"
+)
+
+// holdingUpstream issues 24-hour tokens until hold is called; from then on each
+// login waits until the test answers them all with release. entered receives one
+// value per login that arrived while held.
+type holdingUpstream struct {
+	*upstream
+	entered chan struct{}
+	issue   http.HandlerFunc // the normal answer: a new token
+
+	mu     sync.Mutex
+	gate   chan struct{} // nil: not holding
+	answer http.HandlerFunc
+}
+
+func newHoldingUpstream(t *testing.T) *holdingUpstream {
+	h := &holdingUpstream{entered: make(chan struct{}, 100), issue: issuing(24 * time.Hour)}
+	h.upstream = newUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+		h.mu.Lock()
+		gate := h.gate
+		h.mu.Unlock()
+		if gate == nil {
+			h.issue(w, r)
+			return
+		}
+		h.entered <- struct{}{}
+		select {
+		case <-gate:
+			h.mu.Lock()
+			answer := h.answer
+			h.mu.Unlock()
+			answer(w, r)
+		case <-r.Context().Done():
+		}
+	})
+	t.Cleanup(func() { h.release(nil) }) // before the server closes (cleanups run last-in first-out)
+	return h
+}
+
+func (h *holdingUpstream) hold() {
+	h.mu.Lock()
+	h.gate = make(chan struct{})
+	h.mu.Unlock()
+}
+
+// release answers the held logins with answer (nil: 503) and stops holding.
+func (h *holdingUpstream) release(answer http.HandlerFunc) {
+	if answer == nil {
+		answer = func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusServiceUnavailable) }
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.gate != nil {
+		h.answer = answer
+		close(h.gate)
+		h.gate = nil
+	}
+}
+
+// waitEntered waits until a held login reached upstream.
+func (h *holdingUpstream) waitEntered(t *testing.T) {
+	t.Helper()
+	select {
+	case <-h.entered:
+	case <-time.After(waitFor):
+		t.Fatal("no login reached upstream")
+	}
+}
+
+// readAsync reads path in a goroutine; the channel yields the answer.
+func (e *testEnv) readAsync(path string) <-chan readResult {
+	done := make(chan readResult, 1)
+	go func() {
+		resp, err := e.b.HandleRequest(context.Background(), &logical.Request{
+			Operation: logical.ReadOperation, Path: path, Storage: e.storage,
+		})
+		done <- readResult{resp, err}
+	}()
+	return done
+}
+
+type readResult struct {
+	resp *logical.Response
+	err  error
+}
+
+// awaitRead waits (in real time, bounded) for a read started by readAsync.
+func awaitRead(t *testing.T, done <-chan readResult, what string) *logical.Response {
+	t.Helper()
+	select {
+	case r := <-done:
+		if r.err != nil || r.resp == nil || r.resp.IsError() {
+			t.Fatalf("%s: err=%v resp=%v", what, r.err, errText(respErr(r.resp)))
+		}
+		return r.resp
+	case <-time.After(waitFor):
+		t.Fatalf("%s did not answer within %v: it waited on upstream", what, waitFor)
+		return nil
+	}
+}
+
+// A read inside the refresh window never waits on upstream while the token has
+// more than the skew margin to live: against an upstream that hangs, every reader
+// gets the cached token at once and without a warning, the readers together start
+// one login, and the first read after that login gets the new token.
+func TestWindowReadAgainstHangingUpstreamAnswersAtOnceWithCachedToken(t *testing.T) {
+	u := newHoldingUpstream(t)
+	e := newTestEnv(t, nil, nil)
+	e.configure(u.upstream, map[string]any{"request_timeout": "60s"}) // a wait would show
+	e.addRole("app", "svc@example.com", "pw-window")
+	first := tokenIn(t, e.mustRead("creds/app"))
+
+	u.hold()
+	e.clock.Advance(23*time.Hour + time.Second) // inside the refresh window
+	const readers = 50
+	results := make([]<-chan readResult, readers)
+	for i := range readers {
+		path := "creds/app"
+		if i%2 == 1 {
+			path = "static-creds/app"
+		}
+		results[i] = e.readAsync(path)
+	}
+	for i, done := range results {
+		resp := awaitRead(t, done, "a read inside the refresh window")
+		if tokenIn(t, resp) != first {
+			t.Fatalf("reader %d got another token than the cached one", i)
+		}
+		if len(resp.Warnings) != 0 {
+			t.Fatalf("reader %d warned while the login was in flight: %q", i, resp.Warnings)
+		}
+	}
+	u.waitEntered(t)
+	if got := u.count(); got != 2 {
+		t.Fatalf("upstream logins = %d, want 2 (%d concurrent readers in the window start one)", got, readers)
+	}
+	// While it hangs, reads keep answering at once and start nothing more.
+	for range 10 {
+		if resp := awaitRead(t, e.readAsync("creds/app"), "a read during the login"); tokenIn(t, resp) != first || len(resp.Warnings) != 0 {
+			t.Fatal("a read during the login got another token, or a warning")
+		}
+	}
+
+	u.release(u.issue)
+	e.settle()
+	resp := e.mustRead("creds/app")
+	if tokenIn(t, resp) == first || len(resp.Warnings) != 0 {
+		t.Fatalf("the read after the login: old token, or warnings %q", resp.Warnings)
+	}
+	if got := u.count(); got != 2 {
+		t.Fatalf("upstream logins = %d, want 2", got)
+	}
+}
+
+// A warning comes only once the refresh has failed; the cached token is served
+// all along, and the failed login's backoff holds further logins back.
+func TestWindowReadWarnsOnlyAfterTheRefreshFailed(t *testing.T) {
+	u := newHoldingUpstream(t)
+	e := newTestEnv(t, nil, nil)
+	e.configure(u.upstream, map[string]any{"request_timeout": "60s"})
+	e.addRole("app", "svc@example.com", "pw-window")
+	first := tokenIn(t, e.mustRead("creds/app"))
+
+	u.hold()
+	e.clock.Advance(23*time.Hour + time.Second)
+	if resp := awaitRead(t, e.readAsync("creds/app"), "the first read in the window"); len(resp.Warnings) != 0 {
+		t.Fatalf("warned before the refresh failed: %q", resp.Warnings)
+	}
+	u.waitEntered(t)
+	if resp := awaitRead(t, e.readAsync("static-creds/app"), "a read during the login"); len(resp.Warnings) != 0 {
+		t.Fatalf("warned while the login was in flight: %q", resp.Warnings)
+	}
+
+	u.release(failWith(http.StatusServiceUnavailable, "application/json", `{"error":"server_error"}`))
+	e.settle()
+	for _, path := range []string{"creds/app", "static-creds/app"} {
+		resp := e.mustRead(path)
+		if tokenIn(t, resp) != first {
+			t.Fatalf("%s after the failed refresh did not serve the cached token", path)
+		}
+		all := strings.Join(resp.Warnings, "\n")
+		for _, w := range []string{`role "app"`, "HTTP 503", "serving the cached token"} {
+			if !strings.Contains(all, w) {
+				t.Fatalf("%s after the failed refresh: warnings %q do not contain %q", path, resp.Warnings, w)
+			}
+		}
+	}
+	e.settle()
+	if got := u.count(); got != 2 {
+		t.Fatalf("upstream logins = %d, want 2 (none during the backoff)", got)
+	}
+}
+
+// Only a read with no usable token waits: within the skew margin of expiry, the
+// read waits for the login and gets the new token.
+func TestReadWithinSkewMarginWaitsForTheLogin(t *testing.T) {
+	u := newHoldingUpstream(t)
+	e := newTestEnv(t, nil, nil)
+	e.configure(u.upstream, map[string]any{"request_timeout": "60s"})
+	e.addRole("app", "svc@example.com", "pw-window")
+	first := tokenIn(t, e.mustRead("creds/app"))
+
+	u.hold()
+	e.clock.Advance(24*time.Hour - 29*time.Second) // 29 s left, the skew margin is 30 s
+	done := e.readAsync("creds/app")
+	u.waitEntered(t)
+	u.release(u.issue)
+	resp := awaitRead(t, done, "the read with no usable token")
+	if tokenIn(t, resp) == first {
+		t.Fatal("the read with no usable token did not wait for the login")
+	}
+}
