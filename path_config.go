@@ -82,7 +82,7 @@ func pathConfig(b *backend) *framework.Path {
 			fieldRefreshBefore: {
 				Type:        framework.TypeDurationSecond,
 				Description: "Log in anew once the cached token has less than this left.",
-				Default:     int(defaultRefreshBefore.Seconds()),
+				Default:     durationDefault(defaultRefreshBefore),
 				DisplayAttrs: &framework.DisplayAttributes{
 					Name: "Refresh before expiry",
 				},
@@ -106,7 +106,7 @@ func pathConfig(b *backend) *framework.Path {
 			fieldRequestTimeout: {
 				Type:        framework.TypeDurationSecond,
 				Description: "Bound on one upstream request.",
-				Default:     int(defaultRequestTimeout.Seconds()),
+				Default:     durationDefault(defaultRequestTimeout),
 				DisplayAttrs: &framework.DisplayAttributes{
 					Name: "Request timeout",
 				},
