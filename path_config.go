@@ -123,24 +123,28 @@ func pathConfig(b *backend) *framework.Path {
 		Operations: map[logical.Operation]framework.OperationHandler{
 			logical.ReadOperation: &framework.PathOperation{
 				Callback: b.pathConfigRead,
+				Summary:  pathConfigReadSummary,
 				DisplayAttrs: &framework.DisplayAttributes{
 					OperationSuffix: "configuration",
 				},
 			},
 			logical.CreateOperation: &framework.PathOperation{
 				Callback: b.pathConfigWrite,
+				Summary:  pathConfigWriteSummary,
 				DisplayAttrs: &framework.DisplayAttributes{
 					OperationVerb: "configure",
 				},
 			},
 			logical.UpdateOperation: &framework.PathOperation{
 				Callback: b.pathConfigWrite,
+				Summary:  pathConfigWriteSummary,
 				DisplayAttrs: &framework.DisplayAttributes{
 					OperationVerb: "configure",
 				},
 			},
 			logical.DeleteOperation: &framework.PathOperation{
 				Callback: b.pathConfigDelete,
+				Summary:  pathConfigDeleteSummary,
 				DisplayAttrs: &framework.DisplayAttributes{
 					OperationSuffix: "configuration",
 				},
@@ -320,3 +324,10 @@ ca_pem                  extra CA certificates for the upstream TLS
 
 URLs must be https://; http:// is accepted only for loopback hosts, for testing.
 `
+
+// Summaries of the config operations, in Vault's OpenAPI document.
+const (
+	pathConfigReadSummary   = `Read the configuration (the defaults when none was written).`
+	pathConfigWriteSummary  = `Configure the upstream token endpoint and the login policy; unnamed fields keep their value.`
+	pathConfigDeleteSummary = `Delete the configuration: the defaults apply again.`
+)

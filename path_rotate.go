@@ -24,7 +24,7 @@ func pathRotateRole(b *backend) *framework.Path {
 			fieldName: {Type: framework.TypeString, Description: "Name of the role.", Required: true},
 		},
 		Operations: map[logical.Operation]framework.OperationHandler{
-			logical.UpdateOperation: &framework.PathOperation{Callback: b.pathRotateRoleWrite},
+			logical.UpdateOperation: &framework.PathOperation{Callback: b.pathRotateRoleWrite, Summary: pathRotateRoleHelpSynopsis},
 		},
 		HelpSynopsis:    pathRotateRoleHelpSynopsis,
 		HelpDescription: pathRotateRoleHelpDescription,
