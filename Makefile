@@ -5,13 +5,15 @@ SHELL := /bin/bash
 GO ?= go
 VERSION ?= v0.1.0
 COMMIT := $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
-LDFLAGS := -X github.com/iadvize/vault-plugin-secrets-iadvize.Version=$(VERSION)+$(COMMIT)
+# The version the plugin reports to Vault (vault plugin info -version=...).
+PLUGIN_VERSION := $(VERSION)+$(COMMIT)
+LDFLAGS := -X github.com/iadvize/vault-plugin-secrets-iadvize.Version=$(PLUGIN_VERSION)
 BUILD_DIR := $(CURDIR)/build
 PLUGIN_DIR := $(BUILD_DIR)/plugins
 PLUGIN_BIN := $(PLUGIN_DIR)/vault-plugin-secrets-iadvize
 FAKE_BIN := $(BUILD_DIR)/fake-iadvize
 
-.PHONY: all build vault hydra test unit e2e lint demo dev bench clean fuzz
+.PHONY: all build vault hydra test unit e2e lint demo dev bench clean fuzz release
 
 all: build
 
@@ -19,6 +21,16 @@ build:
 	@mkdir -p $(PLUGIN_DIR)
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(PLUGIN_BIN) ./cmd/vault-plugin-secrets-iadvize
 	$(GO) build -trimpath -o $(FAKE_BIN) ./cmd/fake-iadvize
+
+# Release archives for linux and darwin on amd64 and arm64, and SHA256SUMS, in
+# build/release (scripts/release.sh --help): make release VERSION=v0.2.0
+release:
+	GO=$(GO) OUT_DIR=$(BUILD_DIR)/release scripts/release.sh "$(if $(filter file,$(origin VERSION)),,$(VERSION))"
+
+# Prints the version make build stamps into the plugin (VERSION+commit).
+.PHONY: plugin-version
+plugin-version:
+	@echo '$(PLUGIN_VERSION)'
 
 # Prints the cached Vault binary, building it on first use (VAULT_BIN overrides).
 vault:
@@ -56,8 +68,11 @@ unit:
 demo: build
 	VAULT_BIN=$$(scripts/vault.sh) PLUGIN_DIR=$(PLUGIN_DIR) FAKE_BIN=$(FAKE_BIN) scripts/demo.sh
 
+# Vault (dev server, plugin registered, no mount) and the fake iAdvize left
+# running for the README's Quickstart; their settings are in build/dev.env.
 dev: build
-	VAULT_BIN=$$(scripts/vault.sh) PLUGIN_DIR=$(PLUGIN_DIR) FAKE_BIN=$(FAKE_BIN) scripts/demo.sh --keep
+	VAULT_BIN=$$(scripts/vault.sh) PLUGIN_DIR=$(PLUGIN_DIR) FAKE_BIN=$(FAKE_BIN) \
+	  DEV_ENV=$(BUILD_DIR)/dev.env PLUGIN_VERSION='$(PLUGIN_VERSION)' scripts/demo.sh --keep
 
 # Benchmarks on a real Vault (cmd/bench): writes BENCHMARKS.md, about 15 minutes
 # on 2 cores. BENCH_FLAGS=-quick for a shorter run.

@@ -280,6 +280,9 @@ func (b *backend) HandleRequest(ctx context.Context, req *logical.Request) (*log
 	if msg := nonStringSecret(req); msg != "" {
 		return logical.ErrorResponse(msg), nil
 	}
+	if req.Operation == logical.HelpOperation {
+		return b.handleHelp(ctx, req)
+	}
 	return b.Backend.HandleRequest(ctx, req)
 }
 

@@ -94,7 +94,7 @@ func pathConfig(b *backend) *framework.Path {
 			fieldRefreshBefore: {
 				Type:        framework.TypeDurationSecond,
 				Description: "Log in anew once the cached token has less than this left.",
-				Default:     int(defaultRefreshBefore.Seconds()),
+				Default:     durationDefault(defaultRefreshBefore),
 				DisplayAttrs: &framework.DisplayAttributes{
 					Name: "Refresh before expiry",
 				},
@@ -118,7 +118,7 @@ func pathConfig(b *backend) *framework.Path {
 			fieldRequestTimeout: {
 				Type:        framework.TypeDurationSecond,
 				Description: "Bound on one upstream request.",
-				Default:     int(defaultRequestTimeout.Seconds()),
+				Default:     durationDefault(defaultRequestTimeout),
 				DisplayAttrs: &framework.DisplayAttributes{
 					Name: "Request timeout",
 				},
@@ -143,6 +143,7 @@ func pathConfig(b *backend) *framework.Path {
 			fieldDefaultExpiresIn: {
 				Type:        framework.TypeDurationSecond,
 				Description: "Lifetime assumed when a token answer has no expires_in. 0 (the default) refuses such answers as malformed.",
+				Default:     durationDefault(0),
 				DisplayAttrs: &framework.DisplayAttributes{
 					Name: "Default token lifetime",
 				},
@@ -152,24 +153,28 @@ func pathConfig(b *backend) *framework.Path {
 		Operations: map[logical.Operation]framework.OperationHandler{
 			logical.ReadOperation: &framework.PathOperation{
 				Callback: b.pathConfigRead,
+				Summary:  pathConfigReadSummary,
 				DisplayAttrs: &framework.DisplayAttributes{
 					OperationSuffix: "configuration",
 				},
 			},
 			logical.CreateOperation: &framework.PathOperation{
 				Callback: b.pathConfigWrite,
+				Summary:  pathConfigWriteSummary,
 				DisplayAttrs: &framework.DisplayAttributes{
 					OperationVerb: "configure",
 				},
 			},
 			logical.UpdateOperation: &framework.PathOperation{
 				Callback: b.pathConfigWrite,
+				Summary:  pathConfigWriteSummary,
 				DisplayAttrs: &framework.DisplayAttributes{
 					OperationVerb: "configure",
 				},
 			},
 			logical.DeleteOperation: &framework.PathOperation{
 				Callback: b.pathConfigDelete,
+				Summary:  pathConfigDeleteSummary,
 				DisplayAttrs: &framework.DisplayAttributes{
 					OperationSuffix: "configuration",
 				},
@@ -387,3 +392,10 @@ default_expires_in      lifetime assumed when a token answer has no expires_in
 
 URLs must be https://; http:// is accepted only for loopback hosts, for testing.
 `
+
+// Summaries of the config operations, in Vault's OpenAPI document.
+const (
+	pathConfigReadSummary   = `Read the configuration (the defaults when none was written).`
+	pathConfigWriteSummary  = `Configure the upstream token endpoint and the login policy; unnamed fields keep their value.`
+	pathConfigDeleteSummary = `Delete the configuration: the defaults apply again.`
+)

@@ -79,7 +79,7 @@ func pathRoles(b *backend) []*framework.Path {
 				OperationSuffix: "roles",
 			},
 			Operations: map[logical.Operation]framework.OperationHandler{
-				logical.ListOperation: &framework.PathOperation{Callback: b.pathRolesList},
+				logical.ListOperation: &framework.PathOperation{Callback: b.pathRolesList, Summary: pathRolesListHelpSynopsis},
 			},
 			HelpSynopsis:    pathRolesListHelpSynopsis,
 			HelpDescription: pathRolesListHelpDescription,
@@ -135,10 +135,10 @@ func pathRoles(b *backend) []*framework.Path {
 			},
 			ExistenceCheck: b.roleExists,
 			Operations: map[logical.Operation]framework.OperationHandler{
-				logical.ReadOperation:   &framework.PathOperation{Callback: b.pathRoleRead},
-				logical.CreateOperation: &framework.PathOperation{Callback: b.pathRoleWrite},
-				logical.UpdateOperation: &framework.PathOperation{Callback: b.pathRoleWrite},
-				logical.DeleteOperation: &framework.PathOperation{Callback: b.pathRoleDelete},
+				logical.ReadOperation:   &framework.PathOperation{Callback: b.pathRoleRead, Summary: pathRoleReadSummary},
+				logical.CreateOperation: &framework.PathOperation{Callback: b.pathRoleWrite, Summary: pathRoleWriteSummary},
+				logical.UpdateOperation: &framework.PathOperation{Callback: b.pathRoleWrite, Summary: pathRoleWriteSummary},
+				logical.DeleteOperation: &framework.PathOperation{Callback: b.pathRoleDelete, Summary: pathRoleDeleteSummary},
 			},
 			HelpSynopsis:    pathRoleHelpSynopsis,
 			HelpDescription: pathRoleHelpDescription,
@@ -430,3 +430,10 @@ An update changes only the fields it names; unknown fields are refused. Writing
 credentials discards the role's cached token and clears a "credentials rejected"
 state. Deleting a role deletes its cached token.
 `
+
+// Summaries of the role operations, in Vault's OpenAPI document.
+const (
+	pathRoleReadSummary   = `Read a role, without its password or client secret.`
+	pathRoleWriteSummary  = `Create or update a role; unnamed fields keep their value.`
+	pathRoleDeleteSummary = `Delete a role and its cached token.`
+)

@@ -3,6 +3,7 @@ package iadvize
 import (
 	"context"
 	"errors"
+	"fmt"
 	"time"
 
 	"github.com/hashicorp/vault/sdk/framework"
@@ -23,7 +24,7 @@ func pathRotateRole(b *backend) *framework.Path {
 			fieldName: {Type: framework.TypeString, Description: "Name of the role.", Required: true},
 		},
 		Operations: map[logical.Operation]framework.OperationHandler{
-			logical.UpdateOperation: &framework.PathOperation{Callback: b.pathRotateRoleWrite},
+			logical.UpdateOperation: &framework.PathOperation{Callback: b.pathRotateRoleWrite, Summary: pathRotateRoleHelpSynopsis},
 		},
 		HelpSynopsis:    pathRotateRoleHelpSynopsis,
 		HelpDescription: pathRotateRoleHelpDescription,
@@ -40,13 +41,24 @@ func (b *backend) pathRotateRoleWrite(ctx context.Context, req *logical.Request,
 		return nil, err
 	}
 	if res.failed != nil {
-		return nil, logical.CodedError(res.failed.status, res.failed.message(name))
+		return nil, logical.CodedError(res.failed.status, rotateFailure(res.failed, name))
 	}
 	st := res.entry.state
 	return &logical.Response{Data: map[string]any{
 		fieldIssueTime:  st.IssuedAt.UTC().Format(time.RFC3339),
 		fieldExpireTime: st.ExpiresAt.UTC().Format(time.RFC3339),
 	}}, nil
+}
+
+// rotateFailure is rotate-role's error message. When upstream rejected the
+// credentials on this very call, "no login until ... rotate-role is called" would
+// point back at the call just made: say what was tried and what helps instead.
+func rotateFailure(u *unavailable, name string) string {
+	if !u.retryAt.IsZero() {
+		return u.message(name)
+	}
+	return fmt.Sprintf("role %q: %s; rotate-role tried the role's credentials once and upstream rejected them: "+
+		"rewrite them at roles/%s (each rotate-role tries them once more)", name, u.cause, name)
 }
 
 const pathRotateRoleHelpSynopsis = `Log in now and replace the role's cached token.`

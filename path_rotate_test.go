@@ -110,7 +110,11 @@ func TestRotateRoleOnRejectedCredentialsTriesExactlyOnce(t *testing.T) {
 
 	e.clock.Advance(time.Minute)
 	_, err = e.doRotate("app")
-	expectCodedError(t, err, http.StatusBadGateway, `role "app"`, "rejected")
+	msg := expectCodedError(t, err, http.StatusBadGateway, `role "app"`, "rejected", "rewrite them at roles/app")
+	// The answer to rotate-role does not send the operator back to rotate-role.
+	if strings.Contains(msg, "rotate-role is called") {
+		t.Fatalf("rotate-role answered %q, which points back at the call just made", msg)
+	}
 	if u.count() != 2 {
 		t.Fatalf("rotate-role of a rejected role made %d logins, want exactly 1", u.count()-1)
 	}

@@ -20,7 +20,7 @@ func pathStatus(b *backend) *framework.Path {
 			fieldName: {Type: framework.TypeString, Description: "Name of the role.", Required: true},
 		},
 		Operations: map[logical.Operation]framework.OperationHandler{
-			logical.ReadOperation: &framework.PathOperation{Callback: b.pathStatusRead},
+			logical.ReadOperation: &framework.PathOperation{Callback: b.pathStatusRead, Summary: pathStatusHelpSynopsis},
 		},
 		HelpSynopsis:    pathStatusHelpSynopsis,
 		HelpDescription: pathStatusHelpDescription,

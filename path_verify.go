@@ -36,7 +36,7 @@ func pathVerify(b *backend) *framework.Path {
 			fieldName: {Type: framework.TypeString, Description: "Name of the role.", Required: true},
 		},
 		Operations: map[logical.Operation]framework.OperationHandler{
-			logical.ReadOperation: &framework.PathOperation{Callback: b.pathVerifyRead},
+			logical.ReadOperation: &framework.PathOperation{Callback: b.pathVerifyRead, Summary: pathVerifyHelpSynopsis},
 		},
 		HelpSynopsis:    pathVerifyHelpSynopsis,
 		HelpDescription: pathVerifyHelpDescription,

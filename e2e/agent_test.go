@@ -159,13 +159,19 @@ func distinctCount(v []string) int {
 // returns a function that stops it (also run at cleanup).
 func startAgent(t *testing.T, bin, cfg, logPath, home string) func() {
 	t.Helper()
+	return startAgentEnv(t, bin, cfg, logPath, home)
+}
+
+// startAgentEnv is startAgent with env added to the Agent's environment.
+func startAgentEnv(t *testing.T, bin, cfg, logPath, home string, env ...string) func() {
+	t.Helper()
 	logf, err := os.Create(logPath)
 	if err != nil {
 		t.Fatal(err)
 	}
 	cmd := exec.Command(bin, "agent", "-config="+cfg, "-log-level=debug")
 	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.Env = append(cleanEnv(), "HOME="+home)
+	cmd.Env = append(append(cleanEnv(), "HOME="+home), env...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
 		logf.Close()

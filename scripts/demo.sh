@@ -1,26 +1,37 @@
 #!/usr/bin/env bash
 # The plugin end to end, in one command: a fake iAdvize upstream, a Vault dev
-# server with the plugin, a role, two reads of creds/ that return the same token
-# for one login upstream.
+# server with the plugin, a role, and a burst of concurrent cold reads of
+# creds/ that all get the same token for one login upstream.
 #
 # Usage: scripts/demo.sh [--keep]
 #   (normally through `make demo`, or `make dev` for --keep)
 # Environment:
-#   VAULT_BIN   the vault binary (make: scripts/vault.sh)
-#   PLUGIN_DIR  directory holding the plugin binary vault-plugin-secrets-iadvize
-#   FAKE_BIN    the fake-iadvize binary (cmd/fake-iadvize)
+#   VAULT_BIN       the vault binary (make: scripts/vault.sh)
+#   PLUGIN_DIR      directory holding the plugin binary vault-plugin-secrets-iadvize
+#   FAKE_BIN        the fake-iadvize binary (cmd/fake-iadvize)
+#   BURST           concurrent readers in the demo (default 200)
+#   DEV_ENV         with --keep: the file to write the exports to (make: build/dev.env)
+#   PLUGIN_VERSION  with --keep: the version the plugin binary reports (make sets it)
 #
-# Without --keep, both servers are stopped and the temporary directory removed
-# when the demo ends, fails or is interrupted. With --keep, they stay up after a
-# successful run; the script prints the exports to use them and how to stop them.
-# Everything listens on 127.0.0.1 only. The demo user's password is random, given
-# to the fake and to Vault on standard input (never on a command line) and never
+# Without --keep (make demo), the demo runs and then both servers are stopped
+# and the temporary directory removed (also when it fails or is interrupted).
+# With --keep (make dev), it only starts the servers, with a user and a client in
+# the fake, and leaves them running for the README's Quickstart: the plugin is
+# registered (a dev server registers its plugin directory) but no mount is
+# enabled. It writes DEV_ENV, which sets VAULT_ADDR, VAULT_TOKEN, PATH (with the
+# built vault), FAKE_URL, DEMO_PASSWORD_FILE, DEMO_CLIENT_SECRET_FILE,
+# PLUGIN_VERSION and DEV_STOP (the script that stops both servers); a previous
+# `make dev` named in DEV_ENV is stopped first.
+# Everything listens on 127.0.0.1 only. Passwords are random, given to the fake
+# and to Vault in files or on standard input (never on a command line) and never
 # printed; tokens are shown masked.
 set -euo pipefail
 
 PLUGIN_NAME=vault-plugin-secrets-iadvize
 ROLE=demo
 DEMO_USER=demo-user
+DEMO_CLIENT=demo-client
+BURST=${BURST:-200}
 
 keep=0
 for arg in "$@"; do
@@ -45,6 +56,19 @@ die() {
 [ -n "${VAULT_BIN:-}" ] && [ -x "$VAULT_BIN" ] || die "VAULT_BIN must be the vault binary (run: make demo)"
 [ -n "${PLUGIN_DIR:-}" ] && [ -x "$PLUGIN_DIR/$PLUGIN_NAME" ] || die "PLUGIN_DIR must hold the plugin binary $PLUGIN_NAME (run: make demo)"
 [ -n "${FAKE_BIN:-}" ] && [ -x "$FAKE_BIN" ] || die "FAKE_BIN must be the fake-iadvize binary (run: make demo)"
+if [ "$keep" = 1 ]; then
+  [ -n "${DEV_ENV:-}" ] || die "DEV_ENV must name the file to write the exports to (run: make dev)"
+  [ -n "${PLUGIN_VERSION:-}" ] || die "PLUGIN_VERSION must be the plugin's version (run: make dev)"
+  # A previous make dev still running: stop it, it would be lost otherwise.
+  if [ -f "$DEV_ENV" ]; then
+    old_stop=$(sed -n "s/^export DEV_STOP='\(.*\)'$/\1/p" "$DEV_ENV")
+    if [ -n "$old_stop" ] && [ -x "$old_stop" ]; then
+      echo "==> Stopping the servers of the previous make dev ($old_stop)"
+      "$old_stop" || true
+    fi
+    rm -f "$DEV_ENV"
+  fi
+fi
 command -v curl >/dev/null || die "curl is needed"
 PLUGIN_DIR=$(cd "$PLUGIN_DIR" && pwd) # vault wants an absolute plugin directory
 
@@ -109,11 +133,16 @@ detached "$FAKE_BIN" -listen 127.0.0.1:0 -addr-file "$work/fake.addr" </dev/null
 fake_pid=$!
 wait_for 30 "the fake to listen" test -s "$work/fake.addr"
 FAKE_URL=$(cat "$work/fake.addr")
-password=$(random_hex 16)
-printf '{"username":"%s","password":"%s"}' "$DEMO_USER" "$password" |
+# The secrets live in files of the private work directory, with no newline
+# (vault write key=@FILE sends a file as is).
+(umask 077 && random_hex 16 >"$work/demo-password" && random_hex 16 >"$work/demo-client-secret")
+printf '{"username":"%s","password":"%s"}' "$DEMO_USER" "$(cat "$work/demo-password")" |
   curl -fsS -o /dev/null -H 'Content-Type: application/json' --data-binary @- "$FAKE_URL/_fake/users" ||
   die "could not add the demo user to the fake"
-echo "    fake iAdvize on $FAKE_URL, service user '$DEMO_USER' (random password, not shown)"
+printf '{"client_id":"%s","client_secret":"%s"}' "$DEMO_CLIENT" "$(cat "$work/demo-client-secret")" |
+  curl -fsS -o /dev/null -H 'Content-Type: application/json' --data-binary @- "$FAKE_URL/_fake/clients" ||
+  die "could not add the demo client to the fake"
+echo "    fake iAdvize on $FAKE_URL: service user '$DEMO_USER', client '$DEMO_CLIENT' (random secrets, not shown)"
 
 # --- Vault dev server with the plugin --------------------------------------
 step "Starting a Vault dev server with the plugin"
@@ -144,82 +173,110 @@ unset VAULT_NAMESPACE VAULT_FORMAT
 vault() { HOME="$work" "$VAULT_BIN" "$@"; }
 echo "    $("$VAULT_BIN" version | awk '{sub(/,$/, "", $2); print $1, $2}') dev server on $VAULT_ADDR"
 
+
+# --- make dev: leave the servers for the README's Quickstart ----------------
+if [ "$keep" = 1 ]; then
+  vault plugin info -version="$PLUGIN_VERSION" secret "$PLUGIN_NAME" >/dev/null ||
+    die "the dev server did not register $PLUGIN_NAME at version $PLUGIN_VERSION"
+  cat >"$work/stop.sh" <<STOP
+#!/usr/bin/env bash
+# Stops the Vault and fake iAdvize of make dev and removes $work.
+kill $vault_pid $fake_pid 2>/dev/null || true
+for i in \$(seq 200); do kill -0 $vault_pid 2>/dev/null || kill -0 $fake_pid 2>/dev/null || break; sleep 0.1; done
+rm -rf '$work'
+rm -f '$DEV_ENV'
+echo "make dev: servers stopped"
+STOP
+  chmod +x "$work/stop.sh"
+  mkdir -p "$(dirname "$DEV_ENV")"
+  cat >"$DEV_ENV.tmp" <<ENV
+# Written by make dev (scripts/demo.sh --keep). In your shell: . $DEV_ENV
+export VAULT_ADDR='$VAULT_ADDR'
+export VAULT_TOKEN='$VAULT_TOKEN'
+export PATH='$(dirname "$VAULT_BIN")':"\$PATH"
+export FAKE_URL='$FAKE_URL'
+export DEMO_PASSWORD_FILE='$work/demo-password'
+export DEMO_CLIENT_SECRET_FILE='$work/demo-client-secret'
+export PLUGIN_VERSION='$PLUGIN_VERSION'
+export DEV_STOP='$work/stop.sh'
+ENV
+  mv "$DEV_ENV.tmp" "$DEV_ENV"
+  step "Vault and the fake iAdvize keep running"
+  echo "    Vault        $VAULT_ADDR  (pid $vault_pid, log $work/vault.log)"
+  echo "                 $PLUGIN_NAME $PLUGIN_VERSION is registered; no mount is enabled yet"
+  echo "    fake iAdvize $FAKE_URL  (pid $fake_pid, log $work/fake.log)"
+  echo "                 user '$DEMO_USER' and client '$DEMO_CLIENT', secrets in $work"
+  echo
+  echo "    In your shell:   . $DEV_ENV"
+  echo "    then follow the README's Quickstart. To stop both servers: \"\$DEV_STOP\""
+  done_ok=1
+  exit 0
+fi
+
+# --- make demo ----------------------------------------------------------------
 step "vault secrets enable -path=iadvize $PLUGIN_NAME"
 vault secrets enable -path=iadvize "$PLUGIN_NAME"
 
 step "vault write iadvize/config token_url=$FAKE_URL/oauth2/token verify_url=$FAKE_URL/_authenticated"
 vault write iadvize/config token_url="$FAKE_URL/oauth2/token" verify_url="$FAKE_URL/_authenticated"
 
-step "vault write iadvize/roles/$ROLE username=$DEMO_USER password=-   (password on stdin)"
-printf '%s' "$password" | vault write "iadvize/roles/$ROLE" username="$DEMO_USER" password=-
-unset password
+step "vault write iadvize/roles/$ROLE username=$DEMO_USER password=@$work/demo-password"
+vault write "iadvize/roles/$ROLE" username="$DEMO_USER" password=@"$work/demo-password"
 
-# read_creds N: reads creds/ with the CLI, shows the answer with the token
-# masked, and sets token_N.
+# --- the burst ---------------------------------------------------------------
+step "$BURST clients read iadvize/creds/$ROLE at the same time (cold: the plugin has no token yet)"
+(umask 077 && printf 'X-Vault-Token: %s\n' "$VAULT_TOKEN" >"$work/token-header") # not on curl's command line
+mkdir "$work/burst"
+# now_ms: milliseconds since the epoch (bash 5), or whole seconds' worth (older bash).
+now_ms() {
+  if [ -n "${EPOCHREALTIME:-}" ]; then
+    echo $((${EPOCHREALTIME//[.,]/} / 1000))
+  else
+    echo $(($(date +%s) * 1000))
+  fi
+}
+started=$(now_ms)
+readers=()
+for ((i = 0; i < BURST; i++)); do
+  curl -sS -o "$work/burst/$i.json" -w '%{http_code}' -H @"$work/token-header" \
+    "$VAULT_ADDR/v1/iadvize/creds/$ROLE" >"$work/burst/$i.code" 2>>"$work/burst/errors" &
+  readers+=($!)
+done
+wait "${readers[@]}" || true # the servers are background jobs too: wait for the readers only
+elapsed_ms=$(($(now_ms) - started))
+ok=$(cat "$work"/burst/*.code | grep -o 200 | wc -l | tr -d ' ')
+distinct=$(sed -n 's/.*"access_token":"\([^"]*\)".*/\1/p' "$work"/burst/*.json | sort -u)
+ndistinct=$(grep -c . <<<"$distinct" || true)
+echo "    $ok of $BURST answered HTTP 200 within ${elapsed_ms} ms, with $ndistinct distinct token(s): $(mask "$distinct")"
+[ "$ok" = "$BURST" ] || die "$((BURST - ok)) reads failed ($(sort -u "$work/burst/errors" | head -3))"
+[ "$ndistinct" = 1 ] || die "the readers got $ndistinct different tokens, want one"
+token_1=$distinct
+unset distinct
+
+# read_creds: reads creds/ with the CLI, shows the answer with the token masked,
+# and sets token_2.
 read_creds() {
   local out tok
   out=$(vault read "iadvize/creds/$ROLE")
   tok=$(awk '$1 == "access_token" {print $2}' <<<"$out")
   [ -n "$tok" ] || die "creds/$ROLE returned no access_token"
   awk -v m="$(mask "$tok")" '$1 == "access_token" {print "    access_token       " m; next} {print "    " $0}' <<<"$out"
-  printf -v "token_$1" '%s' "$tok"
+  token_2=$tok
 }
-
-step "vault read iadvize/creds/$ROLE   (first read: the plugin logs in)"
-read_creds 1
-step "vault read iadvize/creds/$ROLE   (second read: served from the cache)"
-read_creds 2
+step "vault read iadvize/creds/$ROLE   (one more read, with the CLI: served from the cache)"
+read_creds
 
 stats=$(curl -fsS "$FAKE_URL/_fake/stats") || die "could not read the fake's stats"
 logins=$(sed -n 's/.*"login_attempts":[[:space:]]*\([0-9]*\).*/\1/p' <<<"$stats")
 
 step "Result"
-if [ "$token_1" = "$token_2" ]; then
-  echo "    Both reads returned the same token ($(mask "$token_1")): same token, one login."
-else
-  die "the two reads returned different tokens ($(mask "$token_1") and $(mask "$token_2"))"
-fi
-echo "    The fake iAdvize saw $logins login(s) (GET $FAKE_URL/_fake/stats: login_attempts=$logins)."
+[ "$token_1" = "$token_2" ] || die "the CLI read returned another token ($(mask "$token_2"), not $(mask "$token_1"))"
+echo "    $((BURST + 1)) reads, one token ($(mask "$token_1")), and the fake iAdvize saw $logins login(s)"
+echo "    (GET $FAKE_URL/_fake/stats: login_attempts=$logins)."
 [ "$logins" = 1 ] || die "expected exactly one login upstream, the fake saw ${logins:-?}"
 unset token_1 token_2
 
-try_next() {
-  cat <<EOF
-    vault read iadvize/status/$ROLE           # token times, next login, last outcome (no token shown)
-    vault read iadvize/static-creds/$ROLE     # the same token without a lease, with ttl and rotation_period
-    vault write -f iadvize/rotate-role/$ROLE  # log in now and replace the cached token
-    vault read iadvize/verify/$ROLE           # check the cached token upstream (at most once per 5 s)
-    curl -s $FAKE_URL/_fake/stats   # what the fake upstream saw
-EOF
-}
-
-if [ "$keep" = 1 ]; then
-  cat >"$work/stop.sh" <<EOF
-#!/usr/bin/env bash
-# Stops the demo's Vault and fake iAdvize and removes $work.
-kill $vault_pid $fake_pid 2>/dev/null || true
-for i in \$(seq 200); do kill -0 $vault_pid 2>/dev/null || kill -0 $fake_pid 2>/dev/null || break; sleep 0.1; done
-rm -rf '$work'
-echo "demo servers stopped"
-EOF
-  chmod +x "$work/stop.sh"
-  step "The servers keep running. In your shell:"
-  cat <<EOF
-    export VAULT_ADDR=$VAULT_ADDR
-    export VAULT_TOKEN=$VAULT_TOKEN
-    export PATH="$(dirname "$VAULT_BIN"):\$PATH"
-EOF
-  echo
-  echo "    Then try:"
-  try_next
-  echo
-  echo "    Logs: $work/vault.log and $work/fake.log"
-  echo "    To stop both servers (pids $vault_pid and $fake_pid) and remove $work:"
-  echo "    $work/stop.sh"
-else
-  step "Try next (run 'make dev' to keep the servers up, then):"
-  try_next
-  echo
-  echo "Stopping the servers and removing $work."
-fi
+step "Next: make dev leaves a Vault and the fake running for the README's Quickstart."
+echo
+echo "Stopping the servers and removing $work."
 done_ok=1

@@ -30,8 +30,12 @@ fi
 
 mkdir -p "$cache_root"
 # One build at a time: parallel callers (make demo and make test) wait for the first.
-exec 9>"$cache_root/vault-$VAULT_VERSION.lock"
-flock 9
+lock="$cache_root/vault-$VAULT_VERSION.lock"
+exec 9>"$lock"
+if ! flock -n 9; then
+  echo "vault.sh: another build of Vault $VAULT_VERSION is running (lock $lock); waiting for it: several minutes..." >&2
+  flock 9
+fi
 if [ -x "$bin" ]; then
   echo "$bin"
   exit 0
@@ -39,7 +43,8 @@ fi
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-echo "building Vault $VAULT_VERSION from the Go module proxy (first run only, several minutes)..." >&2
+echo "vault.sh: building Vault $VAULT_VERSION from the Go module proxy. This takes several minutes (6 to 15 on" \
+  "2 cores) and prints nothing more until it is done; it happens once, then $bin is reused." >&2
 
 gomod=$(cd "$work" && GOFLAGS=-mod=mod go mod download -json "github.com/hashicorp/vault@$VAULT_VERSION" \
   | sed -n 's/^[[:space:]]*"GoMod": "\(.*\)",\{0,1\}$/\1/p')
