@@ -13,41 +13,14 @@ set -euo pipefail
 
 HYDRA_VERSION="${HYDRA_VERSION:-v2.3.0}"
 
-if [ -n "${HYDRA_BIN:-}" ]; then
-  [ -x "$HYDRA_BIN" ] || { echo "HYDRA_BIN=$HYDRA_BIN is not an executable" >&2; exit 1; }
-  echo "$HYDRA_BIN"
-  exit 0
-fi
-
-cache_root="${XDG_CACHE_HOME:-$HOME/.cache}/vault-plugin-secrets-iadvize"
-bin="$cache_root/hydra-$HYDRA_VERSION/hydra"
-if [ -x "$bin" ]; then
-  echo "$bin"
-  exit 0
-fi
-# --cached-only: report the cached binary, never build (tests use this).
-if [ "${1:-}" = "--cached-only" ]; then
-  exit 1
-fi
-
-mkdir -p "$cache_root"
-# One build at a time: parallel callers wait for the first.
-exec 9>"$cache_root/hydra-$HYDRA_VERSION.lock"
-flock 9
-if [ -x "$bin" ]; then
-  echo "$bin"
-  exit 0
-fi
+# shellcheck source=scripts/tool-cache.sh
+source "$(dirname "$0")/tool-cache.sh"
+tool_cache_prepare hydra "$HYDRA_VERSION" HYDRA_BIN "${1:-}"
 
 command -v gcc >/dev/null || { echo "building Hydra needs a C compiler (gcc) for its sqlite driver" >&2; exit 1; }
-
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
 echo "building Ory Hydra $HYDRA_VERSION from the Go module proxy (first run only, several minutes)..." >&2
 
-gomod=$(cd "$work" && GOFLAGS=-mod=mod go mod download -json "github.com/ory/hydra/v2@$HYDRA_VERSION" \
-  | sed -n 's/^[[:space:]]*"GoMod": "\(.*\)",\{0,1\}$/\1/p')
-[ -f "$gomod" ] || { echo "could not download github.com/ory/hydra/v2@$HYDRA_VERSION" >&2; exit 1; }
+gomod=$(module_gomod "github.com/ory/hydra/v2@$HYDRA_VERSION")
 # The release's replace line for pop: "replace github.com/gobuffalo/pop/v6 => github.com/ory/pop/v6 <version>".
 pop_version=$(awk '$1 == "replace" && $2 == "github.com/gobuffalo/pop/v6" && $3 == "=>" && $4 == "github.com/ory/pop/v6" {print $5; exit}' "$gomod")
 go_directive=$(awk '$1 == "go" {print $2; exit}' "$gomod")
@@ -70,7 +43,6 @@ package hydrawrapper
 import _ "github.com/ory/hydra/v2"
 GO
 
-mkdir -p "$(dirname "$bin")"
 (cd "$work" && GOFLAGS=-mod=mod CGO_ENABLED=1 go build -mod=mod -tags sqlite,sqlite_omit_load_extension \
   -ldflags='-s -w' -o "$bin.tmp" github.com/ory/hydra/v2)
 mv "$bin.tmp" "$bin"

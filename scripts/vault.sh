@@ -11,44 +11,13 @@ set -euo pipefail
 
 VAULT_VERSION="${VAULT_VERSION:-v1.21.0}"
 
-if [ -n "${VAULT_BIN:-}" ]; then
-  [ -x "$VAULT_BIN" ] || { echo "VAULT_BIN=$VAULT_BIN is not an executable" >&2; exit 1; }
-  echo "$VAULT_BIN"
-  exit 0
-fi
-
-cache_root="${XDG_CACHE_HOME:-$HOME/.cache}/vault-plugin-secrets-iadvize"
-bin="$cache_root/vault-$VAULT_VERSION/vault"
-if [ -x "$bin" ]; then
-  echo "$bin"
-  exit 0
-fi
-# --cached-only: report the cached binary, never build (tests use this).
-if [ "${1:-}" = "--cached-only" ]; then
-  exit 1
-fi
-
-mkdir -p "$cache_root"
-# One build at a time: parallel callers (make demo and make test) wait for the first.
-lock="$cache_root/vault-$VAULT_VERSION.lock"
-exec 9>"$lock"
-if ! flock -n 9; then
-  echo "vault.sh: another build of Vault $VAULT_VERSION is running (lock $lock); waiting for it: several minutes..." >&2
-  flock 9
-fi
-if [ -x "$bin" ]; then
-  echo "$bin"
-  exit 0
-fi
-
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
+# shellcheck source=scripts/tool-cache.sh
+source "$(dirname "$0")/tool-cache.sh"
+tool_cache_prepare vault "$VAULT_VERSION" VAULT_BIN "${1:-}"
 echo "vault.sh: building Vault $VAULT_VERSION from the Go module proxy. This takes several minutes (6 to 15 on" \
   "2 cores) and prints nothing more until it is done; it happens once, then $bin is reused." >&2
 
-gomod=$(cd "$work" && GOFLAGS=-mod=mod go mod download -json "github.com/hashicorp/vault@$VAULT_VERSION" \
-  | sed -n 's/^[[:space:]]*"GoMod": "\(.*\)",\{0,1\}$/\1/p')
-[ -f "$gomod" ] || { echo "could not download github.com/hashicorp/vault@$VAULT_VERSION" >&2; exit 1; }
+gomod=$(module_gomod "github.com/hashicorp/vault@$VAULT_VERSION")
 api_version=$(awk '$1 == "github.com/hashicorp/vault/api" && $2 ~ /^v/ {print $2; exit}' "$gomod")
 sdk_version=$(awk '$1 == "github.com/hashicorp/vault/sdk" && $2 ~ /^v/ {print $2; exit}' "$gomod")
 go_directive=$(awk '$1 == "go" {print $2; exit}' "$gomod")
@@ -77,7 +46,6 @@ package vaultwrapper
 import _ "github.com/hashicorp/vault"
 GO
 
-mkdir -p "$(dirname "$bin")"
 (cd "$work" && GOFLAGS=-mod=mod CGO_ENABLED=0 go build -mod=mod -ldflags='-s -w' -o "$bin.tmp" github.com/hashicorp/vault)
 mv "$bin.tmp" "$bin"
 "$bin" version >&2
