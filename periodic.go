@@ -86,7 +86,7 @@ func (b *backend) periodicRefresh(ctx context.Context, req *logical.Request) err
 			}
 			break
 		}
-		if stop.Load() || !b.waitForHostBudget(ctx, cfg, start, over) {
+		if stop.Load() || !b.waitForHostBudget(ctx, cfg, start, over, func() { _ = g.Wait() }) {
 			b.sched.putBack(item)
 			break
 		}
@@ -111,15 +111,25 @@ func (b *backend) periodicRefresh(ctx context.Context, req *logical.Request) err
 }
 
 // waitForHostBudget waits until the token host's login budget has room, if that
-// comes before the run's end. It reports whether a login may be started.
-func (b *backend) waitForHostBudget(ctx context.Context, cfg *configEntry, start time.Time, over func() bool) bool {
+// comes before the run's end. It reports whether a login may be started. Before
+// waiting, it lets the logins in flight end (drain): they hold their slots
+// already, and none is sent while it waits.
+func (b *backend) waitForHostBudget(ctx context.Context, cfg *configEntry, start time.Time, over func() bool, drain func()) bool {
+	drained := false
 	for !over() {
 		now := b.now()
 		at := b.limits.totalNextFree(now, cfg.LoginsPerMinute)
-		if !at.After(now) {
+		switch {
+		case !at.After(now):
 			return true
+		case at.Sub(start) >= periodicRunBudget:
+			return false
+		case !drained:
+			drain()
+			drained = true
+			continue
 		}
-		if at.Sub(start) >= periodicRunBudget || b.sleep(ctx, at.Sub(now)) != nil {
+		if b.sleep(ctx, at.Sub(now)) != nil {
 			return false
 		}
 	}
