@@ -52,7 +52,10 @@ func newTokenClient(cfg *config) (*tokenClient, error) {
 // upstream text in its message has passed redact.
 func (c *tokenClient) login(ctx context.Context, tokenURL, clientAuth string, r *role, rules answerRules) (*token, error) {
 	req, err := newTokenRequest(ctx, tokenURL, r, clientAuth)
-	if err != nil {
+	switch {
+	case errors.Is(err, errColonInClientID):
+		return nil, &loginError{kind: kindRejected, msg: err.Error(), err: err}
+	case err != nil:
 		return nil, &loginError{kind: kindTransient, msg: "building the token request failed", err: err}
 	}
 	resp, err := c.http.Do(req)

@@ -42,6 +42,13 @@ var answerSeeds = []struct {
 	{200, "application/json", "", `{"access_token":"tok-1","expires_in":"NaN"}`},
 	{200, "application/json", "", `{"access_token":"tok-1","expires_in":1e400}`},
 	{200, "application/json", "", `{"expires_in":3600}`},
+	{200, "application/json", "", `{"access_token":"tok-1","expires_in":0.0001}`},
+	{200, "application/json", "", `{"access_token":"tok-1","expires_in":"Infinity"}`},
+	{200, "application/json", "", `{"access_token":"tok-1","expires_in":"0x1p10"}`},
+	{200, "application/json", "", `{"access_token":"tok\r\nX-Evil: 1","expires_in":3600}`},
+	{200, "application/json", "", `{"access_token":"tok-1","expires_in":3600,"token_type":"Bearer\u0000"}`},
+	{400, "application/json", "", `{"error":"invalid_request","error_description":"{\"password\":\"s3cr\\/t+K3y=\"}"}`},
+	{400, "application/json", "", `{"error":"x_s3cr/","error_description":"t+K3y="}`},
 	{200, "application/json", "", `{"access_token":7,"expires_in":3600}`},
 	{200, "application/json", "", `{"error":"incorrect_client_credentials"}`},
 	{200, "application/json", "", `{"error":"temporarily_unavailable"}`},
@@ -114,6 +121,10 @@ func FuzzClassifyAnswer(f *testing.F) {
 				t.Fatal("token from an answer with an error member")
 			case tok.accessToken == "" || tok.accessToken != stringField(fields, "access_token"):
 				t.Fatal("served access_token is not the answer's")
+			case strings.ContainsAny(tok.accessToken+tok.tokenType, "\r\n\x00"):
+				t.Fatal("a token or token type with a control character was served")
+			case tok.expiresIn < time.Second:
+				t.Fatalf("lifetime %s under a second", tok.expiresIn)
 			case tok.expiresIn <= 0 || tok.expiresIn > maxTokenLifetime:
 				t.Fatalf("lifetime %s outside (0, 1 year]", tok.expiresIn)
 			case tok.tokenType == "" || strings.EqualFold(tok.tokenType, "bearer") && tok.tokenType != "Bearer":

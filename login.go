@@ -150,7 +150,7 @@ func servingWarning(u *unavailable, e *cacheEntry, name string) string {
 func (b *backend) serveWhileRefreshing(ctx context.Context, s logical.Storage, name string, e *cacheEntry, cfg *configEntry, now time.Time) served {
 	srv := served{entry: e, cfg: cfg}
 	next := b.nextLogin(e, cfg, now)
-	if u := refreshFailure(e.state, cfg.config, now); u != nil {
+	if u := refreshFailure(e, cfg.config, now); u != nil {
 		srv.warning = servingWarning(u, e, name)
 	} else if v, ok := b.detachedFailed.Load(name); ok {
 		u := v.(*unavailable)
@@ -165,11 +165,12 @@ func (b *backend) serveWhileRefreshing(ctx context.Context, s logical.Storage, n
 
 // refreshFailure is why the token's refresh has failed, or nil when no attempt
 // since the token was issued has failed (none yet, or one in flight).
-func refreshFailure(st *tokenState, cfg *config, now time.Time) *unavailable {
+func refreshFailure(e *cacheEntry, cfg *config, now time.Time) *unavailable {
+	st := e.state
 	switch {
 	case st.LastOutcome == "" || st.LastOutcome == outcomeSuccess:
 		return nil
-	case st.rejectedUnder(cfg):
+	case e.rejectedUnder(cfg):
 		return &unavailable{status: http.StatusBadGateway, cause: st.LastError}
 	case now.Before(st.NextAttempt):
 		return &unavailable{status: http.StatusTooManyRequests, cause: "backing off after: " + st.LastError, retryAt: st.NextAttempt}
@@ -182,7 +183,7 @@ func refreshFailure(st *tokenState, cfg *config, now time.Time) *unavailable {
 // never comes before now. A role whose credentials were rejected has none until
 // they are rewritten: the far future.
 func (b *backend) nextLogin(e *cacheEntry, cfg *configEntry, now time.Time) time.Time {
-	if e.state.rejectedUnder(cfg.config) {
+	if e.rejectedUnder(cfg.config) {
 		return farFuture
 	}
 	return latest(e.state.NextAttempt,
@@ -280,7 +281,7 @@ func (b *backend) refresh(ctx context.Context, s logical.Storage, name string, m
 
 		sent := b.now()
 		tok, loginErr := b.login(ctx, cfg, e.role)
-		next, err := b.recordLogin(ctx, s, name, e, cfg.loginSettings(), sent, tok, loginErr)
+		next, err := b.recordLogin(ctx, s, name, e, loginSettings(cfg.config, e.role), sent, tok, loginErr)
 		switch {
 		case errors.Is(err, errRoleNotFound):
 			return attempt{}, err // deleted during the login
@@ -320,7 +321,7 @@ func dueForBackground(st *tokenState, refreshBefore time.Duration, now time.Time
 // in now.
 func (b *backend) mayLogin(ctx context.Context, s logical.Storage, e *cacheEntry, cfg *configEntry, now time.Time, mode loginMode) *unavailable {
 	st := e.state
-	if st.rejectedUnder(cfg.config) && mode != modeRotate {
+	if e.rejectedUnder(cfg.config) && mode != modeRotate {
 		return &unavailable{status: http.StatusBadGateway, cause: st.LastError}
 	}
 	// rotate-role may cut short a transient backoff, never a 429's.

@@ -327,10 +327,15 @@ func (c *config) clientAuth() string {
 	return c.ClientAuth
 }
 
-// loginSettings fingerprints what a login's outcome depends on besides the role:
-// the token endpoint and how the client is presented. A "credentials rejected"
-// verdict reached under other settings does not stop a login under these.
-func (c *config) loginSettings() string {
+// loginSettings fingerprints what the config changes in a role's token request:
+// the token endpoint, and how the client is presented when the role has a client
+// secret. A "credentials rejected" verdict reached under other settings does not
+// stop a login under these; a config change that cannot change the request
+// (client_auth for a role without a client secret) keeps it.
+func loginSettings(c *config, r *role) string {
+	if r.ClientSecret == "" {
+		return c.TokenURL
+	}
 	return c.TokenURL + " " + c.clientAuth()
 }
 

@@ -128,7 +128,7 @@ func (b *backend) pathStaticCredsRead(ctx context.Context, req *logical.Request,
 	now := b.now()
 	// Integers, as Vault Agent reads them as JSON numbers and sleeps ttl + 1 s.
 	nextLogin := func() time.Time { return b.nextLogin(srv.entry, srv.cfg, now) }
-	data[fieldTTL] = int64(staticTTL(st, srv.cfg.config, nextLogin, now).Seconds())
+	data[fieldTTL] = int64(staticTTL(srv.entry, srv.cfg.config, nextLogin, now).Seconds())
 	data[fieldRotationPeriod] = int64(rotationPeriod(st, srv.cfg.RefreshBefore).Seconds())
 	resp = &logical.Response{Data: data}
 	if srv.warning != "" {

@@ -46,7 +46,7 @@ func (b *backend) pathStatusRead(ctx context.Context, req *logical.Request, d *f
 		b.limits.nextAllowed(e.role.principal(), now, cfg.UserLoginsPerMinute, cfg.LoginsPerMinute))
 	var nextLogin time.Time
 	switch {
-	case st.rejectedUnder(cfg.config):
+	case e.rejectedUnder(cfg.config):
 		// none until the credentials are rewritten
 	case st.AccessToken == "":
 		nextLogin = latest(now, noLoginBefore) // on the next read
@@ -66,7 +66,7 @@ func (b *backend) pathStatusRead(ctx context.Context, req *logical.Request, d *f
 		"last_error":           st.LastError,
 		"consecutive_failures": st.Failures,
 		"no_login_before":      rfc3339(ceilSecond(noLoginBefore)),
-		"credentials_rejected": st.rejectedUnder(cfg.config),
+		"credentials_rejected": e.rejectedUnder(cfg.config),
 	}}, nil
 }
 

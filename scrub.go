@@ -3,10 +3,14 @@ package iadvize
 import (
 	"bytes"
 	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"html"
 	"net/url"
+	"strconv"
 	"strings"
+	"unicode/utf16"
 	"unicode/utf8"
 )
 
@@ -68,19 +72,34 @@ func (r *redactor) add(form string) {
 	}
 }
 
-// leaks reports whether text holds a piece of a secret.
+// maxCheckedText is the longest upstream text the redactor judges; longer text
+// is withheld unread (a message repeats at most a few hundred bytes of it).
+const maxCheckedText = 4 << 10
+
+// leaks reports whether text holds a piece of a secret, as written or once
+// decoded (see textViews): an encoding the secret forms above do not list is
+// still caught when a decoder of the text undoes it.
 func (r *redactor) leaks(text string) bool {
-	if r == nil || text == "" {
+	if r == nil || text == "" || len(r.short) == 0 && len(r.needles) == 0 {
 		return false
 	}
-	lower := strings.ToLower(text)
+	if len(text) > maxCheckedText {
+		return true
+	}
+	for _, view := range textViews(text) {
+		if r.holds(strings.ToLower(view)) {
+			return true
+		}
+	}
+	return false
+}
+
+// holds reports whether lower-cased text holds a needle.
+func (r *redactor) holds(lower string) bool {
 	for _, s := range r.short {
 		if strings.Contains(lower, s) {
 			return true
 		}
-	}
-	if len(r.needles) == 0 {
-		return false
 	}
 	for i := 0; i+secretWindow <= len(lower); i++ {
 		if _, ok := r.needles[lower[i:i+secretWindow]]; ok {
@@ -88,6 +107,146 @@ func (r *redactor) leaks(text string) bool {
 		}
 	}
 	return false
+}
+
+// textViews is text as written and as each decoder reads it, and each of those
+// decoded once more (an escape inside an escape): percent-decoding (every %XX,
+// RFC 3986 §2.1, and '+' as a space, HTML forms), JSON string escapes (RFC 8259
+// §7, including \/ and \uXXXX), HTML character references, runs of hex digits,
+// and the text with its white space removed (a secret cut into pieces).
+func textViews(text string) []string {
+	views := []string{text}
+	seen := map[string]bool{text: true}
+	for round := 0; round < 2; round++ {
+		for _, v := range views {
+			for _, decode := range textDecoders {
+				if d := decode(v); !seen[d] {
+					seen[d] = true
+					views = append(views, d)
+				}
+			}
+		}
+	}
+	return views
+}
+
+var textDecoders = []func(string) string{
+	func(s string) string { return percentDecode(s, false) },
+	func(s string) string { return percentDecode(s, true) },
+	jsonUnescape,
+	html.UnescapeString,
+	hexDecodeRuns,
+	func(s string) string { return strings.Join(strings.Fields(s), "") },
+}
+
+// percentDecode decodes every valid %XX and leaves anything else as it is; with
+// plus, '+' reads as a space.
+func percentDecode(s string, plus bool) string {
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		switch {
+		case s[i] == '%' && i+2 < len(s) && isHex(s[i+1]) && isHex(s[i+2]):
+			b.WriteByte(unhex(s[i+1])<<4 | unhex(s[i+2]))
+			i += 2
+		case s[i] == '+' && plus:
+			b.WriteByte(' ')
+		default:
+			b.WriteByte(s[i])
+		}
+	}
+	return b.String()
+}
+
+// jsonUnescape undoes JSON string escapes wherever they stand, leaving anything
+// that is not one as it is.
+func jsonUnescape(s string) string {
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] != '\\' || i+1 == len(s) {
+			b.WriteByte(s[i])
+			continue
+		}
+		switch c := s[i+1]; c {
+		case '"', '\\', '/':
+			b.WriteByte(c)
+			i++
+		case 'b', 'f', 'n', 'r', 't':
+			b.WriteByte(map[byte]byte{'b': '\b', 'f': '\f', 'n': '\n', 'r': '\r', 't': '\t'}[c])
+			i++
+		case 'u':
+			r, n := jsonRune(s[i:])
+			if n == 0 {
+				b.WriteByte(s[i])
+				continue
+			}
+			b.WriteRune(r)
+			i += n - 1
+		default:
+			b.WriteByte(s[i])
+		}
+	}
+	return b.String()
+}
+
+// jsonRune reads \uXXXX (and a following low surrogate) at the start of s: the
+// rune and the bytes it took, 0 when s does not start with one.
+func jsonRune(s string) (rune, int) {
+	hex4 := func(s string) (rune, bool) {
+		if len(s) < 6 || s[0] != '\\' || s[1] != 'u' {
+			return 0, false
+		}
+		v, err := strconv.ParseUint(s[2:6], 16, 32)
+		return rune(v), err == nil
+	}
+	r, ok := hex4(s)
+	if !ok {
+		return 0, 0
+	}
+	if utf16.IsSurrogate(r) {
+		if r2, ok := hex4(s[6:]); ok {
+			return utf16.DecodeRune(r, r2), 12
+		}
+	}
+	return r, 6
+}
+
+// hexDecodeRuns replaces each run of at least 2*secretWindow hex digits by the
+// bytes it encodes.
+func hexDecodeRuns(s string) string {
+	var b strings.Builder
+	for i := 0; i < len(s); {
+		j := i
+		for j < len(s) && isHex(s[j]) {
+			j++
+		}
+		if n := (j - i) &^ 1; n >= 2*secretWindow {
+			decoded, _ := hex.DecodeString(s[i : i+n])
+			b.Write(decoded)
+			b.WriteString(s[i+n : j])
+		} else {
+			b.WriteString(s[i:j])
+		}
+		if j < len(s) {
+			b.WriteByte(s[j])
+			j++
+		}
+		i = j
+	}
+	return b.String()
+}
+
+func isHex(c byte) bool {
+	return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F'
+}
+
+func unhex(c byte) byte {
+	switch {
+	case c <= '9':
+		return c - '0'
+	case c <= 'F':
+		return c - 'A' + 10
+	}
+	return c - 'a' + 10
 }
 
 // clean returns text when it may be repeated, withheld otherwise. Callers cut or
@@ -111,8 +270,34 @@ func textForms(s string) []string {
 		jsonString(s, false),                // JSON as most servers write it
 		asciiJSONString(s),                  // JSON with every non-ASCII rune escaped
 		url.QueryEscape(url.QueryEscape(s)), // encoded twice (a proxy re-encoding a form)
+		strings.Join(strings.Fields(s), ""), // as a text view without white space sees it
 	}
-	return forms
+	if l1, ok := latin1(s); ok {
+		forms = append(forms, l1) // a server that re-encodes in ISO 8859-1
+	}
+	return append(forms, mojibake(s))
+}
+
+// latin1 is s in ISO 8859-1, when every rune of it has a code there.
+func latin1(s string) (string, bool) {
+	b := make([]byte, 0, len(s))
+	for _, r := range s {
+		if r > 0xFF {
+			return "", false
+		}
+		b = append(b, byte(r))
+	}
+	return string(b), true
+}
+
+// mojibake is s's UTF-8 bytes read as ISO 8859-1 and written again in UTF-8 ("é"
+// becomes "Ã©"), as a server confused about encodings echoes it.
+func mojibake(s string) string {
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		b.WriteRune(rune(s[i]))
+	}
+	return b.String()
 }
 
 func jsonString(s string, escapeHTML bool) string {

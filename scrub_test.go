@@ -2,6 +2,7 @@ package iadvize
 
 import (
 	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -51,6 +52,14 @@ func leaked(text, secret string) string {
 	return ""
 }
 
+func everyBytePercent(s string) string {
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		fmt.Fprintf(&b, "%%%02X", s[i])
+	}
+	return b.String()
+}
+
 func TestRedactorWithholdsEveryEncodingOfASecret(t *testing.T) {
 	const secret = "s3cr/t+K3y=Pa55:w0rd é"
 	r := newRedactor("other-secret", secret)
@@ -72,6 +81,15 @@ func TestRedactorWithholdsEveryEncodingOfASecret(t *testing.T) {
 		"base64, 6 characters":    filler + b64[12:18],
 		"base64 URL alphabet":     filler + base64.RawURLEncoding.EncodeToString([]byte("xy"+secret)),
 		"the other secret":        "other-secret",
+		// Encodings the secret's forms do not list, undone by a decoder of the text.
+		"JSON with escaped slashes":   filler + strings.ReplaceAll(jsonString(secret, false), "/", `\/`),
+		"every byte percent-encoded":  filler + everyBytePercent(secret),
+		"hex":                         filler + hex.EncodeToString([]byte(secret)),
+		"hex, upper case":             filler + strings.ToUpper(hex.EncodeToString([]byte(secret))),
+		"HTML character references":   filler + "Pa55&#58;w0rd&#x20;&eacute;",
+		"ISO 8859-1 percent-encoded":  filler + "w0rd%20%E9",
+		"mojibake":                    filler + "w0rd Ã©",
+		"cut into 5-character pieces": filler + "s3cr/ t+K3y =Pa55 :w0rd",
 	} {
 		if got := r.clean(text); got != withheld {
 			t.Errorf("%s: not withheld", name)
@@ -123,6 +141,13 @@ func TestSecretEchoesNeverLeaveThePlugin(t *testing.T) {
 		}, formType},
 		{"200 with an error that echoes it", func(s string) string {
 			return `{"error":"bad_password","error_description":"` + s + `"}`
+		}, jsonType},
+		{"description echoes it with JSON-escaped slashes", func(s string) string {
+			return `{"error":"invalid_request","error_description":"bad request {\"password\":\"` +
+				strings.ReplaceAll(s, "/", `\\/`) + `\"}"}`
+		}, jsonType},
+		{"split between error and error_description", func(s string) string {
+			return `{"error":"x_` + s[:5] + `","error_description":"` + s[5:] + `"}`
 		}, jsonType},
 	}
 	for _, tc := range cases {
@@ -178,6 +203,29 @@ func TestSecretEchoesNeverLeaveThePlugin(t *testing.T) {
 					t.Errorf("the read's error does not say upstream text was withheld")
 				}
 			})
+		}
+	}
+}
+
+// TestSecretWithSlashesEchoedAsJSONIsWithheld: a password cut by slashes every two
+// characters, echoed inside nested JSON as PHP writes it ("\/"), reaches neither
+// the read's error, status/ nor the log.
+func TestSecretWithSlashesEchoedAsJSONIsWithheld(t *testing.T) {
+	const password = "Pa/ss/wo/rd/12/34"
+	u := newUpstream(t, rawAnswer(400, jsonType, nil,
+		`{"error":"invalid_request","error_description":"bad request {\"password\":\"Pa\\/ss\\/wo\\/rd\\/12\\/34\"}"}`))
+	e := newTestEnv(t, nil, nil)
+	e.configure(u, nil)
+	e.addRole("app", "svc@example.com", password)
+	_, err := e.read("creds/app")
+	if err == nil {
+		t.Fatal("the read succeeded")
+	}
+	for where, text := range map[string]string{
+		"error": err.Error(), "status/": fmt.Sprint(e.mustRead("status/app").Data), "log": e.logs.String(),
+	} {
+		if strings.Contains(text, `Pa\/ss`) || leaked(text, password) != "" {
+			t.Errorf("%s holds the password", where)
 		}
 	}
 }

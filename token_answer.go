@@ -5,9 +5,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"math"
 	"net/http"
 	"net/url"
+	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -23,6 +23,8 @@ const (
 	// maxTokenLifetime caps expires_in: servers that mean "does not expire" send
 	// 2147483647 (2^31-1 seconds, 68 years); a year is served instead.
 	maxTokenLifetime = 365 * 24 * time.Hour
+	// minTokenLifetime is the shortest expires_in taken as a token.
+	minTokenLifetime = time.Second
 	// maxRetryAfter caps a Retry-After header: a broken proxy's "one year" must
 	// not lock an integration out.
 	maxRetryAfter = time.Hour
@@ -110,6 +112,11 @@ var (
 		"access_denied": true, "unsupported_grant_type": true, "invalid_scope": true,
 	}
 )
+
+// knownCode reports whether code is one of the error codes listed above.
+func knownCode(code string) bool {
+	return rateLimitCodes[code] || temporaryCodes[code] || rejectionCodes[code] || code == "invalid_request"
+}
 
 // classifyAnswer is the one place that decides what a token endpoint's answer
 // is: a token, or a *loginError of kind rejected, rate limited or transient
@@ -216,8 +223,11 @@ func parseTokenFields(fields map[string]any, defaultExpiresIn time.Duration) (*t
 		return nil, malformed("no access_token")
 	case !isString:
 		return nil, malformed("access_token is not a string")
-	case accessToken == "":
+	case strings.TrimSpace(accessToken) == "":
 		return nil, malformed("access_token is empty")
+	case strings.IndexFunc(accessToken, unicode.IsControl) >= 0:
+		// A line break in a token would forge a header in a naive client.
+		return nil, malformed("access_token holds control characters")
 	}
 	expiresIn, err := parseExpiresIn(fields["expires_in"], defaultExpiresIn)
 	if err != nil {
@@ -225,14 +235,18 @@ func parseTokenFields(fields map[string]any, defaultExpiresIn time.Duration) (*t
 	}
 	tokenType, _ := fields["token_type"].(string)
 	tokenType = strings.TrimSpace(tokenType)
-	if tokenType == "" || strings.EqualFold(tokenType, "bearer") {
+	switch {
+	case tokenType == "" || strings.EqualFold(tokenType, "bearer"):
 		tokenType = "Bearer"
+	case strings.IndexFunc(tokenType, unicode.IsControl) >= 0:
+		return nil, malformed("token_type holds control characters")
 	}
 	return &token{accessToken: accessToken, tokenType: tokenType, expiresIn: expiresIn}, nil
 }
 
-// parseExpiresIn turns expires_in (a json.Number, a string, or nil) into a
-// lifetime: a positive, finite number of seconds, capped at maxTokenLifetime.
+// parseExpiresIn turns expires_in (a json.Number, a string holding a decimal
+// number, or nil) into a lifetime: at least minTokenLifetime, capped at
+// maxTokenLifetime.
 func parseExpiresIn(v any, defaultExpiresIn time.Duration) (time.Duration, *loginError) {
 	var text string
 	switch v := v.(type) {
@@ -250,18 +264,27 @@ func parseExpiresIn(v any, defaultExpiresIn time.Duration) (time.Duration, *logi
 		}
 		return 0, malformed("no expires_in, and config has no default_expires_in")
 	}
+	if !decimalNumber.MatchString(text) {
+		return 0, malformed("expires_in is not a number")
+	}
 	seconds, err := strconv.ParseFloat(text, 64)
 	if err != nil && !errors.Is(err, strconv.ErrRange) {
 		return 0, malformed("expires_in is not a number")
 	}
-	if math.IsNaN(seconds) || seconds <= 0 {
-		return 0, malformed("expires_in is not a positive number of seconds")
+	if seconds < minTokenLifetime.Seconds() {
+		// Vault counts leases in whole seconds: a token that dies within one
+		// could never be served, and every read would log in for nothing.
+		return 0, malformed("expires_in is not a positive number of seconds (at least 1)")
 	}
-	if seconds >= maxTokenLifetime.Seconds() { // also +Inf and out-of-range values
+	if seconds >= maxTokenLifetime.Seconds() { // also values beyond float64's range
 		return maxTokenLifetime, nil
 	}
 	return time.Duration(seconds * float64(time.Second)), nil
 }
+
+// decimalNumber is a JSON number (RFC 8259 §6), also accepted in a string: no
+// hex, no Inf or NaN, no underscores.
+var decimalNumber = regexp.MustCompile(`^-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?$`)
 
 func malformed(what string) *loginError {
 	return &loginError{kind: kindTransient, msg: "malformed answer from upstream: " + what, err: errMalformed}
@@ -290,16 +313,24 @@ func stringField(fields map[string]any, name string) string {
 	return s
 }
 
-// upstreamDetail renders an OAuth2 error code and description for a message:
-// each is withheld whole when it holds part of a secret, then stripped of
-// control characters and cut.
+// upstreamDetail renders an OAuth2 error code and description for a message.
+// The two are judged together, so that a secret split between them is caught:
+// when they hold part of a secret, both are withheld whole, except a code this
+// file knows (RFC 6749 §5.2 and the lists above), which cannot be a secret's.
+// What is shown is stripped of control characters and cut.
 func upstreamDetail(code, description string, redact *redactor) string {
 	if code == "" {
 		return ""
 	}
-	s := ": " + printable(redact.clean(code), maxCodeBytes)
+	if redact.leaks(code + " " + description) {
+		if knownCode(code) && !redact.leaks(code) {
+			return ": " + code + " (" + withheld + ")"
+		}
+		return ": " + withheld
+	}
+	s := ": " + printable(code, maxCodeBytes)
 	if description != "" {
-		s += " (" + printable(redact.clean(description), maxDescriptionBytes) + ")"
+		s += " (" + printable(description, maxDescriptionBytes) + ")"
 	}
 	return s
 }

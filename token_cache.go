@@ -107,11 +107,12 @@ func (st *tokenState) fresh(now time.Time, refreshBefore time.Duration) bool {
 	return st.AccessToken != "" && now.Before(st.refreshAt(refreshBefore))
 }
 
-// rejectedUnder reports whether the credentials stand rejected under cfg: no
-// login until they are rewritten, rotate-role is called, or cfg's token URL or
-// client authentication changes.
-func (st *tokenState) rejectedUnder(cfg *config) bool {
-	return st.CredentialsRejected && (st.RejectedSettings == "" || st.RejectedSettings == cfg.loginSettings())
+// rejectedUnder reports whether the role's credentials stand rejected under cfg:
+// no login until they are rewritten, rotate-role is called, or the config changes
+// the role's token request (loginSettings).
+func (e *cacheEntry) rejectedUnder(cfg *config) bool {
+	st := e.state
+	return st.CredentialsRejected && (st.RejectedSettings == "" || st.RejectedSettings == loginSettings(cfg, e.role))
 }
 
 // alive reports whether the token has time left, so it can still be served (with a
@@ -162,12 +163,13 @@ const rejectedRecheck = time.Minute
 // rejectedRecheck while the credentials are rejected. Always capped by the
 // token's remaining life less the skew margin, and at least 1 s: Vault Agent
 // sleeps ttl + 1 s, and must neither poll in a loop nor hold a dead token.
-func staticTTL(st *tokenState, cfg *config, nextLogin func() time.Time, now time.Time) time.Duration {
+func staticTTL(e *cacheEntry, cfg *config, nextLogin func() time.Time, now time.Time) time.Duration {
+	st := e.state
 	var until time.Time
 	switch {
 	case st.fresh(now, cfg.RefreshBefore):
 		until = st.refreshAt(cfg.RefreshBefore)
-	case st.rejectedUnder(cfg):
+	case e.rejectedUnder(cfg):
 		until = now.Add(rejectedRecheck)
 	default:
 		until = nextLogin()

@@ -4,6 +4,7 @@ import (
 	"encoding/base64"
 	"net/http"
 	"net/url"
+	"strings"
 	"testing"
 	"time"
 )
@@ -173,6 +174,26 @@ func TestPasswordGrantWithClient(t *testing.T) {
 	}
 }
 
+// TestColonInClientIDWithRawBasic: raw Basic cannot carry a client_id holding
+// ':' (RFC 7617 §2), so no request is sent and the role says why; the styles that
+// encode it work.
+func TestColonInClientIDWithRawBasic(t *testing.T) {
+	const id, secret = "tenant:app", "cs-Secret-1"
+	u := newUpstream(t, clientCheckingServer("rfc", id, secret, issuing(time.Hour)))
+	e := newTestEnv(t, nil, nil)
+	e.configure(u, nil)
+	e.mustWrite("roles/app", map[string]any{"grant_type": "client_credentials", "client_id": id, "client_secret": secret})
+	_, err := e.read("creds/app")
+	if err == nil || !strings.Contains(err.Error(), "client_auth") || u.count() != 0 {
+		t.Fatalf("raw Basic with ':' in client_id: err=%v requests=%d, want an error naming client_auth and no request", err, u.count())
+	}
+	e.mustWrite("config", map[string]any{"client_auth": "basic_urlencoded"})
+	e.mustRead("creds/app")
+	if u.count() != 1 {
+		t.Fatalf("upstream requests = %d, want 1", u.count())
+	}
+}
+
 // TestRejectedCredentialsRetriedAfterClientAuthChange: a rejection reached with
 // one token URL or client authentication does not stop logins under another,
 // so fixing client_auth fixes the roles it broke; with the same settings the
@@ -200,5 +221,22 @@ func TestRejectedCredentialsRetriedAfterClientAuthChange(t *testing.T) {
 	e.mustRead("creds/iceye")
 	if u.count() != 2 {
 		t.Fatalf("upstream requests = %d, want 2", u.count())
+	}
+
+	// A role without a client secret sends the same request whatever
+	// client_auth says: changing it does not lift that role's rejection.
+	rejecting := newUpstream(t, rawAnswer(401, jsonType, nil, `{"error":"invalid_grant"}`))
+	e2 := newTestEnv(t, nil, nil)
+	e2.configure(rejecting, nil)
+	e2.addRole("app", "svc@example.com", "pw-Wrong-1")
+	_, _ = e2.read("creds/app")
+	for _, style := range []string{"post", "basic_urlencoded", "basic"} {
+		e2.mustWrite("config", map[string]any{"client_auth": style})
+		if _, err := e2.read("creds/app"); err == nil {
+			t.Fatal("a rejected role was served")
+		}
+	}
+	if rejecting.count() != 1 {
+		t.Fatalf("logins of a password-only role after client_auth changes = %d, want 1", rejecting.count())
 	}
 }
