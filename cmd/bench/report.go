@@ -84,7 +84,8 @@ func loadAverage() string {
 func (r *report) header() string {
 	var b strings.Builder
 	b.WriteString("# Benchmarks on a real Vault\n\n")
-	b.WriteString("Written by `cmd/bench`; do not edit by hand, run it again.\n\n")
+	b.WriteString("Written by `cmd/bench`; do not edit by hand, run it again. The sections it keeps from an earlier file\n" +
+		"(" + strings.Join(keptTitles, ", ") + ") are written from `go test -bench` runs and name their command.\n\n")
 	fmt.Fprintf(&b, "- Command: `%s`\n", command())
 	fmt.Fprintf(&b, "- Date: %s (took %s)\n", r.started.UTC().Format("2006-01-02 15:04 MST"), time.Since(r.started).Round(time.Second))
 	fmt.Fprintf(&b, "- Machine: %d cores (runtime.NumCPU), %s/%s, load average at the end %s; shared with other work, so absolute\n"+
@@ -106,9 +107,12 @@ func (r *report) write(path string) error {
 	if path == "" {
 		return nil
 	}
-	var before string
-	if old, err := os.ReadFile(path); err == nil && r.opts.keepBefore {
-		before = previousBefore(string(old), r.source)
+	var before, kept string
+	if old, err := os.ReadFile(path); err == nil {
+		if r.opts.keepBefore {
+			before = previousBefore(string(old), r.source)
+		}
+		kept = keptSections(string(old))
 	}
 	var b strings.Builder
 	b.WriteString(r.header())
@@ -128,11 +132,36 @@ func (r *report) write(path string) error {
 			b.WriteString("\n" + before)
 		}
 	}
+	if kept != "" {
+		b.WriteString("\n" + kept)
+	}
 	if err := os.WriteFile(path, []byte(b.String()), 0o644); err != nil {
 		return err
 	}
 	logf("wrote %s", path)
 	return nil
+}
+
+// keptTitles are the sections of the report that other commands write (each
+// names its command): a run keeps them as they are.
+var keptTitles = []string{"Capacity on the injected clock"}
+
+// keptSections returns the kept sections of an earlier report.
+func keptSections(old string) string {
+	var out strings.Builder
+	for _, title := range keptTitles {
+		head := "## " + title + "\n"
+		i := strings.Index(old, head)
+		if i < 0 {
+			continue
+		}
+		sec := old[i:]
+		if j := strings.Index(sec[len(head):], "\n## "); j >= 0 {
+			sec = sec[:len(head)+j+1]
+		}
+		out.WriteString(strings.TrimRight(sec, "\n") + "\n")
+	}
+	return out.String()
 }
 
 // previousBefore returns the "before" profile section of an earlier report,
