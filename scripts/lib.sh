@@ -3,8 +3,9 @@
 
 random_hex() { od -An -tx1 -N"$1" /dev/urandom | tr -d ' \n'; }
 
-# mask TOKEN: the first 6 characters, then "...".
-mask() { printf '%s...' "${1:0:6}"; }
+# mask TOKEN: a fingerprint that tells tokens apart without showing any of one
+# (the first 12 hex digits of its SHA-256), never the token or a piece of it.
+mask() { printf 'sha256:%s' "$(printf '%s' "$1" | sha256sum | cut -c1-12)"; }
 
 # wait_for SECONDS WHAT COMMAND...: polls COMMAND every 0.1 s until it succeeds.
 wait_for() {
