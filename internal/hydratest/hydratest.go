@@ -14,7 +14,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
@@ -22,12 +21,13 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/iadvize/vault-plugin-secrets-iadvize/internal/vaulttest"
 )
 
 // Version is the Hydra release scripts/hydra.sh builds by default.
@@ -57,16 +57,11 @@ func Bin(t testing.TB) string {
 		}
 		return bin
 	}
-	out, err := exec.Command("bash", filepath.Join(repoRoot(), "scripts", "hydra.sh"), "--cached-only").Output()
+	out, err := exec.Command("bash", filepath.Join(vaulttest.RepoRoot(t), "scripts", "hydra.sh"), "--cached-only").Output()
 	if err != nil || strings.TrimSpace(string(out)) == "" {
 		t.Fatalf("no Ory Hydra binary: run `make test`, or scripts/hydra.sh (which builds and caches %s) and set HYDRA_BIN to the path it prints", Version)
 	}
 	return strings.TrimSpace(string(out))
-}
-
-func repoRoot() string {
-	_, file, _, _ := runtime.Caller(0)
-	return filepath.Clean(filepath.Join(filepath.Dir(file), "..", ".."))
 }
 
 // Server is one running `hydra serve all --dev` with in-memory storage.
@@ -96,7 +91,7 @@ type Server struct {
 func Start(t testing.TB) *Server {
 	t.Helper()
 	bin := Bin(t)
-	publicPort, adminPort := freePort(t), freePort(t)
+	publicPort, adminPort := vaulttest.FreePort(t), vaulttest.FreePort(t)
 	s := &Server{
 		PublicURL: fmt.Sprintf("http://127.0.0.1:%d", publicPort),
 		AdminURL:  fmt.Sprintf("http://127.0.0.1:%d", adminPort),
@@ -385,16 +380,6 @@ func BasicRaw(id, secret string) string {
 // form-encoded first (RFC 6749 §2.3.1), which is what Hydra decodes.
 func BasicFormEncoded(id, secret string) string {
 	return BasicRaw(url.QueryEscape(id), url.QueryEscape(secret))
-}
-
-func freePort(t testing.TB) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("%v", err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
 }
 
 func randomHex(n int) string {
