@@ -259,7 +259,7 @@ func TestMalformedUpstreamAnswersAre502NamingRoleAndCauseAndNeverCached(t *testi
 				}
 			}
 
-			// Backing off (SPEC 3 item 9): the next read does not call upstream.
+			// Backing off (README, "When the plugin logs in": malformed answers back off): the next read does not call upstream.
 			_, err = e.read("static-creds/app")
 			if err == nil || u.count() != 1 {
 				t.Fatalf("read right after the failure: err=%v requests=%d, want an error and no new request", err, u.count())

@@ -12,7 +12,7 @@ import (
 	"github.com/hashicorp/vault/sdk/logical"
 )
 
-// Backoff bounds of SPEC 3 items 6 and 8.
+// Backoff bounds (README, "When the plugin logs in": upstream 429, network errors).
 const (
 	rateLimitBackoffMin = time.Minute
 	rateLimitBackoffMax = 30 * time.Minute
@@ -316,7 +316,7 @@ func dueForBackground(st *tokenState, refreshBefore time.Duration, now time.Time
 	return !now.Before(st.refreshAt(refreshBefore).Add(-lead))
 }
 
-// mayLogin applies the login policy (SPEC 3 items 4, 6, 7, 8) and, when a login
+// mayLogin applies the login policy (README, "When the plugin logs in": budgets, 429, rejected credentials, backoff) and, when a login
 // may happen, reserves it from the budgets. It returns nil when the caller may log
 // in now.
 func (b *backend) mayLogin(ctx context.Context, s logical.Storage, e *cacheEntry, cfg *configEntry, now time.Time, mode loginMode) *unavailable {

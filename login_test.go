@@ -202,7 +202,7 @@ func (e *testEnv) stepUntilUpstreamCall(count func() int64, path string, step, l
 	return 0, nil, nil
 }
 
-// ---- SPEC 3 item 2: one login for concurrent readers ----
+// ---- One login for concurrent readers ----
 
 func TestLoginConcurrentColdReadersShareOneLogin(t *testing.T) {
 	entered, release := make(chan struct{}, 1), make(chan struct{})
@@ -253,7 +253,7 @@ func TestLoginConcurrentColdReadersShareOneLogin(t *testing.T) {
 	}
 }
 
-// ---- SPEC 3 item 7: rejected credentials ----
+// ---- Rejected credentials ----
 
 func TestLoginRejectedCredentialsTriedOnceUntilPasswordRewritten(t *testing.T) {
 	const wrong, right = "wrong-pw-7f3a", "right-pw-9c1d"
@@ -333,7 +333,7 @@ func TestLoginRejectedCredentialsTriedOnceUntilPasswordRewritten(t *testing.T) {
 	}
 }
 
-// ---- SPEC 3 item 6: upstream 429 ----
+// ---- Upstream 429 ----
 
 func TestLoginUpstream429HonoursRetryAfter(t *testing.T) {
 	for _, tc := range []struct {
@@ -444,7 +444,7 @@ func TestLoginRetryTimeNamedInTheErrorIsWhenTheNextAttemptMayHappen(t *testing.T
 	}
 }
 
-// ---- SPEC 3 items 8 and 9: transient failures ----
+// ---- Transient failures and malformed answers ----
 
 func TestLoginTransientFailuresBackOffDoublingFrom1sTo5Min(t *testing.T) {
 	u := newUpstream(t, failWith(http.StatusServiceUnavailable, "application/json", `{"error":"server_error"}`))
@@ -561,7 +561,7 @@ func TestLoginTimeoutIsTransientAndBacksOff(t *testing.T) {
 	}
 }
 
-// ---- SPEC 3 item 5: a token with time left is served while a refresh fails ----
+// ---- A token with time left is served while a refresh fails ----
 
 func TestLoginTokenWithTimeLeftServedWithWarningWhileRefreshFails(t *testing.T) {
 	ok := issuing(24 * time.Hour)

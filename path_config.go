@@ -36,7 +36,7 @@ const (
 	maxLoginsPerMinuteSetting = 1_000_000
 )
 
-// config is the mount-wide upstream and login-policy settings (SPEC 2, config).
+// config is the mount-wide upstream and login-policy settings (README, "config").
 // It holds no secret.
 type config struct {
 	TokenURL            string        `json:"token_url"`

@@ -33,7 +33,7 @@ const (
 	grantClientCredentials = "client_credentials"
 )
 
-// roleNamePattern is SPEC 2's role name: lower-case letters, digits, -, _ and .
+// roleNamePattern is a role name (README, "roles"): lower-case letters, digits, -, _ and .
 var roleNamePattern = regexp.MustCompile(`^[a-z0-9_.-]{1,128}$`)
 
 // errRoleNotFound is returned when a path names a role that does not exist.
@@ -146,7 +146,7 @@ func pathRoles(b *backend) []*framework.Path {
 	}
 }
 
-// checkRoleName answers 400 for a name outside SPEC 2's alphabet.
+// checkRoleName answers 400 for a name outside roleNamePattern's alphabet.
 func checkRoleName(name string) *logical.Response {
 	if !roleNamePattern.MatchString(name) || name == "." || name == ".." {
 		return logical.ErrorResponse("invalid role name %q: use 1 to 128 lower-case letters, digits, '-', '_' and '.'", name)

@@ -17,7 +17,7 @@ import (
 // secretWindow is the length, in bytes, of the shortest piece of a secret that
 // the plugin refuses to repeat: upstream text holding any secretWindow
 // consecutive characters of a secret, in any of the encodings below, is withheld
-// whole (README, "What it never does").
+// whole (README, "When the plugin logs in": upstream error text never carries a secret).
 const secretWindow = 6
 
 // withheld replaces upstream text that held part of a secret. It says why, so an

@@ -17,8 +17,8 @@ import (
 
 // Bounds on what the plugin takes from a token answer.
 const (
-	// maxBodyBytes bounds what is read of any upstream answer (README, "What it
-	// never does"); a larger answer is malformed, never truncated and parsed.
+	// maxBodyBytes bounds what is read of any upstream answer (README, "When
+	// the plugin logs in": malformed answers); a larger answer is malformed, never truncated and parsed.
 	maxBodyBytes = 1 << 20
 	// maxTokenLifetime caps expires_in: servers that mean "does not expire" send
 	// 2147483647 (2^31-1 seconds, 68 years); a year is served instead.
@@ -40,8 +40,8 @@ var (
 	errMalformed    = errors.New("malformed answer")
 )
 
-// loginKind sorts a failed login by what the plugin must do next (README, "Login
-// policy").
+// loginKind sorts a failed login by what the plugin must do next (README, "When
+// the plugin logs in").
 type loginKind int
 
 const (

@@ -28,7 +28,7 @@ const (
 
 // TestAgentRendersRotatedToken: a real Vault Agent renders creds/x into a file,
 // then renders the new token after the plugin rotates it, with no failed read in
-// between (SPEC 1: clients only read the token; VAULT-NOTES Agent re-reads).
+// between (clients only read the token; Agent sleeps ttl + 1 s, README "Vault Agent").
 func TestAgentRendersRotatedToken(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, fakeiadvize.Options{TokenLifetime: agentTokenLifetime}, vaulttest.Options{LogLevel: "debug"})

@@ -30,7 +30,7 @@ type cliSecret struct {
 
 // TestCLIReadTwiceOneLogin: two `vault read iadvize/creds/<role>` with the CLI
 // log in once, return the same token, with a lease close to the token's life less
-// the 30 s margin, not renewable (SPEC 2 creds/, 3.1).
+// the 30 s margin, not renewable (README "creds and static-creds").
 func TestCLIReadTwiceOneLogin(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, fakeiadvize.Options{}, vaulttest.Options{})
@@ -82,7 +82,7 @@ func TestCLIReadTwiceOneLogin(t *testing.T) {
 }
 
 // TestConcurrentColdReadsOneLogin: 300 concurrent HTTP reads of a role that has
-// no token yet share one login and all get the same token (SPEC 3.2). The fake
+// no token yet share one login and all get the same token (README "When the plugin logs in"). The fake
 // holds the login until every request has been sent to Vault, so all 300 are in
 // flight while it runs.
 func TestConcurrentColdReadsOneLogin(t *testing.T) {

@@ -40,7 +40,7 @@ func (l *lockedBuffer) String() string {
 // password, client secret or access token of the run appears in Vault's log, in
 // any answer other than the access_token field of creds/ and static-creds/, in
 // the CLI's output, in the fake's log, or in what the test itself printed
-// (SPEC 5).
+// (README "When the plugin logs in": upstream error text never carries a secret; roles: write-only secrets).
 func TestNoSecretsInLogs(t *testing.T) {
 	t.Parallel()
 	var fakeLog lockedBuffer
@@ -48,7 +48,7 @@ func TestNoSecretsInLogs(t *testing.T) {
 		vaulttest.Options{LogLevel: "trace"})
 	c := e.vault.Client.Logical()
 
-	// answers collects every answer but the access_token fields the SPEC allows.
+	// answers collects every answer but the access_token fields creds/ and static-creds/ return.
 	var answers []string
 	keep := func(what string, s *api.Secret, err error) {
 		t.Helper()

@@ -14,7 +14,7 @@ import (
 // TestRestartAndReloadKeepToken: on a Vault with file storage (initialised,
 // unsealed, plugin registered with its sha256), a restart, a plugin reload and a
 // crash drop the plugin's memory but not its stored token: reads after each
-// return the same token and cause no login (SPEC 4).
+// return the same token and cause no login (README "When the plugin logs in": restarts).
 func TestRestartAndReloadKeepToken(t *testing.T) {
 	t.Parallel()
 	e := &env{t: t, bin: needVault(t), secrets: &secrets{}}

@@ -342,7 +342,7 @@ func loginSection(cold section, r longResult, opts options) section {
 		"`request_timeout`): no read waits for a rotation. The reads in flight when a rotation login answered merely\n"+
 		"overlapped it: compare their latency with the others'.\n",
 		opts.upstreamLatency)
-	fmt.Fprintf(&b, "\nThe same workload under the anti-patterns of SPEC section 1, computed from this run's own counts:\n\n")
+	fmt.Fprintf(&b, "\nThe same workload under the anti-patterns of the README (a login per request, per worker, in a retry loop), computed from this run's own counts:\n\n")
 	arows := [][]string{
 		{"this plugin (measured)", fmt.Sprint(r.stats.LoginAttempts), fmt.Sprintf("%.1f", perMin(float64(r.stats.LoginAttempts))), "1×"},
 		{"a login per read (reads made)", fmtInt(reads), fmt.Sprintf("%.0f", perMin(float64(reads))),

@@ -424,7 +424,7 @@ func checkRoleIntact(t *testing.T, e *env, n *vaulttest.Node) {
 	}
 }
 
-// TestHALoginBudgetAcrossFailover: SPEC 3 item 4 says the plugin never sends more
+// TestHALoginBudgetAcrossFailover: the README ("When the plugin logs in", budgets) says the plugin never sends more
 // than user_logins_per_minute logins for one username. The active node spends the
 // budget (10 logins in a few seconds) and refuses the 11th itself; then it dies.
 // Still within the same minute, the new active node must refuse as well: the
