@@ -30,7 +30,7 @@ type binaries struct {
 
 // findBinaries takes $VAULT_BIN, $PLUGIN_BIN and $NOOP_PLUGIN_BIN, building the
 // plugins (into a directory removed at the end) when they are not set.
-func findBinaries(t *runTB) binaries {
+func findBinaries(t *vaulttest.Program) binaries {
 	var bins binaries
 	bins.vault = vaulttest.VaultBin(t)
 	var dir string
@@ -70,7 +70,7 @@ func findBinaries(t *runTB) binaries {
 
 // sourceState names the commit of the working tree and the plugin's files that
 // differ from it, for the report's header.
-func sourceState(t *runTB) string {
+func sourceState(t *vaulttest.Program) string {
 	root := vaulttest.RepoRoot(t)
 	out, err := exec.Command("git", "-C", root, "rev-parse", "--short", "HEAD").Output()
 	if err != nil {

@@ -23,9 +23,9 @@ type leaseSnapshot struct {
 // leasePhase reads creds/ and static-creds/ the same number of times on a
 // server with file storage, in interleaved chunks, and reports what each left
 // behind: leases, storage files and bytes, and Vault's memory.
-func leasePhase(t *runTB, bins binaries, opts options) section {
-	sc := newScope(t)
-	defer sc.close()
+func leasePhase(t *vaulttest.Program, bins binaries, opts options) section {
+	sc := vaulttest.NewScope(t)
+	defer sc.Close()
 	logf("leases: starting a Vault server with file storage")
 	v := startFileServer(sc, bins)
 	f := startFake(sc, fakeiadvize.Options{}, opts.upstreamLatency)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"github.com/iadvize/vault-plugin-secrets-iadvize/internal/vaulttest"
 	"io"
 	"math"
 	"math/rand/v2"
@@ -31,7 +32,7 @@ type coldTrial struct {
 
 // coldPhase fires coldReaders concurrent reads at roles that have never logged
 // in, and counts the logins that reach the fake upstream.
-func coldPhase(t *runTB, m *mainEnv, opts options) section {
+func coldPhase(t *vaulttest.Program, m *mainEnv, opts options) section {
 	logf("logins: %d concurrent cold reads, three times", coldReaders)
 	client := newHTTPClient(coldReaders + 100)
 	// Open the connections first, so that the reads start together.
@@ -141,7 +142,7 @@ type longResult struct {
 	coldWaiters    int
 }
 
-func startLongRun(t *runTB, m *mainEnv, opts options) *longRun {
+func startLongRun(t *vaulttest.Program, m *mainEnv, opts options) *longRun {
 	lr := &longRun{opts: opts, m: m, lifetime: 30 * time.Second, refresh: 10 * time.Second, done: make(chan longResult, 1)}
 	lr.f = startFake(t, fakeiadvize.Options{TokenLifetime: lr.lifetime}, opts.upstreamLatency)
 	m.v.mountPlugin(t, "iadvize-short", "vault-plugin-secrets-iadvize")

@@ -16,13 +16,12 @@ package main
 import (
 	"flag"
 	"fmt"
+	"github.com/iadvize/vault-plugin-secrets-iadvize/internal/vaulttest"
 	"os"
-	"os/signal"
 	"runtime"
 	"slices"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 )
 
@@ -132,35 +131,11 @@ func main() {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(2)
 	}
-	t := &runTB{verbose: opts.verbose}
-
-	// A signal stops the servers before the program exits.
-	sigs := make(chan os.Signal, 1)
-	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
-	go func() {
-		s := <-sigs
-		logf("%v: stopping the servers", s)
-		t.runCleanups()
-		os.Exit(130)
-	}()
-
-	code := run(t, opts)
-	t.runCleanups()
-	os.Exit(code)
+	vaulttest.RunProgram(opts.verbose, func(t *vaulttest.Program) int { return run(t, opts) })
 }
 
 // run runs the phases and writes the report; it returns the exit code.
-func run(t *runTB, opts options) (code int) {
-	defer func() {
-		if r := recover(); r != nil {
-			if fe, ok := r.(fatalError); ok {
-				logf("FAILED: %s", fe.msg)
-				code = 1
-				return
-			}
-			panic(r)
-		}
-	}()
+func run(t *vaulttest.Program, opts options) int {
 	rep := newReport(opts)
 	bins := findBinaries(t)
 	rep.vaultVersion = vaultVersion(bins.vault)

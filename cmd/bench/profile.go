@@ -7,6 +7,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"github.com/iadvize/vault-plugin-secrets-iadvize/internal/vaulttest"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -33,7 +34,7 @@ type inprocCase struct {
 // backend over logical.InmemStorage, no Vault, no gRPC): time and allocations
 // per read against the do-nothing backend, contention, size, a CPU profile and
 // an allocation profile.
-func profilePhase(t *runTB, opts options) section {
+func profilePhase(t *vaulttest.Program, opts options) section {
 	logf("profile: in-process benchmarks of the read path")
 	small, err := newInproc(64)
 	if err != nil {

@@ -22,9 +22,9 @@ type memSnap struct {
 // scalePhase puts opts.roles roles holding tokens into one plugin process and
 // reports its memory, the cost of writing roles, and the read cost at that size
 // against a mount of 10 roles.
-func scalePhase(t *runTB, bins binaries, opts options) section {
-	sc := newScope(t)
-	defer sc.close()
+func scalePhase(t *vaulttest.Program, bins binaries, opts options) section {
+	sc := vaulttest.NewScope(t)
+	defer sc.Close()
 	logf("scale: starting a Vault dev server for %s roles", fmtInt(opts.roles))
 	v := startDev(sc, bins)
 	f := startFake(sc, fakeiadvize.Options{}, opts.upstreamLatency)

@@ -20,7 +20,7 @@ type mainEnv struct {
 	bins  binaries
 }
 
-func setupMain(t *runTB, bins binaries, opts options) *mainEnv {
+func setupMain(t *vaulttest.Program, bins binaries, opts options) *mainEnv {
 	logf("starting the main Vault dev server")
 	v := startDev(t, bins)
 	f := startFake(t, fakeiadvize.Options{}, opts.upstreamLatency)
