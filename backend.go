@@ -7,11 +7,9 @@ package iadvize
 import (
 	"context"
 	"encoding/json"
-	"fmt"
 	"sort"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/vault/sdk/framework"
@@ -63,11 +61,8 @@ type backend struct {
 	// persistence). Never held across an upstream call.
 	roleLocks []*locksutil.LockEntry
 
-	// The in-memory cache in front of storage. A hit reads only these.
-	cacheMu  sync.Mutex    // serialises cache stores with cacheGen
-	cacheGen atomic.Uint64 // bumped by every change, so a stale load is not cached
-	entries  sync.Map      // role name -> *cacheEntry
-	cfg      atomic.Pointer[configEntry]
+	// cache is the in-memory copy of config and roles in front of storage.
+	cache storageCache
 
 	// flights makes concurrent logins of one role share one upstream request.
 	flights singleflight.Group
@@ -88,12 +83,6 @@ type backend struct {
 	limits *mountBudgets
 	// verifies remembers the last verify/ answer per role (role name -> *verifyResult).
 	verifies sync.Map
-}
-
-// configEntry is the cached config with the HTTP client built for it.
-type configEntry struct {
-	*config
-	client *tokenClient
 }
 
 // newBackend builds a mount that counts its logins in limits (nil: budgets of its
@@ -143,18 +132,6 @@ func sleepCtx(ctx context.Context, d time.Duration) error {
 	}
 }
 
-// invalidate drops what another node changed in storage.
-func (b *backend) invalidate(_ context.Context, key string) {
-	switch {
-	case key == configStoragePath:
-		b.dropConfig()
-	case strings.HasPrefix(key, rolesStoragePrefix):
-		b.dropEntry(strings.TrimPrefix(key, rolesStoragePrefix))
-	case strings.HasPrefix(key, tokensStoragePrefix):
-		b.dropEntry(strings.TrimPrefix(key, tokensStoragePrefix))
-	}
-}
-
 // initialize runs once Vault has mounted the backend: this mount's stored recent
 // logins join the budgets its process shares, before any other mount of the
 // process logs in to the same host. Failing that, the first login retries it.
@@ -174,93 +151,6 @@ func (b *backend) initialize(ctx context.Context, req *logical.InitializationReq
 func (b *backend) clean(context.Context) {
 	b.endLifetime()
 	b.detachedWG.Wait()
-}
-
-// getConfig returns the config, from memory when cached.
-func (b *backend) getConfig(ctx context.Context, s logical.Storage) (*configEntry, error) {
-	if c := b.cfg.Load(); c != nil {
-		return c, nil
-	}
-	gen := b.cacheGen.Load()
-	cfg, err := b.readConfig(ctx, s)
-	if err != nil {
-		return nil, err
-	}
-	client, err := newTokenClient(cfg)
-	if err != nil {
-		return nil, fmt.Errorf("building the upstream client: %w", err)
-	}
-	c := &configEntry{config: cfg, client: client}
-	b.limits.use(upstreamHost(cfg.TokenURL))
-	b.cacheMu.Lock()
-	if b.cacheGen.Load() == gen {
-		b.cfg.Store(c)
-	}
-	b.cacheMu.Unlock()
-	return c, nil
-}
-
-func (b *backend) dropConfig() {
-	b.cacheMu.Lock()
-	b.cacheGen.Add(1)
-	b.cfg.Store(nil)
-	b.cacheMu.Unlock()
-	b.sched.reset() // refresh_before may have changed every due time
-}
-
-// cached returns a role's in-memory entry, or nil.
-func (b *backend) cached(name string) *cacheEntry {
-	if v, ok := b.entries.Load(name); ok {
-		return v.(*cacheEntry)
-	}
-	return nil
-}
-
-// loadEntry returns a role's entry from memory, else from storage (and caches it).
-// It returns nil when the role does not exist.
-func (b *backend) loadEntry(ctx context.Context, s logical.Storage, name string) (*cacheEntry, error) {
-	if e := b.cached(name); e != nil {
-		return e, nil
-	}
-	gen := b.cacheGen.Load()
-	r, err := b.getRole(ctx, s, name)
-	if err != nil || r == nil {
-		return nil, err
-	}
-	st, err := b.readTokenState(ctx, s, name)
-	if err != nil {
-		return nil, err
-	}
-	if st.Generation != r.Generation {
-		st = &tokenState{Generation: r.Generation} // retired with the old credentials
-	}
-	e := newCacheEntry(r, st)
-	b.cacheMu.Lock()
-	if b.cacheGen.Load() == gen {
-		b.entries.Store(name, e)
-	}
-	b.cacheMu.Unlock()
-	return e, nil
-}
-
-// storeEntry replaces a role's in-memory entry with state that was just written.
-func (b *backend) storeEntry(name string, e *cacheEntry) {
-	b.cacheMu.Lock()
-	b.cacheGen.Add(1)
-	b.entries.Store(name, e)
-	b.cacheMu.Unlock()
-	b.sched.update(name, e.state)
-}
-
-// dropEntry forgets a role's in-memory entry; the next use reads storage.
-func (b *backend) dropEntry(name string) {
-	b.cacheMu.Lock()
-	b.cacheGen.Add(1)
-	b.entries.Delete(name)
-	b.cacheMu.Unlock()
-	b.verifies.Delete(name)
-	b.detachedFailed.Delete(name)
-	b.sched.touch(name) // the next periodic run reads it again
 }
 
 // canWrite reports whether this node may write storage, and so may log in. On a

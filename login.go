@@ -91,7 +91,7 @@ func ceilSecond(t time.Time) time.Time {
 // left is served with a warning (README, "When the plugin logs in"); without one,
 // the read fails with the status the README names.
 func (b *backend) token(ctx context.Context, s logical.Storage, name string) (served, error) {
-	cfg, e := b.cfg.Load(), b.cached(name)
+	cfg, e := b.cache.config(), b.cache.role(name)
 	if cfg != nil && e != nil && e.state.fresh(b.now(), cfg.RefreshBefore) {
 		return served{entry: e, cfg: cfg}, nil
 	}
@@ -385,7 +385,7 @@ func (b *backend) recordLogin(ctx context.Context, s logical.Storage, name strin
 	lock.Lock()
 	defer lock.Unlock()
 
-	r, err := b.getRole(ctx, s, name)
+	r, err := getRole(ctx, s, name)
 	if err != nil {
 		return nil, err
 	}
@@ -410,7 +410,7 @@ func (b *backend) recordLogin(ctx context.Context, s logical.Storage, name strin
 			LastOutcome: outcomeSuccess,
 			Generation:  r.Generation,
 		}
-		if err := b.writeTokenState(ctx, s, name, &st); err != nil {
+		if err := writeTokenState(ctx, s, name, &st); err != nil {
 			return nil, err
 		}
 		b.Logger().Info("logged in", "role", name, "expires_at", st.ExpiresAt.UTC().Format(time.RFC3339))
@@ -452,7 +452,7 @@ func (b *backend) recordLogin(ctx context.Context, s logical.Storage, name strin
 	}
 	b.Logger().Warn("login failed", "role", name, "outcome", outcome, "error", le.Error(),
 		"next_attempt", st.NextAttempt.UTC().Format(time.RFC3339))
-	if err := b.writeTokenState(ctx, s, name, &st); err != nil {
+	if err := writeTokenState(ctx, s, name, &st); err != nil {
 		b.Logger().Error("storing the login bookkeeping failed; it holds in memory", "role", name, "error", err)
 	}
 	e := newCacheEntry(r, &st)

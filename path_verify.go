@@ -134,11 +134,11 @@ func (b *backend) dropToken(ctx context.Context, s logical.Storage, name, access
 	lock := locksutil.LockForKey(b.roleLocks, name)
 	lock.Lock()
 	defer lock.Unlock()
-	r, err := b.getRole(ctx, s, name)
+	r, err := getRole(ctx, s, name)
 	if err != nil || r == nil {
 		return err
 	}
-	st, err := b.readTokenState(ctx, s, name)
+	st, err := readTokenState(ctx, s, name)
 	if err != nil {
 		return err
 	}
@@ -146,7 +146,7 @@ func (b *backend) dropToken(ctx context.Context, s logical.Storage, name, access
 		return nil // already replaced
 	}
 	st.AccessToken, st.TokenType, st.IssuedAt, st.ExpiresAt = "", "", time.Time{}, time.Time{}
-	if err := b.writeTokenState(ctx, s, name, st); err != nil {
+	if err := writeTokenState(ctx, s, name, st); err != nil {
 		return err
 	}
 	b.Logger().Info("token reported invalid by verify_url; dropped", "role", name)

@@ -159,7 +159,7 @@ func (b *backend) refreshScheduled(ctx context.Context, s logical.Storage, item 
 	case res.failed != nil:
 		notBefore = res.failed.retryAt
 	}
-	e := b.cached(name)
+	e := b.cache.role(name)
 	if e == nil {
 		b.sched.touch(name) // dropped meanwhile: the next run reads it
 		return false
