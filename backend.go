@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/hashicorp/vault/sdk/framework"
-	"github.com/hashicorp/vault/sdk/helper/consts"
 	"github.com/hashicorp/vault/sdk/helper/errutil"
 	"github.com/hashicorp/vault/sdk/helper/locksutil"
 	"github.com/hashicorp/vault/sdk/logical"
@@ -55,24 +54,48 @@ type backend struct {
 	now   func() time.Time
 	sleep func(ctx context.Context, d time.Duration) error
 
-	// writeMu serialises config writes.
+	// Locks, outermost first (docs/locks.md). None is held across an upstream
+	// call (login, verify) or a sleep; each may be taken with only the locks
+	// listed after it, never the other way round:
+	//
+	//	writeMu  ->  storageCache.mu, schedule.mu
+	//	role lock (roleLocks)  ->  mountBudgets.saveMu  ->  loginLimiter.mu
+	//	role lock  ->  loginLimiter.mu, storageCache.mu, schedule.mu
+	//	mountBudgets.restoreMu  ->  loginLimiter.mu
+	//	Limits.mu, loginLimiter.mu, storageCache.mu, schedule.mu: leaves
+	//	(periodicRefresh's mu, over its retry list: a leaf of its own)
+	//
+	// writeMu guards the config's read-modify-write (config/ write and delete):
+	// held across the storage read and write and the cache drop (storageCache.mu,
+	// then schedule.mu, one after the other).
 	writeMu sync.Mutex
-	// roleLocks serialise the storage writes of one role (role writes, token
-	// persistence). Never held across an upstream call.
+	// roleLocks hold one lock per role name (locksutil.LockForKey, lockRole): it
+	// guards the role's storage writes (roles/<name>, tokens/<name>, its
+	// principals/ entry), so that a login's outcome is recorded only under the
+	// credentials it was sent with. Held across storage reads and writes of that
+	// role and the cache update; under it recordLogin may take
+	// mountBudgets.saveMu (saving the budgets after a 429) and loginLimiter.mu
+	// (blocking the principal). Never two role locks at once.
 	roleLocks []*locksutil.LockEntry
 
 	// cache is the in-memory copy of config and roles in front of storage.
 	cache storageCache
 
-	// flights makes concurrent logins of one role share one upstream request.
-	flights singleflight.Group
+	// One singleflight group per kind of flight, each keyed by role name
+	// (docs/read-path.md). loginFlights: reads and the background refresh of a
+	// role share one refreshRole, so a role has at most one login at a time;
+	// rotateFlights: concurrent rotate-role calls of a role share one login;
+	// verifyFlights: concurrent verify/ checks of a role share one upstream check.
+	loginFlights  singleflight.Group
+	rotateFlights singleflight.Group
+	verifyFlights singleflight.Group
 	// detached holds the roles whose refresh runs on its own for a read
 	// (refreshDetached): at most one each. detachedWG counts them running.
 	detached   sync.Map // role name -> struct{}
 	detachedWG sync.WaitGroup
 	// detachedFailed remembers why a role's last detached refresh failed when its
 	// token state does not say (storage errors), for the warning of later reads.
-	detachedFailed sync.Map // role name -> *unavailable
+	detachedFailed sync.Map // role name -> *loginRefusal
 	// lifetime ends when Vault cleans the mount up; it cancels detached refreshes.
 	lifetime    context.Context
 	endLifetime context.CancelFunc
@@ -120,6 +143,14 @@ func newBackend(now func() time.Time, limits *Limits) *backend {
 	return b
 }
 
+// lockRole takes the role's lock (roleLocks) and returns it, for the caller to
+// unlock: defer b.lockRole(name).Unlock().
+func (b *backend) lockRole(name string) *locksutil.LockEntry {
+	lock := locksutil.LockForKey(b.roleLocks, name)
+	lock.Lock()
+	return lock
+}
+
 // sleepCtx waits for d, or until ctx ends (its error).
 func sleepCtx(ctx context.Context, d time.Duration) error {
 	t := time.NewTimer(d)
@@ -151,17 +182,6 @@ func (b *backend) initialize(ctx context.Context, req *logical.InitializationReq
 func (b *backend) clean(context.Context) {
 	b.endLifetime()
 	b.detachedWG.Wait()
-}
-
-// canWrite reports whether this node may write storage, and so may log in. On a
-// performance standby or secondary a needed login returns logical.ErrReadOnly, so
-// Vault forwards the request to the active node before any upstream call.
-func (b *backend) canWrite() bool {
-	if b.System() == nil {
-		return true
-	}
-	return !b.System().ReplicationState().HasState(
-		consts.ReplicationPerformanceStandby | consts.ReplicationPerformanceSecondary | consts.ReplicationDRSecondary)
 }
 
 // HandleRequest refuses a password or client_secret that is not a string before

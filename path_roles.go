@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/hashicorp/vault/sdk/framework"
-	"github.com/hashicorp/vault/sdk/helper/locksutil"
 	"github.com/hashicorp/vault/sdk/logical"
 )
 
@@ -161,9 +160,7 @@ func (b *backend) pathRoleWrite(ctx context.Context, req *logical.Request, d *fr
 	if resp := refuseUnknownFields(req, d); resp != nil {
 		return resp, nil
 	}
-	lock := locksutil.LockForKey(b.roleLocks, name)
-	lock.Lock()
-	defer lock.Unlock()
+	defer b.lockRole(name).Unlock()
 
 	r, err := getRole(ctx, req.Storage, name)
 	if err != nil {
@@ -282,9 +279,7 @@ func validateRole(r *role) *logical.Response {
 
 func (b *backend) pathRoleDelete(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
 	name := d.Get(fieldName).(string)
-	lock := locksutil.LockForKey(b.roleLocks, name)
-	lock.Lock()
-	defer lock.Unlock()
+	defer b.lockRole(name).Unlock()
 	r, err := getRole(ctx, req.Storage, name)
 	if err != nil {
 		return nil, err

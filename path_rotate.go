@@ -33,15 +33,15 @@ func pathRotateRole(b *backend) *framework.Path {
 
 func (b *backend) pathRotateRoleWrite(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
 	name := d.Get(fieldName).(string)
-	res, err := b.shared(ctx, req.Storage, name, modeRotate)
+	res, err := b.refreshOnce(ctx, req.Storage, name, modeRotate)
 	if errors.Is(err, errRoleNotFound) {
 		return logical.ErrorResponse("role %q does not exist", name), nil
 	}
 	if err != nil {
 		return nil, err
 	}
-	if res.failed != nil {
-		return nil, logical.CodedError(res.failed.status, rotateFailure(res.failed, name))
+	if res.refusal != nil {
+		return nil, logical.CodedError(res.refusal.status, rotateFailure(res.refusal, name))
 	}
 	st := res.entry.state
 	return &logical.Response{Data: map[string]any{
@@ -53,7 +53,7 @@ func (b *backend) pathRotateRoleWrite(ctx context.Context, req *logical.Request,
 // rotateFailure is rotate-role's error message. When upstream rejected the
 // credentials on this very call, "no login until ... rotate-role is called" would
 // point back at the call just made: say what was tried and what helps instead.
-func rotateFailure(u *unavailable, name string) string {
+func rotateFailure(u *loginRefusal, name string) string {
 	if !u.retryAt.IsZero() {
 		return u.message(name)
 	}

@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/hashicorp/vault/sdk/framework"
-	"github.com/hashicorp/vault/sdk/helper/locksutil"
 	"github.com/hashicorp/vault/sdk/logical"
 )
 
@@ -73,11 +72,11 @@ func (b *backend) pathVerifyRead(ctx context.Context, req *logical.Request, d *f
 		}
 		return verifyResponse(res, e.state, true), nil
 	}
-	if !b.canWrite() {
+	if !b.WriteSafeReplicationState() {
 		// A rejected token must be dropped from storage: let the active node check.
 		return nil, logical.ErrReadOnly
 	}
-	v, err, _ := b.flights.Do("verify\x00"+name, func() (any, error) {
+	v, err, _ := b.verifyFlights.Do(name, func() (any, error) {
 		if res := b.lastVerify(name, e.state.AccessToken); res != nil {
 			if res.err != nil {
 				return nil, res.err
@@ -131,9 +130,7 @@ func (b *backend) verify(ctx context.Context, s logical.Storage, name string, cf
 // dropToken forgets a role's token that upstream no longer accepts, if it is still
 // the cached one, so the next read logs in.
 func (b *backend) dropToken(ctx context.Context, s logical.Storage, name, accessToken string) error {
-	lock := locksutil.LockForKey(b.roleLocks, name)
-	lock.Lock()
-	defer lock.Unlock()
+	defer b.lockRole(name).Unlock()
 	r, err := getRole(ctx, s, name)
 	if err != nil || r == nil {
 		return err
