@@ -182,6 +182,16 @@ func (b *backend) loadEntry(ctx context.Context, s logical.Storage, name string)
 	return e, nil
 }
 
+// loadRoleEntry is loadEntry for a handler: a role that does not exist is
+// answered 400.
+func (b *backend) loadRoleEntry(ctx context.Context, s logical.Storage, name string) (*cacheEntry, *logical.Response, error) {
+	e, err := b.loadEntry(ctx, s, name)
+	if err == nil && e == nil {
+		return nil, logical.ErrorResponse("role %q does not exist", name), nil
+	}
+	return e, nil, err
+}
+
 // storeEntry replaces a role's in-memory entry with state that was just written.
 func (b *backend) storeEntry(name string, e *cacheEntry) {
 	b.cache.putRole(name, e)

@@ -117,38 +117,20 @@ func pathConfig(b *backend) *framework.Path {
 		},
 		ExistenceCheck: b.configExists,
 		Operations: map[logical.Operation]framework.OperationHandler{
-			logical.ReadOperation: &framework.PathOperation{
-				Callback: b.pathConfigRead,
-				Summary:  pathConfigReadSummary,
-				DisplayAttrs: &framework.DisplayAttributes{
-					OperationSuffix: "configuration",
-				},
-			},
-			logical.CreateOperation: &framework.PathOperation{
-				Callback: b.pathConfigWrite,
-				Summary:  pathConfigWriteSummary,
-				DisplayAttrs: &framework.DisplayAttributes{
-					OperationVerb: "configure",
-				},
-			},
-			logical.UpdateOperation: &framework.PathOperation{
-				Callback: b.pathConfigWrite,
-				Summary:  pathConfigWriteSummary,
-				DisplayAttrs: &framework.DisplayAttributes{
-					OperationVerb: "configure",
-				},
-			},
-			logical.DeleteOperation: &framework.PathOperation{
-				Callback: b.pathConfigDelete,
-				Summary:  pathConfigDeleteSummary,
-				DisplayAttrs: &framework.DisplayAttributes{
-					OperationSuffix: "configuration",
-				},
-			},
+			logical.ReadOperation:   configOperation(b.pathConfigRead, pathConfigReadSummary, framework.DisplayAttributes{OperationSuffix: "configuration"}),
+			logical.CreateOperation: configOperation(b.pathConfigWrite, pathConfigWriteSummary, framework.DisplayAttributes{OperationVerb: "configure"}),
+			logical.UpdateOperation: configOperation(b.pathConfigWrite, pathConfigWriteSummary, framework.DisplayAttributes{OperationVerb: "configure"}),
+			logical.DeleteOperation: configOperation(b.pathConfigDelete, pathConfigDeleteSummary, framework.DisplayAttributes{OperationSuffix: "configuration"}),
 		},
 		HelpSynopsis:    pathConfigHelpSynopsis,
 		HelpDescription: pathConfigHelpDescription,
 	}
+}
+
+// configOperation is one operation of config/, named in Vault's OpenAPI document
+// by attrs.
+func configOperation(cb framework.OperationFunc, summary string, attrs framework.DisplayAttributes) *framework.PathOperation {
+	return &framework.PathOperation{Callback: cb, Summary: summary, DisplayAttrs: &attrs}
 }
 
 func (b *backend) configExists(ctx context.Context, req *logical.Request, _ *framework.FieldData) (bool, error) {

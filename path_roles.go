@@ -104,6 +104,28 @@ func pathRoles(b *backend) []*framework.Path {
 	}
 }
 
+// rolePath is the path prefix<name> on one role, with one operation whose summary
+// is the path's help synopsis (status/, verify/, rotate-role/). verb and suffix
+// name the operation in Vault's OpenAPI document.
+func rolePath(prefix, verb, suffix string, op logical.Operation, cb framework.OperationFunc, synopsis, description string) *framework.Path {
+	return &framework.Path{
+		Pattern: prefix + framework.MatchAllRegex(fieldName),
+		DisplayAttrs: &framework.DisplayAttributes{
+			OperationPrefix: operationPrefix,
+			OperationVerb:   verb,
+			OperationSuffix: suffix,
+		},
+		Fields: map[string]*framework.FieldSchema{
+			fieldName: {Type: framework.TypeString, Description: "Name of the role.", Required: true},
+		},
+		Operations: map[logical.Operation]framework.OperationHandler{
+			op: &framework.PathOperation{Callback: cb, Summary: synopsis},
+		},
+		HelpSynopsis:    synopsis,
+		HelpDescription: description,
+	}
+}
+
 // checkRoleName answers 400 for a name outside roleNamePattern's alphabet.
 func checkRoleName(name string) *logical.Response {
 	if !roleNamePattern.MatchString(name) || name == "." || name == ".." {

@@ -13,22 +13,7 @@ import (
 const fieldIssueTime = "issue_time"
 
 func pathRotateRole(b *backend) *framework.Path {
-	return &framework.Path{
-		Pattern: "rotate-role/" + framework.MatchAllRegex(fieldName),
-		DisplayAttrs: &framework.DisplayAttributes{
-			OperationPrefix: operationPrefix,
-			OperationVerb:   "rotate",
-			OperationSuffix: "role",
-		},
-		Fields: map[string]*framework.FieldSchema{
-			fieldName: {Type: framework.TypeString, Description: "Name of the role.", Required: true},
-		},
-		Operations: map[logical.Operation]framework.OperationHandler{
-			logical.UpdateOperation: &framework.PathOperation{Callback: b.pathRotateRoleWrite, Summary: pathRotateRoleHelpSynopsis},
-		},
-		HelpSynopsis:    pathRotateRoleHelpSynopsis,
-		HelpDescription: pathRotateRoleHelpDescription,
-	}
+	return rolePath("rotate-role/", "rotate", "role", logical.UpdateOperation, b.pathRotateRoleWrite, pathRotateRoleHelpSynopsis, pathRotateRoleHelpDescription)
 }
 
 func (b *backend) pathRotateRoleWrite(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {

@@ -24,39 +24,21 @@ type verifyResult struct {
 }
 
 func pathVerify(b *backend) *framework.Path {
-	return &framework.Path{
-		Pattern: "verify/" + framework.MatchAllRegex(fieldName),
-		DisplayAttrs: &framework.DisplayAttributes{
-			OperationPrefix: operationPrefix,
-			OperationVerb:   "verify",
-			OperationSuffix: "token",
-		},
-		Fields: map[string]*framework.FieldSchema{
-			fieldName: {Type: framework.TypeString, Description: "Name of the role.", Required: true},
-		},
-		Operations: map[logical.Operation]framework.OperationHandler{
-			logical.ReadOperation: &framework.PathOperation{Callback: b.pathVerifyRead, Summary: pathVerifyHelpSynopsis},
-		},
-		HelpSynopsis:    pathVerifyHelpSynopsis,
-		HelpDescription: pathVerifyHelpDescription,
-	}
+	return rolePath("verify/", "verify", "token", logical.ReadOperation, b.pathVerifyRead, pathVerifyHelpSynopsis, pathVerifyHelpDescription)
 }
 
 func (b *backend) pathVerifyRead(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
 	name := d.Get(fieldName).(string)
 	cfg, err := b.getConfig(ctx, req.Storage)
-	if err != nil {
+	switch {
+	case err != nil:
 		return nil, err
-	}
-	if cfg.VerifyURL == "" {
+	case cfg.VerifyURL == "":
 		return logical.ErrorResponse("verify is disabled: config has an empty %s", fieldVerifyURL), nil
 	}
-	e, err := b.loadEntry(ctx, req.Storage, name)
-	if err != nil {
-		return nil, err
-	}
-	if e == nil {
-		return logical.ErrorResponse("role %q does not exist", name), nil
+	e, resp, err := b.loadRoleEntry(ctx, req.Storage, name)
+	if resp != nil || err != nil {
+		return resp, err
 	}
 	if !e.state.alive(b.now()) {
 		// The token a recent check found invalid was dropped: checks in between

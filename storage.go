@@ -118,14 +118,8 @@ func loginSettings(c *config, r *role) string {
 // readConfig reads the stored config, defaults filled in, bypassing the cache.
 func readConfig(ctx context.Context, s logical.Storage) (*config, error) {
 	cfg := defaultConfig()
-	entry, err := s.Get(ctx, configStoragePath)
-	if err != nil {
-		return nil, fmt.Errorf("reading config: %w", err)
-	}
-	if entry != nil {
-		if err := entry.DecodeJSON(cfg); err != nil {
-			return nil, fmt.Errorf("decoding config: %w", err)
-		}
+	if _, err := getJSON(ctx, s, configStoragePath, "config", cfg); err != nil {
+		return nil, err
 	}
 	return cfg, nil
 }
@@ -140,14 +134,7 @@ func configStored(ctx context.Context, s logical.Storage) (bool, error) {
 }
 
 func writeConfig(ctx context.Context, s logical.Storage, cfg *config) error {
-	entry, err := logical.StorageEntryJSON(configStoragePath, cfg)
-	if err != nil {
-		return fmt.Errorf("encoding config: %w", err)
-	}
-	if err := s.Put(ctx, entry); err != nil {
-		return fmt.Errorf("storing config: %w", err)
-	}
-	return nil
+	return putJSON(ctx, s, configStoragePath, "config", cfg)
 }
 
 func deleteConfig(ctx context.Context, s logical.Storage) error {
@@ -199,29 +186,15 @@ func (r *role) secrets() []string {
 
 // getRole reads a role from storage; (nil, nil) when it does not exist.
 func getRole(ctx context.Context, s logical.Storage, name string) (*role, error) {
-	entry, err := s.Get(ctx, rolesStoragePrefix+name)
-	if err != nil {
-		return nil, fmt.Errorf("reading role %q: %w", name, err)
-	}
-	if entry == nil {
-		return nil, nil
-	}
 	r := new(role)
-	if err := entry.DecodeJSON(r); err != nil {
-		return nil, fmt.Errorf("decoding role %q: %w", name, err)
+	if found, err := getJSON(ctx, s, rolesStoragePrefix+name, fmt.Sprintf("role %q", name), r); !found || err != nil {
+		return nil, err
 	}
 	return r, nil
 }
 
 func putRole(ctx context.Context, s logical.Storage, name string, r *role) error {
-	entry, err := logical.StorageEntryJSON(rolesStoragePrefix+name, r)
-	if err != nil {
-		return fmt.Errorf("encoding role %q: %w", name, err)
-	}
-	if err := s.Put(ctx, entry); err != nil {
-		return fmt.Errorf("storing role %q: %w", name, err)
-	}
-	return nil
+	return putJSON(ctx, s, rolesStoragePrefix+name, fmt.Sprintf("role %q", name), r)
 }
 
 func listRoles(ctx context.Context, s logical.Storage) ([]string, error) {
@@ -310,15 +283,15 @@ type tokenState struct {
 	IssuedAt    time.Time `json:"issued_at,omitempty"`
 	ExpiresAt   time.Time `json:"expires_at,omitempty"`
 
-	// The last login sent, and how it went.
-	LastAttempt time.Time `json:"last_attempt,omitempty"`
-	LastOutcome string    `json:"last_outcome,omitempty"`
-	LastError   string    `json:"last_error,omitempty"`
-	// NextAttempt: no login before this (backoff after a failure).
-	NextAttempt time.Time `json:"next_attempt,omitempty"`
-	// Failures counts consecutive failures of the kind in LastOutcome.
-	Failures            int  `json:"failures,omitempty"`
-	CredentialsRejected bool `json:"credentials_rejected,omitempty"`
+	// The login bookkeeping: when the last login was sent, its outcome (outcome*
+	// constants) and error; Failures counts consecutive failures of the kind in
+	// LastOutcome; no login before NextAttempt (backoff after a failure).
+	LastAttempt         time.Time `json:"last_attempt,omitempty"`
+	LastOutcome         string    `json:"last_outcome,omitempty"`
+	LastError           string    `json:"last_error,omitempty"`
+	Failures            int       `json:"failures,omitempty"`
+	NextAttempt         time.Time `json:"next_attempt,omitempty"`
+	CredentialsRejected bool      `json:"credentials_rejected,omitempty"`
 	// RejectedSettings are the config's login settings (loginSettings) under
 	// which the credentials were rejected: a new token URL or client
 	// authentication style deserves a try. Empty in state stored before the field
@@ -332,27 +305,19 @@ type tokenState struct {
 // readTokenState reads a role's token state; an empty one when none is stored.
 func readTokenState(ctx context.Context, s logical.Storage, name string) (*tokenState, error) {
 	st := new(tokenState)
-	entry, err := s.Get(ctx, tokensStoragePrefix+name)
-	if err != nil {
-		return nil, fmt.Errorf("reading the cached token of role %q: %w", name, err)
-	}
-	if entry != nil {
-		if err := entry.DecodeJSON(st); err != nil {
-			return nil, fmt.Errorf("decoding the cached token of role %q: %w", name, err)
-		}
+	if _, err := getJSON(ctx, s, tokensStoragePrefix+name, tokenStateWhat(name), st); err != nil {
+		return nil, err
 	}
 	return st, nil
 }
 
 func writeTokenState(ctx context.Context, s logical.Storage, name string, st *tokenState) error {
-	entry, err := logical.StorageEntryJSON(tokensStoragePrefix+name, st)
-	if err != nil {
-		return fmt.Errorf("encoding the cached token of role %q: %w", name, err)
-	}
-	if err := s.Put(ctx, entry); err != nil {
-		return fmt.Errorf("storing the cached token of role %q: %w", name, err)
-	}
-	return nil
+	return putJSON(ctx, s, tokensStoragePrefix+name, tokenStateWhat(name), st)
+}
+
+// tokenStateWhat names a role's token state in errors.
+func tokenStateWhat(name string) string {
+	return fmt.Sprintf("the cached token of role %q", name)
 }
 
 // deleteTokenState deletes a role's token state; the caller names the token in
@@ -409,28 +374,42 @@ func bucketTimes(buckets [][2]int64) []time.Time {
 
 // readBudget reads a stored record; nil when there is none.
 func readBudget(ctx context.Context, s logical.Storage, key string) (*budgetRecord, error) {
-	entry, err := s.Get(ctx, key)
-	if err != nil {
-		return nil, fmt.Errorf("reading the login budget: %w", err)
-	}
-	if entry == nil {
-		return nil, nil
-	}
 	rec := new(budgetRecord)
-	if err := entry.DecodeJSON(rec); err != nil {
-		return nil, fmt.Errorf("decoding the login budget: %w", err)
+	if found, err := getJSON(ctx, s, key, "the login budget", rec); !found || err != nil {
+		return nil, err
 	}
 	return rec, nil
 }
 
 // writeBudget stores this mount's record at recentBudgetKey.
 func writeBudget(ctx context.Context, s logical.Storage, rec *budgetRecord) error {
-	entry, err := logical.StorageEntryJSON(recentBudgetKey, rec)
+	return putJSON(ctx, s, recentBudgetKey, "the login budget", rec)
+}
+
+// getJSON decodes the JSON stored at key into v; found is false, and v left as
+// it was, when nothing is stored there. Errors name what the key holds (what).
+func getJSON(ctx context.Context, s logical.Storage, key, what string, v any) (found bool, err error) {
+	entry, err := s.Get(ctx, key)
 	if err != nil {
-		return fmt.Errorf("encoding the login budget: %w", err)
+		return false, fmt.Errorf("reading %s: %w", what, err)
+	}
+	if entry == nil {
+		return false, nil
+	}
+	if err := entry.DecodeJSON(v); err != nil {
+		return false, fmt.Errorf("decoding %s: %w", what, err)
+	}
+	return true, nil
+}
+
+// putJSON stores v as JSON at key. Errors name what the key holds (what).
+func putJSON(ctx context.Context, s logical.Storage, key, what string, v any) error {
+	entry, err := logical.StorageEntryJSON(key, v)
+	if err != nil {
+		return fmt.Errorf("encoding %s: %w", what, err)
 	}
 	if err := s.Put(ctx, entry); err != nil {
-		return fmt.Errorf("storing the login budget: %w", err)
+		return fmt.Errorf("storing %s: %w", what, err)
 	}
 	return nil
 }
