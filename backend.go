@@ -44,7 +44,8 @@ func FactoryWith(limits *Limits) logical.Factory {
 	}
 }
 
-// backend is one mount of the plugin. All state lives here (never in globals), as
+// backend is one mount of the plugin (docs/README.md maps the design: storage,
+// read path, login policy, locks, HA). All state lives here (never in globals), as
 // plugin.ServeMultiplex serves every mount from one process.
 type backend struct {
 	*framework.Backend

@@ -84,8 +84,8 @@ func ceilSecond(t time.Time) time.Time {
 	return t.Add(time.Second - 1).Truncate(time.Second)
 }
 
-// serveToken returns a role's token for a read of creds/ or static-creds/
-// (docs/read-path.md). A hit is served from memory: no lock,
+// serveToken returns a role's token for a read of creds/ or static-creds/: the
+// first step of the read path (docs/read-path.md). A hit is served from memory: no lock,
 // no storage, no network. A token inside its refresh window that still has more
 // than the skew margin to live is served at once too, and its login runs on its
 // own (refreshDetached): no read waits on upstream while its token is usable.
@@ -198,9 +198,10 @@ var farFuture = time.Date(9999, 1, 1, 0, 0, 0, 0, time.UTC)
 
 // refreshDetached runs a read's refresh of the role on its own, detached from the
 // reader's request (its values kept, its cancellation not), so the reader is
-// answered at once. It shares the role's flight with waiting readers and the
-// background refresh, and runs at most one per role at a time. The upstream call
-// is bounded by request_timeout; the mount's cleanup cancels the rest.
+// answered at once. It shares the role's flight (loginFlights) with waiting
+// readers and the background refresh, and runs at most one per role at a time.
+// The upstream call is bounded by request_timeout; the mount's cleanup cancels
+// the rest.
 func (b *backend) refreshDetached(ctx context.Context, s logical.Storage, name string) {
 	if _, busy := b.detached.LoadOrStore(name, struct{}{}); busy {
 		return
@@ -278,6 +279,11 @@ func (b *backend) refreshRole(ctx context.Context, s logical.Storage, name strin
 				return refreshOutcome{entry: e, cfg: cfg}, nil
 			}
 		}
+		// A node that may not write storage (performance standby, DR secondary,
+		// a replicated mount on a performance secondary: the SDK's
+		// WriteSafeReplicationState) logs in nowhere: logical.ErrReadOnly makes
+		// Vault forward the request to the active node before any upstream call
+		// (docs/ha.md).
 		if !b.WriteSafeReplicationState() {
 			return refreshOutcome{}, logical.ErrReadOnly
 		}
@@ -322,9 +328,10 @@ func dueForBackground(st *tokenState, refreshBefore time.Duration, now time.Time
 	return !now.Before(st.refreshAt(refreshBefore).Add(-lead))
 }
 
-// mayLogin applies the login policy (README, "When the plugin logs in": budgets, 429, rejected credentials, backoff) and, when a login
-// may happen, reserves it from the budgets. It returns nil when the caller may log
-// in now.
+// mayLogin applies the login policy (README, "When the plugin logs in";
+// docs/login-policy.md: rejected credentials, backoff, budgets, upstream 429)
+// and, when a login may happen, reserves it from the budgets. It returns nil when
+// the caller may log in now.
 func (b *backend) mayLogin(ctx context.Context, s logical.Storage, e *cacheEntry, cfg *configEntry, now time.Time, mode loginMode) *loginRefusal {
 	st := e.state
 	if e.rejectedUnder(cfg.config) && mode != modeRotate {

@@ -24,7 +24,7 @@ const (
 )
 
 // periodicRefresh is the backend's PeriodicFunc (README, "When the plugin logs
-// in"). Vault runs it about once a minute on the active node. It logs in for the
+// in"; docs/login-policy.md). Vault runs it about once a minute on the active node. It logs in for the
 // roles whose token enters its refresh window before the next runs, so reads
 // find fresh tokens, up to periodicConcurrency at once. When the token host's
 // login budget is spent, it waits for the budget to have room if that comes
