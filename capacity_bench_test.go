@@ -144,7 +144,7 @@ func runCapacity(b *testing.B, roles, days, readsPerMinute int, step time.Durati
 		afterDay1 := now.Sub(start) > 24*time.Hour
 		for range readsPerMinute * int(step) / int(time.Minute) {
 			name := names[rng.IntN(roles)]
-			e := m.b.cached(name)
+			e := m.b.cache.role(name)
 			// A read waits on upstream when its role has no usable token: a
 			// cold role (never logged in: its first read must), or a token
 			// the refresh did not replace in time (which must not happen).

@@ -247,7 +247,7 @@ func TestMalformedUpstreamAnswersAre502NamingRoleAndCauseAndNeverCached(t *testi
 			if u.count() != 1 {
 				t.Fatalf("upstream requests = %d, want 1", u.count())
 			}
-			if c := e.b.cached("app"); c != nil && c.state.AccessToken != "" {
+			if c := e.b.cache.role("app"); c != nil && c.state.AccessToken != "" {
 				t.Fatal("a refused answer was cached in memory")
 			}
 			if st := storedToken(t, e.storage, "app"); st != nil && st.AccessToken != "" {

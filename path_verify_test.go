@@ -63,7 +63,7 @@ func TestVerifyRevokedTokenReportsFalseDropsItAndNextReadLogsIn(t *testing.T) {
 	if st := storedTokenState(t, e, "app"); st.AccessToken != "" {
 		t.Fatalf("the revoked token is still in storage")
 	}
-	if c := e.b.cached("app"); c != nil && c.state.AccessToken != "" {
+	if c := e.b.cache.role("app"); c != nil && c.state.AccessToken != "" {
 		t.Fatalf("the revoked token is still in memory")
 	}
 	if st := e.mustRead("status/app").Data; st["has_token"] != false {
