@@ -14,36 +14,8 @@ import (
 
 	hclog "github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/vault/sdk/logical"
+	"github.com/iadvize/vault-plugin-secrets-iadvize/internal/fakeclock"
 )
-
-// fakeClock is the injected clock of the unit tests: time moves only when a test
-// says so.
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func newFakeClock() *fakeClock {
-	return &fakeClock{t: time.Date(2026, 1, 5, 9, 0, 0, 0, time.UTC)}
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
-
-// sleep is a wait on the fake clock: the time passes at once.
-func (c *fakeClock) sleep(_ context.Context, d time.Duration) error {
-	c.Advance(d)
-	return nil
-}
 
 // syncBuffer is a log sink safe for concurrent writers.
 type syncBuffer struct {
@@ -69,14 +41,14 @@ type testEnv struct {
 	t       *testing.T
 	b       *backend
 	storage logical.Storage
-	clock   *fakeClock
+	clock   *fakeclock.Clock
 	logs    *syncBuffer
 	system  *logical.StaticSystemView
 }
 
 // newTestEnv builds a backend. Pass a storage to share it with another backend
 // (a restart, another node), or nil for a new one.
-func newTestEnv(t *testing.T, storage logical.Storage, clock *fakeClock) *testEnv {
+func newTestEnv(t *testing.T, storage logical.Storage, clock *fakeclock.Clock) *testEnv {
 	t.Helper()
 	return newTestEnvWith(t, storage, clock, nil)
 }
@@ -84,18 +56,18 @@ func newTestEnv(t *testing.T, storage logical.Storage, clock *fakeClock) *testEn
 // newTestEnvWith builds a backend that counts its logins in limits, shared with
 // the other backends built with it (mounts of one plugin process); nil gives it
 // budgets of its own. It is initialised as Vault does after mounting it.
-func newTestEnvWith(t *testing.T, storage logical.Storage, clock *fakeClock, limits *Limits) *testEnv {
+func newTestEnvWith(t *testing.T, storage logical.Storage, clock *fakeclock.Clock, limits *Limits) *testEnv {
 	t.Helper()
 	if storage == nil {
 		storage = &logical.InmemStorage{}
 	}
 	if clock == nil {
-		clock = newFakeClock()
+		clock = fakeclock.New()
 	}
 	logs := &syncBuffer{}
 	system := &logical.StaticSystemView{DefaultLeaseTTLVal: 768 * time.Hour, MaxLeaseTTLVal: 768 * time.Hour}
 	b := newBackend(clock.Now, limits)
-	b.sleep = clock.sleep
+	b.sleep = clock.Sleep
 	conf := &logical.BackendConfig{
 		Logger:      hclog.New(&hclog.LoggerOptions{Output: logs, Level: hclog.Trace}),
 		System:      system,

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/vault/sdk/logical"
+	"github.com/iadvize/vault-plugin-secrets-iadvize/internal/fakeclock"
 	"github.com/iadvize/vault-plugin-secrets-iadvize/internal/fakeiadvize"
 )
 
@@ -34,7 +35,7 @@ func TestUpstreamHostIsLowerCaseHostAndPort(t *testing.T) {
 
 // twoMounts builds two mounts of one plugin process (separate storage, one set of
 // budgets) against the same upstream.
-func twoMounts(t *testing.T, clock *fakeClock, base string, extra map[string]any) (a, b *testEnv, limits *Limits) {
+func twoMounts(t *testing.T, clock *fakeclock.Clock, base string, extra map[string]any) (a, b *testEnv, limits *Limits) {
 	t.Helper()
 	limits = NewLimits()
 	a = newTestEnvWith(t, nil, clock, limits)
@@ -49,7 +50,7 @@ func twoMounts(t *testing.T, clock *fakeClock, base string, extra map[string]any
 // minute, upstream never answers 429, and every role is served within two
 // minutes.
 func TestLimitsTwoMountsOverOneUpstreamNeverExceedTheSharedBudget(t *testing.T) {
-	clock := newFakeClock()
+	clock := fakeclock.New()
 	fake, base := startFakeIAdvize(t, clock, fakeiadvize.Options{}, nil)
 	a, b, _ := twoMounts(t, clock, base, nil)
 	type role struct {
@@ -120,7 +121,7 @@ func TestLimitsTwoMountsOverOneUpstreamNeverExceedTheSharedBudget(t *testing.T) 
 // One username in two mounts has one window: user_logins_per_minute holds over
 // both, and a 429 for that user in one mount holds in the other.
 func TestLimitsSameUsernameInTwoMountsSharesOneWindow(t *testing.T) {
-	clock := newFakeClock()
+	clock := fakeclock.New()
 	u := newUpstream(t, issuing(24*time.Hour))
 	a, b, _ := twoMounts(t, clock, u.srv.URL, map[string]any{"user_logins_per_minute": 3})
 	a.addRole("app", "shared@example.com", "pw")
@@ -152,7 +153,7 @@ func TestLimitsSameUsernameInTwoMountsSharesOneWindow(t *testing.T) {
 
 // Mounts that log in to different hosts do not share: each host has its budget.
 func TestLimitsDifferentHostsDoNotShare(t *testing.T) {
-	clock := newFakeClock()
+	clock := fakeclock.New()
 	u1, u2 := newUpstream(t, issuing(24*time.Hour)), newUpstream(t, issuing(24*time.Hour))
 	limits := NewLimits()
 	a, b := newTestEnvWith(t, nil, clock, limits), newTestEnvWith(t, nil, clock, limits)
@@ -180,7 +181,7 @@ func TestLimitsDifferentHostsDoNotShare(t *testing.T) {
 // 60 + 30 before, so 10 more fit, not more (a mount forgot) and not fewer (a
 // mount counted another's logins as well as its own).
 func TestBudgetSharedAcrossMountsRestoredExactlyAfterAProcessRestart(t *testing.T) {
-	clock := newFakeClock()
+	clock := fakeclock.New()
 	u := newUpstream(t, issuing(24*time.Hour))
 	a, b, _ := twoMounts(t, clock, u.srv.URL, nil)
 	for i := range 80 {

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/iadvize/vault-plugin-secrets-iadvize/internal/fakeclock"
 	"github.com/iadvize/vault-plugin-secrets-iadvize/internal/fakeiadvize"
 )
 
@@ -14,7 +15,7 @@ import (
 // bucket that would let 2N through around a minute boundary.
 func TestLimitsSlidingWindowNeverAllowsMoreThanLimitInAnyMinute(t *testing.T) {
 	l := newLoginLimiter()
-	start := newFakeClock().Now()
+	start := fakeclock.New().Now()
 	var granted []time.Time
 	// Try a login for one principal every 100 ms for ten minutes.
 	for now := start; now.Before(start.Add(10 * time.Minute)); now = now.Add(100 * time.Millisecond) {
@@ -32,7 +33,7 @@ func TestLimitsSlidingWindowNeverAllowsMoreThanLimitInAnyMinute(t *testing.T) {
 
 func TestLimitsOverBudgetReturnsTheEarliestFreeTimeAndTakesNothing(t *testing.T) {
 	l := newLoginLimiter()
-	t0 := newFakeClock().Now()
+	t0 := fakeclock.New().Now()
 	for i := range 3 {
 		if _, _, ok := l.reserve("user:a", t0.Add(time.Duration(i)*time.Second), 3, 100); !ok {
 			t.Fatalf("login %d refused within the budget", i+1)
@@ -63,7 +64,7 @@ func TestLimitsOverBudgetReturnsTheEarliestFreeTimeAndTakesNothing(t *testing.T)
 // Reads of one username over five minutes with short tokens: logins never exceed
 // user_logins_per_minute, and over budget no upstream call happens.
 func TestLimitsUserLoginsPerMinuteNeverExceededAndNoCallOverBudget(t *testing.T) {
-	clock := newFakeClock()
+	clock := fakeclock.New()
 	var log loginLog
 	u := newUpstream(t, log.wrap(clock, issuing(10*time.Second)))
 	e := newTestEnv(t, nil, clock)
@@ -104,7 +105,7 @@ func TestLimitsUserLoginsPerMinuteNeverExceededAndNoCallOverBudget(t *testing.T)
 // Many users' reads over five minutes with short tokens: logins never exceed
 // logins_per_minute for the mount.
 func TestLimitsMountLoginsPerMinuteNeverExceededAndNoCallOverBudget(t *testing.T) {
-	clock := newFakeClock()
+	clock := fakeclock.New()
 	var log loginLog
 	u := newUpstream(t, log.wrap(clock, issuing(20*time.Second)))
 	e := newTestEnv(t, nil, clock)
@@ -139,7 +140,7 @@ func TestLimitsMountLoginsPerMinuteNeverExceededAndNoCallOverBudget(t *testing.T
 // any minute, upstream never answers 429, the other reads get a 429 with a retry
 // time, and every role is served within two minutes.
 func TestLimits130ColdRolesAtOnceStayUnderUpstreamIPLimit(t *testing.T) {
-	clock := newFakeClock()
+	clock := fakeclock.New()
 	fake, base := startFakeIAdvize(t, clock, fakeiadvize.Options{}, nil)
 	e := newTestEnv(t, nil, clock)
 	e.configureBase(base, nil)

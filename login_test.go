@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/vault/sdk/logical"
+	"github.com/iadvize/vault-plugin-secrets-iadvize/internal/fakeclock"
 	"github.com/iadvize/vault-plugin-secrets-iadvize/internal/fakeiadvize"
 )
 
@@ -99,7 +100,7 @@ type loginLog struct {
 }
 
 // wrap returns h, recording each request's time on clock first.
-func (l *loginLog) wrap(clock *fakeClock, h http.HandlerFunc) http.HandlerFunc {
+func (l *loginLog) wrap(clock *fakeclock.Clock, h http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		l.mu.Lock()
 		l.times = append(l.times, clock.Now())
@@ -137,7 +138,7 @@ func maxInAnySpan(times []time.Time, d time.Duration) int {
 
 // startFakeIAdvize serves the fake iAdvize upstream on the test's fake clock.
 // When log is not nil, it records the time of every token request.
-func startFakeIAdvize(t *testing.T, clock *fakeClock, opts fakeiadvize.Options, log *loginLog) (*fakeiadvize.Server, string) {
+func startFakeIAdvize(t *testing.T, clock *fakeclock.Clock, opts fakeiadvize.Options, log *loginLog) (*fakeiadvize.Server, string) {
 	t.Helper()
 	opts.Now = clock.Now
 	fake := fakeiadvize.New(opts)
@@ -345,7 +346,7 @@ func TestLoginUpstream429HonoursRetryAfter(t *testing.T) {
 		{"http-date", 90 * time.Second, func(now time.Time) string { return now.Add(90 * time.Second).UTC().Format(http.TimeFormat) }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			clock := newFakeClock()
+			clock := fakeclock.New()
 			u := newUpstream(t, rateLimited(func() string { return tc.value(clock.Now()) }))
 			e := newTestEnv(t, nil, clock)
 			e.configure(u, nil)

@@ -12,6 +12,7 @@ import (
 
 	"github.com/hashicorp/vault/sdk/helper/consts"
 	"github.com/hashicorp/vault/sdk/logical"
+	"github.com/iadvize/vault-plugin-secrets-iadvize/internal/fakeclock"
 	"github.com/iadvize/vault-plugin-secrets-iadvize/internal/fakeiadvize"
 )
 
@@ -19,7 +20,7 @@ import (
 // exists upstream.
 func verifyEnv(t *testing.T) (*testEnv, *fakeiadvize.Server) {
 	t.Helper()
-	clock := newFakeClock()
+	clock := fakeclock.New()
 	fake, base := startFakeIAdvize(t, clock, fakeiadvize.Options{}, nil)
 	fake.AddUser("svc@example.com", "pw-verify")
 	e := newTestEnv(t, nil, clock)

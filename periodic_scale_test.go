@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/vault/sdk/logical"
+	"github.com/iadvize/vault-plugin-secrets-iadvize/internal/fakeclock"
 )
 
 // gatedUpstream issues 24-hour tokens; while gated, each login first announces
@@ -47,7 +48,7 @@ func newGatedUpstream(t *testing.T) *gatedUpstream {
 // them all answer. It stops when batch returns 0, and returns the logins answered.
 // It fails the test if fewer logins than expected are in flight at once, or if
 // the run ends early.
-func driveBatches(t *testing.T, g *gatedUpstream, clock *fakeClock, runDone <-chan error,
+func driveBatches(t *testing.T, g *gatedUpstream, clock *fakeclock.Clock, runDone <-chan error,
 	took time.Duration, batch func(done int) int) int {
 	t.Helper()
 	done := 0
@@ -195,7 +196,7 @@ func (s *countingStorage) List(ctx context.Context, prefix string) ([]string, er
 // when 10 of them are due, a run reads only what their logins need.
 func TestPeriodic10000RolesNoneDueReadNothingFromStorage(t *testing.T) {
 	u := newUpstream(t, issuing(24*time.Hour))
-	clock := newFakeClock()
+	clock := fakeclock.New()
 	s := &countingStorage{Storage: &logical.InmemStorage{}}
 	ctx := context.Background()
 	const roles = 10_000

@@ -9,6 +9,7 @@ import (
 
 	"github.com/hashicorp/vault/sdk/helper/consts"
 	"github.com/hashicorp/vault/sdk/logical"
+	"github.com/iadvize/vault-plugin-secrets-iadvize/internal/fakeclock"
 	"github.com/iadvize/vault-plugin-secrets-iadvize/internal/fakeiadvize"
 )
 
@@ -18,7 +19,7 @@ import (
 // background refresh (no read ever waits on a login), and upstream never answers
 // 429.
 func TestPeriodicWeekOfBackgroundRefreshOneLoginPerRotationPeriodNoReadWaits(t *testing.T) {
-	clock := newFakeClock()
+	clock := fakeclock.New()
 	var log loginLog
 	fake, base := startFakeIAdvize(t, clock, fakeiadvize.Options{TokenLifetime: 24 * time.Hour}, &log)
 	e := newTestEnv(t, nil, clock)
@@ -99,7 +100,7 @@ func TestPeriodicWeekOfBackgroundRefreshOneLoginPerRotationPeriodNoReadWaits(t *
 // window, so no read waits on a login. The periodic function runs on its own
 // one-minute grid, half a minute off the moment the tokens were issued.
 func TestPeriodicRefreshSpreadsLoginsUnderMountBudget(t *testing.T) {
-	clock := newFakeClock()
+	clock := fakeclock.New()
 	var log loginLog
 	u := newUpstream(t, log.wrap(clock, issuing(24*time.Hour)))
 	e := newTestEnv(t, nil, clock)
@@ -206,7 +207,7 @@ func TestPeriodicRefreshSkipsFreshTokensAndRolesNeverRead(t *testing.T) {
 // and verify answer logical.ErrReadOnly (Vault forwards them) without calling
 // upstream. A fresh token is still served locally.
 func TestPeriodicRotateVerifyDoNothingUpstreamOnPerformanceStandby(t *testing.T) {
-	clock := newFakeClock()
+	clock := fakeclock.New()
 	fake, base := startFakeIAdvize(t, clock, fakeiadvize.Options{}, nil)
 	fake.AddUser("svc@example.com", "pw-standby")
 	e := newTestEnv(t, nil, clock)

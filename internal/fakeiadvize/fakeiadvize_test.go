@@ -18,6 +18,8 @@ import (
 	"testing"
 	"testing/synctest"
 	"time"
+
+	"github.com/iadvize/vault-plugin-secrets-iadvize/internal/fakeclock"
 )
 
 // Test credentials. They are fake, but the tests still never print them (nor
@@ -29,32 +31,10 @@ const (
 	secret   = "s3cr:et/+&=%"
 )
 
-// testClock is a manually advanced clock, shared by a test and its fake.
-type testClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func newClock() *testClock {
-	return &testClock{t: time.Date(2025, 1, 1, 12, 0, 0, 0, time.UTC)}
-}
-
-func (c *testClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *testClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
-
 // newFake returns a fake on a test clock with one user and one client.
-func newFake(t *testing.T, opts Options) (*Server, *testClock) {
+func newFake(t *testing.T, opts Options) (*Server, *fakeclock.Clock) {
 	t.Helper()
-	clock := newClock()
+	clock := fakeclock.New()
 	if opts.Now == nil {
 		opts.Now = clock.Now
 	}
