@@ -15,6 +15,7 @@ import (
 	hclog "github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/vault/sdk/logical"
 	"github.com/iadvize/vault-plugin-secrets-iadvize/internal/fakeclock"
+	"github.com/iadvize/vault-plugin-secrets-iadvize/internal/fakeiadvize"
 )
 
 // syncBuffer is a log sink safe for concurrent writers.
@@ -137,38 +138,52 @@ func respErr(resp *logical.Response) error {
 	return resp.Error()
 }
 
-// upstream is a counting httptest token endpoint whose answer a test can change.
+// upstream is the fake iAdvize upstream (internal/fakeiadvize) behind an
+// httptest server: the one fake upstream of the unit tests.
 type upstream struct {
-	srv      *httptest.Server
-	requests atomic.Int64
-	mu       sync.Mutex
-	handler  http.HandlerFunc
+	*fakeiadvize.Server
+	url string // base URL: the token endpoint is url+"/oauth2/token"
 }
 
-// newUpstream starts a token endpoint that answers every request with handler.
+// startFakeIAdvize serves the fake iAdvize upstream on clock (nil: a clock of
+// its own), with its own token and verify endpoints.
+func startFakeIAdvize(t *testing.T, clock *fakeclock.Clock, opts fakeiadvize.Options) *upstream {
+	t.Helper()
+	if clock == nil {
+		clock = fakeclock.New()
+	}
+	opts.Now = clock.Now
+	fake := fakeiadvize.New(opts)
+	ts := httptest.NewServer(fake)
+	t.Cleanup(ts.Close)
+	t.Cleanup(fake.Close) // runs first: releases any held request
+	return &upstream{Server: fake, url: ts.URL}
+}
+
+// newUpstream starts the fake upstream with every request answered by handler.
 func newUpstream(t *testing.T, handler http.HandlerFunc) *upstream {
-	u := &upstream{handler: handler}
-	u.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		u.requests.Add(1)
-		u.mu.Lock()
-		h := u.handler
-		u.mu.Unlock()
-		h(w, r)
-	}))
-	t.Cleanup(u.srv.Close)
+	return newUpstreamOn(t, nil, handler)
+}
+
+// newUpstreamOn is newUpstream on clock, the time LoginTimes reports.
+func newUpstreamOn(t *testing.T, clock *fakeclock.Clock, handler http.HandlerFunc) *upstream {
+	t.Helper()
+	u := startFakeIAdvize(t, clock, fakeiadvize.Options{})
+	u.SetHandler(handler)
 	return u
 }
 
-func (u *upstream) setHandler(h http.HandlerFunc) {
-	u.mu.Lock()
-	u.handler = h
-	u.mu.Unlock()
+// setHandler makes handler answer every request from now on.
+func (u *upstream) setHandler(handler http.HandlerFunc) { u.SetHandler(handler) }
+
+// count is the number of requests the upstream received, on any path.
+func (u *upstream) count() int64 {
+	st := u.Stats()
+	return int64(st.Handled + st.LoginAttempts + st.VerifyCalls)
 }
 
-func (u *upstream) count() int64 { return u.requests.Load() }
-
 // tokenURL is the upstream's token endpoint.
-func (u *upstream) tokenURL() string { return u.srv.URL + "/oauth2/token" }
+func (u *upstream) tokenURL() string { return u.url + "/oauth2/token" }
 
 // issuing answers every login with a new token "tok-N" of the given lifetime.
 func issuing(lifetime time.Duration) http.HandlerFunc {
@@ -189,11 +204,7 @@ func itoa(n int64) string { return strconv.FormatInt(n, 10) }
 // configure points the mount at an upstream.
 func (e *testEnv) configure(u *upstream, extra map[string]any) {
 	e.t.Helper()
-	data := map[string]any{"token_url": u.tokenURL(), "verify_url": u.srv.URL + "/_authenticated"}
-	for k, v := range extra {
-		data[k] = v
-	}
-	e.mustWrite("config", data)
+	e.configureBase(u.url, extra)
 }
 
 // addRole writes a password-grant role.

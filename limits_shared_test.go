@@ -51,8 +51,8 @@ func twoMounts(t *testing.T, clock *fakeclock.Clock, base string, extra map[stri
 // minutes.
 func TestLimitsTwoMountsOverOneUpstreamNeverExceedTheSharedBudget(t *testing.T) {
 	clock := fakeclock.New()
-	fake, base := startFakeIAdvize(t, clock, fakeiadvize.Options{}, nil)
-	a, b, _ := twoMounts(t, clock, base, nil)
+	fake := startFakeIAdvize(t, clock, fakeiadvize.Options{})
+	a, b, _ := twoMounts(t, clock, fake.url, nil)
 	type role struct {
 		env  *testEnv
 		name string
@@ -123,7 +123,7 @@ func TestLimitsTwoMountsOverOneUpstreamNeverExceedTheSharedBudget(t *testing.T) 
 func TestLimitsSameUsernameInTwoMountsSharesOneWindow(t *testing.T) {
 	clock := fakeclock.New()
 	u := newUpstream(t, issuing(24*time.Hour))
-	a, b, _ := twoMounts(t, clock, u.srv.URL, map[string]any{"user_logins_per_minute": 3})
+	a, b, _ := twoMounts(t, clock, u.url, map[string]any{"user_logins_per_minute": 3})
 	a.addRole("app", "shared@example.com", "pw")
 	b.addRole("app", "shared@example.com", "pw")
 	rotate := func(e *testEnv) error {
@@ -183,7 +183,7 @@ func TestLimitsDifferentHostsDoNotShare(t *testing.T) {
 func TestBudgetSharedAcrossMountsRestoredExactlyAfterAProcessRestart(t *testing.T) {
 	clock := fakeclock.New()
 	u := newUpstream(t, issuing(24*time.Hour))
-	a, b, _ := twoMounts(t, clock, u.srv.URL, nil)
+	a, b, _ := twoMounts(t, clock, u.url, nil)
 	for i := range 80 {
 		a.addRole(fmt.Sprintf("r%02d", i), fmt.Sprintf("a%02d@example.com", i), "pw")
 		b.addRole(fmt.Sprintf("r%02d", i), fmt.Sprintf("b%02d@example.com", i), "pw")

@@ -65,8 +65,7 @@ func TestLimitsOverBudgetReturnsTheEarliestFreeTimeAndTakesNothing(t *testing.T)
 // user_logins_per_minute, and over budget no upstream call happens.
 func TestLimitsUserLoginsPerMinuteNeverExceededAndNoCallOverBudget(t *testing.T) {
 	clock := fakeclock.New()
-	var log loginLog
-	u := newUpstream(t, log.wrap(clock, issuing(10*time.Second)))
+	u := newUpstreamOn(t, clock, issuing(10*time.Second))
 	e := newTestEnv(t, nil, clock)
 	e.configure(u, map[string]any{"user_logins_per_minute": 3})
 	e.addRole("app", "svc@example.com", "pw-budget")
@@ -90,7 +89,7 @@ func TestLimitsUserLoginsPerMinuteNeverExceededAndNoCallOverBudget(t *testing.T)
 		}
 		clock.Advance(time.Second)
 	}
-	times := log.all()
+	times := u.LoginTimes()
 	if got := maxInAnySpan(times, time.Minute); got > 3 {
 		t.Fatalf("%d logins for one username within a minute, user_logins_per_minute is 3", got)
 	}
@@ -106,8 +105,7 @@ func TestLimitsUserLoginsPerMinuteNeverExceededAndNoCallOverBudget(t *testing.T)
 // logins_per_minute for the mount.
 func TestLimitsMountLoginsPerMinuteNeverExceededAndNoCallOverBudget(t *testing.T) {
 	clock := fakeclock.New()
-	var log loginLog
-	u := newUpstream(t, log.wrap(clock, issuing(20*time.Second)))
+	u := newUpstreamOn(t, clock, issuing(20*time.Second))
 	e := newTestEnv(t, nil, clock)
 	e.configure(u, map[string]any{"logins_per_minute": 5})
 	for i := range 12 {
@@ -126,7 +124,7 @@ func TestLimitsMountLoginsPerMinuteNeverExceededAndNoCallOverBudget(t *testing.T
 		}
 		clock.Advance(5 * time.Second)
 	}
-	times := log.all()
+	times := u.LoginTimes()
 	if got := maxInAnySpan(times, time.Minute); got > 5 {
 		t.Fatalf("%d logins within a minute, logins_per_minute is 5", got)
 	}
@@ -141,9 +139,9 @@ func TestLimitsMountLoginsPerMinuteNeverExceededAndNoCallOverBudget(t *testing.T
 // time, and every role is served within two minutes.
 func TestLimits130ColdRolesAtOnceStayUnderUpstreamIPLimit(t *testing.T) {
 	clock := fakeclock.New()
-	fake, base := startFakeIAdvize(t, clock, fakeiadvize.Options{}, nil)
+	fake := startFakeIAdvize(t, clock, fakeiadvize.Options{})
 	e := newTestEnv(t, nil, clock)
-	e.configureBase(base, nil)
+	e.configure(fake, nil)
 	const roles = 130
 	names := make([]string, roles)
 	for i := range roles {

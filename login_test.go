@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/http/httptest"
 	"slices"
 	"strings"
 	"sync"
@@ -14,7 +13,6 @@ import (
 
 	"github.com/hashicorp/vault/sdk/logical"
 	"github.com/iadvize/vault-plugin-secrets-iadvize/internal/fakeclock"
-	"github.com/iadvize/vault-plugin-secrets-iadvize/internal/fakeiadvize"
 )
 
 // ---- helpers shared by the login-policy tests (login, limits, periodic, rotate,
@@ -93,34 +91,6 @@ func rateLimited(retryAfter func() string) http.HandlerFunc {
 	}
 }
 
-// loginLog records the fake-clock time of every request an upstream receives.
-type loginLog struct {
-	mu    sync.Mutex
-	times []time.Time
-}
-
-// wrap returns h, recording each request's time on clock first.
-func (l *loginLog) wrap(clock *fakeclock.Clock, h http.HandlerFunc) http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) {
-		l.mu.Lock()
-		l.times = append(l.times, clock.Now())
-		l.mu.Unlock()
-		h(w, r)
-	}
-}
-
-func (l *loginLog) count() int {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return len(l.times)
-}
-
-func (l *loginLog) all() []time.Time {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return slices.Clone(l.times)
-}
-
 // maxInAnySpan is the largest number of times that fall in one span shorter than
 // d: "at most N in any minute" holds when maxInAnySpan(times, time.Minute) <= N.
 func maxInAnySpan(times []time.Time, d time.Duration) int {
@@ -134,28 +104,6 @@ func maxInAnySpan(times []time.Time, d time.Duration) int {
 		best = max(best, hi-lo+1)
 	}
 	return best
-}
-
-// startFakeIAdvize serves the fake iAdvize upstream on the test's fake clock.
-// When log is not nil, it records the time of every token request.
-func startFakeIAdvize(t *testing.T, clock *fakeclock.Clock, opts fakeiadvize.Options, log *loginLog) (*fakeiadvize.Server, string) {
-	t.Helper()
-	opts.Now = clock.Now
-	fake := fakeiadvize.New(opts)
-	var h http.Handler = fake
-	if log != nil {
-		h = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			if r.URL.Path == "/oauth2/token" {
-				log.wrap(clock, fake.ServeHTTP)(w, r)
-				return
-			}
-			fake.ServeHTTP(w, r)
-		})
-	}
-	ts := httptest.NewServer(h)
-	t.Cleanup(ts.Close)
-	t.Cleanup(fake.Close) // runs first: releases any held request
-	return fake, ts.URL
 }
 
 // configureBase points the mount at an upstream served at base (the fake's URL

@@ -21,12 +21,12 @@ import (
 func verifyEnv(t *testing.T) (*testEnv, *fakeiadvize.Server) {
 	t.Helper()
 	clock := fakeclock.New()
-	fake, base := startFakeIAdvize(t, clock, fakeiadvize.Options{}, nil)
+	fake := startFakeIAdvize(t, clock, fakeiadvize.Options{})
 	fake.AddUser("svc@example.com", "pw-verify")
 	e := newTestEnv(t, nil, clock)
-	e.configureBase(base, nil)
+	e.configure(fake, nil)
 	e.addRole("app", "svc@example.com", "pw-verify")
-	return e, fake
+	return e, fake.Server
 }
 
 func TestVerifyValidTokenReportsAuthenticatedWithCheckTime(t *testing.T) {

@@ -20,10 +20,9 @@ import (
 // 429.
 func TestPeriodicWeekOfBackgroundRefreshOneLoginPerRotationPeriodNoReadWaits(t *testing.T) {
 	clock := fakeclock.New()
-	var log loginLog
-	fake, base := startFakeIAdvize(t, clock, fakeiadvize.Options{TokenLifetime: 24 * time.Hour}, &log)
+	fake := startFakeIAdvize(t, clock, fakeiadvize.Options{TokenLifetime: 24 * time.Hour})
 	e := newTestEnv(t, nil, clock)
-	e.configureBase(base, nil) // refresh_before 1h by default
+	e.configure(fake, nil) // refresh_before 1h by default
 	const roles = 50
 	names := make([]string, roles)
 	for i := range roles {
@@ -34,7 +33,7 @@ func TestPeriodicWeekOfBackgroundRefreshOneLoginPerRotationPeriodNoReadWaits(t *
 	}
 	ctx := context.Background()
 	periodicReq := &logical.Request{Storage: e.storage}
-	logins := log.count
+	logins := func() int { return len(fake.LoginTimes()) }
 
 	// The expected rotation: a token is refreshed in the background once it is
 	// within refresh_before (at most half its life) plus the background lead of
@@ -101,8 +100,7 @@ func TestPeriodicWeekOfBackgroundRefreshOneLoginPerRotationPeriodNoReadWaits(t *
 // one-minute grid, half a minute off the moment the tokens were issued.
 func TestPeriodicRefreshSpreadsLoginsUnderMountBudget(t *testing.T) {
 	clock := fakeclock.New()
-	var log loginLog
-	u := newUpstream(t, log.wrap(clock, issuing(24*time.Hour)))
+	u := newUpstreamOn(t, clock, issuing(24*time.Hour))
 	e := newTestEnv(t, nil, clock)
 	// A generous budget to get 150 tokens issued in the same second ...
 	e.configure(u, map[string]any{"logins_per_minute": 1000})
@@ -116,7 +114,7 @@ func TestPeriodicRefreshSpreadsLoginsUnderMountBudget(t *testing.T) {
 	e.mustWrite("config", map[string]any{"logins_per_minute": 100})
 	issued := clock.Now()
 	refreshAt := issued.Add(23 * time.Hour)
-	setup := log.count()
+	setup := len(u.LoginTimes())
 
 	readAll := func() {
 		t.Helper()
@@ -149,7 +147,7 @@ func TestPeriodicRefreshSpreadsLoginsUnderMountBudget(t *testing.T) {
 	}
 	t.Logf("background logins per run, from the first: %v", perRun)
 
-	times := log.all()[setup:]
+	times := u.LoginTimes()[setup:]
 	if len(times) != roles {
 		t.Fatalf("background logins = %d, want %d (each role once)", len(times), roles)
 	}
@@ -208,10 +206,10 @@ func TestPeriodicRefreshSkipsFreshTokensAndRolesNeverRead(t *testing.T) {
 // upstream. A fresh token is still served locally.
 func TestPeriodicRotateVerifyDoNothingUpstreamOnPerformanceStandby(t *testing.T) {
 	clock := fakeclock.New()
-	fake, base := startFakeIAdvize(t, clock, fakeiadvize.Options{}, nil)
+	fake := startFakeIAdvize(t, clock, fakeiadvize.Options{})
 	fake.AddUser("svc@example.com", "pw-standby")
 	e := newTestEnv(t, nil, clock)
-	e.configureBase(base, nil)
+	e.configure(fake, nil)
 	e.addRole("app", "svc@example.com", "pw-standby")
 	tok := tokenIn(t, e.mustRead("creds/app"))
 	clock.Advance(23*time.Hour - backgroundLead) // due for the background refresh

@@ -70,6 +70,9 @@ const (
 	// HugeBodyPad is the size of the "pad" field of the huge_body fault.
 	HugeBodyPad = 2 << 20
 
+	tokenPath   = "/oauth2/token"
+	adminPrefix = "/_fake/"
+
 	maxFormBytes  = 64 << 10
 	maxAdminBytes = 64 << 10
 )
@@ -323,6 +326,9 @@ type Stats struct {
 	TokensIssued        int `json:"tokens_issued"`         // including by faulted 200 answers
 	VerifyCalls         int `json:"verify_calls"`          // GET /_authenticated requests
 	VerifyFailures      int `json:"verify_failures"`       // of which answered 401
+	// Handled counts the requests, on any path but the admin API, answered
+	// by the handler set with SetHandler; they are in no other counter.
+	Handled int `json:"handled"`
 	// MaxAttemptsInWindow is MaxAttemptsInWindow(Window).
 	MaxAttemptsInWindow int `json:"max_attempts_in_window"`
 	// UserAttempts and UserSuccesses count per username (password grant) or
@@ -368,6 +374,7 @@ type Server struct {
 	userBlocks  map[string]time.Time   // blocked until, per username
 	ipBlocks    map[string]time.Time   // blocked until, per IP
 
+	handler http.Handler  // answers in the fake's stead when set (SetHandler)
 	fault   Fault         // Mode "" when none
 	release chan struct{} // closed when the fault is cleared or replaced
 
@@ -463,7 +470,34 @@ func wholeSeconds(d time.Duration) time.Duration {
 
 // ServeHTTP implements http.Handler.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if !strings.HasPrefix(r.URL.Path, adminPrefix) {
+		s.mu.Lock()
+		h := s.handler
+		if h != nil {
+			s.stats.Handled++
+			if r.URL.Path == tokenPath {
+				s.loginTimes = append(s.loginTimes, s.now())
+			}
+		}
+		s.mu.Unlock()
+		if h != nil {
+			h.ServeHTTP(w, r)
+			return
+		}
+	}
 	s.mux.ServeHTTP(w, r)
+}
+
+// SetHandler makes h answer every request but those of the admin API
+// (/_fake/) from now on, in place of the fake's own token and verify
+// endpoints; nil gives them back. It serves tests that need an answer no
+// fault mode gives. The requests h answers count in Stats.Handled only, and
+// those to /oauth2/token also in LoginTimes; users, tokens, limits and the
+// active fault are neither used nor changed by them.
+func (s *Server) SetHandler(h http.Handler) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.handler = h
 }
 
 // Close releases every request held by the hang fault (they are answered 503)
@@ -615,7 +649,8 @@ func (s *Server) Stats() Stats {
 }
 
 // LoginTimes returns the time, per the injected clock, of every login attempt
-// since creation or the last Reset, in arrival order.
+// (those answered by the SetHandler handler included) since creation or the
+// last Reset, in arrival order.
 func (s *Server) LoginTimes() []time.Time {
 	s.mu.Lock()
 	defer s.mu.Unlock()

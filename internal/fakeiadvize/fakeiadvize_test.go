@@ -1502,3 +1502,38 @@ func TestResetWhileHanging(t *testing.T) {
 		}
 	})
 }
+
+// SetHandler: the handler answers every request but the admin API's, counted
+// apart (and its token requests timed), until it is removed.
+func TestSetHandlerAnswersInTheFakesStead(t *testing.T) {
+	f, clock := newFake(t, Options{})
+	f.SetHandler(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.WriteHeader(http.StatusTeapot)
+	}))
+	if w := login(f, user, password, "10.0.0.1"); w.Code != http.StatusTeapot {
+		t.Fatalf("token request with a handler: %d, want 418", w.Code)
+	}
+	clock.Advance(time.Second)
+	if code := verify(f, "anything"); code != http.StatusTeapot {
+		t.Fatalf("verify with a handler: %d, want 418", code)
+	}
+	if w := serve(f, httptest.NewRequest(http.MethodGet, "/_fake/stats", nil)); w.Code != http.StatusOK {
+		t.Fatalf("admin API with a handler: %d, want 200", w.Code)
+	}
+	st := f.Stats()
+	if st.Handled != 2 || st.LoginAttempts != 0 || st.VerifyCalls != 0 || st.TokensIssued != 0 {
+		t.Fatalf("stats = %+v, want handled 2 and nothing else", st)
+	}
+	if times := f.LoginTimes(); len(times) != 1 || !times[0].Equal(fakeclock.Start) {
+		t.Fatalf("login times = %v, want the token request's alone", times)
+	}
+
+	f.SetHandler(nil)
+	w := login(f, user, password, "10.0.0.1")
+	if w.Code != http.StatusOK {
+		t.Fatalf("token request after SetHandler(nil): %d, want 200", w.Code)
+	}
+	if st := f.Stats(); st.Handled != 2 || st.LoginSuccesses != 1 {
+		t.Fatalf("stats = %+v, want handled 2 and one login", st)
+	}
+}
