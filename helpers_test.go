@@ -219,3 +219,24 @@ func (e *testEnv) settle() {
 	e.t.Helper()
 	e.b.detachedWG.Wait()
 }
+
+// newAppEnv is the usual start of a test: an upstream answering with handler,
+// a mount over storage (nil: a new one) configured on it, and role "app"
+// logging in as svc@example.com with password.
+func newAppEnv(t *testing.T, storage logical.Storage, handler http.HandlerFunc, password string) (*testEnv, *upstream) {
+	t.Helper()
+	u := newUpstream(t, handler)
+	e := newTestEnv(t, storage, nil)
+	e.configure(u, nil)
+	e.addRole("app", "svc@example.com", password)
+	return e, u
+}
+
+// wantCount fails the test unless the upstream received n requests in all;
+// why, if not empty, follows the figures in the failure message.
+func (u *upstream) wantCount(t *testing.T, n int64, why string) {
+	t.Helper()
+	if got := u.count(); got != n {
+		t.Fatalf("upstream requests = %d, want %d%s", got, n, why)
+	}
+}

@@ -136,9 +136,7 @@ func TestLimitsSameUsernameInTwoMountsSharesOneWindow(t *testing.T) {
 		}
 	}
 	expectCodedError(t, rotate(b), http.StatusTooManyRequests, "login budget of username", "counting every mount")
-	if u.count() != 3 {
-		t.Fatalf("upstream logins = %d, want 3", u.count())
-	}
+	u.wantCount(t, 3, "")
 
 	u.setHandler(rateLimited(func() string { return "300" }))
 	clock.Advance(2 * time.Minute)
@@ -146,9 +144,7 @@ func TestLimitsSameUsernameInTwoMountsSharesOneWindow(t *testing.T) {
 	u.setHandler(issuing(24 * time.Hour))
 	clock.Advance(time.Minute)
 	expectCodedError(t, rotate(b), http.StatusTooManyRequests, "429")
-	if u.count() != 4 {
-		t.Fatalf("upstream logins = %d, want 4: the other mount logged in during the user's 429 block", u.count())
-	}
+	u.wantCount(t, 4, ": the other mount logged in during the user's 429 block")
 }
 
 // Mounts that log in to different hosts do not share: each host has its budget.
@@ -210,7 +206,5 @@ func TestBudgetSharedAcrossMountsRestoredExactlyAfterAProcessRestart(t *testing.
 	if served != 10 {
 		t.Fatalf("%d logins after the restart, want 10 (100 less the 90 of both mounts)", served)
 	}
-	if u.count() != 100 {
-		t.Fatalf("upstream logins = %d, want 100", u.count())
-	}
+	u.wantCount(t, 100, "")
 }

@@ -192,9 +192,7 @@ func TestLoginConcurrentColdReadersShareOneLogin(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if got := u.count(); got != 1 {
-		t.Fatalf("upstream logins = %d, want 1", got)
-	}
+	u.wantCount(t, 1, "")
 	for _, tok := range tokens[1:] {
 		if tok != tokens[0] {
 			t.Fatalf("readers got different tokens")
@@ -317,18 +315,13 @@ func TestLoginUpstream429HonoursRetryAfter(t *testing.T) {
 				t.Fatalf("read after the Retry-After delay failed: %v", err)
 			}
 			tokenIn(t, resp)
-			if got := u.count(); got != 2 {
-				t.Fatalf("upstream logins = %d, want 2", got)
-			}
+			u.wantCount(t, 2, "")
 		})
 	}
 }
 
 func TestLoginUpstream429WithoutRetryAfterBacksOffDoublingFrom60sTo30Min(t *testing.T) {
-	u := newUpstream(t, rateLimited(nil))
-	e := newTestEnv(t, nil, nil)
-	e.configure(u, nil)
-	e.addRole("app", "svc@example.com", "pw-429")
+	e, u := newAppEnv(t, nil, rateLimited(nil), "pw-429")
 	e.addRole("twin", "svc@example.com", "pw-429") // same username: same upstream budget
 
 	_, err := e.read("creds/app")
@@ -388,18 +381,13 @@ func TestLoginRetryTimeNamedInTheErrorIsWhenTheNextAttemptMayHappen(t *testing.T
 	if _, err := e.read("creds/app"); err != nil {
 		t.Fatalf("read at the named retry time %s failed: %v", rfc3339At(named), err)
 	}
-	if u.count() != 2 {
-		t.Fatalf("upstream logins = %d, want 2", u.count())
-	}
+	u.wantCount(t, 2, "")
 }
 
 // ---- Transient failures and malformed answers ----
 
 func TestLoginTransientFailuresBackOffDoublingFrom1sTo5Min(t *testing.T) {
-	u := newUpstream(t, failWith(http.StatusServiceUnavailable, "application/json", `{"error":"server_error"}`))
-	e := newTestEnv(t, nil, nil)
-	e.configure(u, nil)
-	e.addRole("app", "svc@example.com", "pw-5xx")
+	e, u := newAppEnv(t, nil, failWith(http.StatusServiceUnavailable, "application/json", `{"error":"server_error"}`), "pw-5xx")
 
 	_, err := e.read("creds/app")
 	expectCodedError(t, err, http.StatusBadGateway, `role "app"`, "HTTP 503", "not before "+rfc3339At(e.clock.Now().Add(time.Second)))
@@ -514,10 +502,7 @@ func TestLoginTimeoutIsTransientAndBacksOff(t *testing.T) {
 
 func TestLoginTokenWithTimeLeftServedWithWarningWhileRefreshFails(t *testing.T) {
 	ok := issuing(24 * time.Hour)
-	u := newUpstream(t, ok)
-	e := newTestEnv(t, nil, nil)
-	e.configure(u, nil)
-	e.addRole("app", "svc@example.com", "pw-warn")
+	e, u := newAppEnv(t, nil, ok, "pw-warn")
 	first := tokenIn(t, e.mustRead("creds/app"))
 	issued := e.clock.Now()
 

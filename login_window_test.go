@@ -158,9 +158,7 @@ func TestWindowReadAgainstHangingUpstreamAnswersAtOnceWithCachedToken(t *testing
 	if tokenIn(t, resp) == first || len(resp.Warnings) != 0 {
 		t.Fatalf("the read after the login: old token, or warnings %q", resp.Warnings)
 	}
-	if got := u.count(); got != 2 {
-		t.Fatalf("upstream logins = %d, want 2", got)
-	}
+	u.wantCount(t, 2, "")
 }
 
 // A warning comes only once the refresh has failed; the cached token is served
@@ -197,9 +195,7 @@ func TestWindowReadWarnsOnlyAfterTheRefreshFailed(t *testing.T) {
 		}
 	}
 	e.settle()
-	if got := u.count(); got != 2 {
-		t.Fatalf("upstream logins = %d, want 2 (none during the backoff)", got)
-	}
+	u.wantCount(t, 2, " (none during the backoff)")
 }
 
 // Only a read with no usable token waits: within the skew margin of expiry, the

@@ -49,7 +49,5 @@ func TestCredsCacheHitAsksVaultNoReplicationState(t *testing.T) {
 	if n := view.calls.Load() - before; n != 0 {
 		t.Fatalf("100 cache hits made %d ReplicationState calls, want 0", n)
 	}
-	if u.count() != 1 {
-		t.Fatalf("upstream requests = %d, want 1", u.count())
-	}
+	u.wantCount(t, 1, "")
 }

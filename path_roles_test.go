@@ -124,9 +124,7 @@ func TestRoleBadInputIs400NamingFieldAndLeavesStorageUnchanged(t *testing.T) {
 			if accessToken(t, e.mustRead("creds/app")) != tokApp || accessToken(t, e.mustRead("creds/cc")) != tokCC {
 				t.Fatal("a refused write changed the served tokens")
 			}
-			if u.count() != 2 {
-				t.Fatalf("upstream requests = %d, want 2", u.count())
-			}
+			u.wantCount(t, 2, "")
 		})
 	}
 }
@@ -171,10 +169,7 @@ func TestRolePartialUpdateChangesOnlyNamedFields(t *testing.T) {
 }
 
 func TestRoleExistenceCheckTellsCreateFromUpdate(t *testing.T) {
-	u := newUpstream(t, issuing(24*time.Hour))
-	e := newTestEnv(t, nil, nil)
-	e.configure(u, nil)
-	e.addRole("app", "svc@example.com", "pw-good")
+	e, _ := newAppEnv(t, nil, issuing(24*time.Hour), "pw-good")
 
 	for name, want := range map[string]bool{"app": true, "ghost": false} {
 		found, exists, err := e.b.HandleExistenceCheck(context.Background(), &logical.Request{
@@ -204,10 +199,7 @@ func TestRoleExistenceCheckTellsCreateFromUpdate(t *testing.T) {
 }
 
 func TestRoleNewCredentialsDiscardCachedTokenButTTLUpdateKeepsIt(t *testing.T) {
-	u := newUpstream(t, issuing(24*time.Hour))
-	e := newTestEnv(t, nil, nil)
-	e.configure(u, nil)
-	e.addRole("app", "svc@example.com", "pw-one")
+	e, u := newAppEnv(t, nil, issuing(24*time.Hour), "pw-one")
 	e.mustWrite("roles/cc", map[string]any{"grant_type": "client_credentials", "client_id": "cid", "client_secret": "cs-one"})
 	tok := accessToken(t, e.mustRead("creds/app"))
 	ccTok := accessToken(t, e.mustRead("creds/cc"))
@@ -219,9 +211,7 @@ func TestRoleNewCredentialsDiscardCachedTokenButTTLUpdateKeepsIt(t *testing.T) {
 	if st := storedToken(t, e.storage, "app"); st == nil || st.AccessToken != tok {
 		t.Fatal("a ttl-only update removed the stored token")
 	}
-	if u.count() != 2 {
-		t.Fatalf("upstream requests = %d, want 2", u.count())
-	}
+	u.wantCount(t, 2, "")
 
 	for i, update := range []map[string]any{
 		{"password": "pw-two"},
@@ -263,18 +253,14 @@ func TestRoleRewrittenCredentialsClearRejectedState(t *testing.T) {
 			t.Fatal("a role with rejected credentials served a token")
 		}
 	}
-	if u.count() != 1 {
-		t.Fatalf("upstream requests = %d, want 1: rejected credentials are not retried", u.count())
-	}
+	u.wantCount(t, 1, ": rejected credentials are not retried")
 	if rej := e.mustRead("status/app").Data["credentials_rejected"]; rej != true {
 		t.Fatalf("status credentials_rejected = %v, want true", rej)
 	}
 
 	e.mustWrite("roles/app", map[string]any{"password": "pw-good"})
 	e.mustRead("creds/app")
-	if u.count() != 2 {
-		t.Fatalf("upstream requests = %d, want 2", u.count())
-	}
+	u.wantCount(t, 2, "")
 	if rej := e.mustRead("status/app").Data["credentials_rejected"]; rej != false {
 		t.Fatalf("status credentials_rejected = %v after the rewrite, want false", rej)
 	}

@@ -40,10 +40,7 @@ func expectStatus(t *testing.T, st map[string]any, want map[string]any) {
 }
 
 func TestStatusFreshTokenReportsTimesWithoutTheToken(t *testing.T) {
-	u := newUpstream(t, issuing(24*time.Hour))
-	e := newTestEnv(t, nil, nil)
-	e.configure(u, nil)
-	e.addRole("app", "svc@example.com", statusPassword)
+	e, _ := newAppEnv(t, nil, issuing(24*time.Hour), statusPassword)
 
 	// Before any login.
 	st := statusOf(t, e, "app")
@@ -73,10 +70,7 @@ func TestStatusFreshTokenReportsTimesWithoutTheToken(t *testing.T) {
 }
 
 func TestStatusAfterUpstream429ReportsBlockAndRetryTime(t *testing.T) {
-	u := newUpstream(t, rateLimited(func() string { return "120" }))
-	e := newTestEnv(t, nil, nil)
-	e.configure(u, nil)
-	e.addRole("app", "svc@example.com", statusPassword)
+	e, _ := newAppEnv(t, nil, rateLimited(func() string { return "120" }), statusPassword)
 	t0 := e.clock.Now()
 	if _, err := e.read("creds/app"); err == nil {
 		t.Fatalf("read through a 429 succeeded")
@@ -102,10 +96,7 @@ func TestStatusAfterUpstream429ReportsBlockAndRetryTime(t *testing.T) {
 
 func TestStatusAfterTransientFailureWithTokenStillServed(t *testing.T) {
 	ok := issuing(24 * time.Hour)
-	u := newUpstream(t, ok)
-	e := newTestEnv(t, nil, nil)
-	e.configure(u, nil)
-	e.addRole("app", "svc@example.com", statusPassword)
+	e, u := newAppEnv(t, nil, ok, statusPassword)
 	t0 := e.clock.Now()
 	tok := tokenIn(t, e.mustRead("creds/app"))
 
