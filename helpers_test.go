@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
@@ -239,4 +240,37 @@ func (u *upstream) wantCount(t *testing.T, n int64, why string) {
 	if got := u.count(); got != n {
 		t.Fatalf("upstream requests = %d, want %d%s", got, n, why)
 	}
+}
+
+// newFakeEnv is a mount configured on the fake upstream's own endpoints, both
+// on one new fake clock (e.clock).
+func newFakeEnv(t *testing.T, opts fakeiadvize.Options) (*testEnv, *upstream) {
+	t.Helper()
+	clock := fakeclock.New()
+	fake := startFakeIAdvize(t, clock, opts)
+	e := newTestEnv(t, nil, clock)
+	e.configure(fake, nil)
+	return e, fake
+}
+
+// newFakeAppEnv is newFakeEnv with role "app", logging in as svc@example.com
+// with password, a user the fake knows.
+func newFakeAppEnv(t *testing.T, password string) (*testEnv, *upstream) {
+	t.Helper()
+	e, fake := newFakeEnv(t, fakeiadvize.Options{})
+	fake.AddUser("svc@example.com", password)
+	e.addRole("app", "svc@example.com", password)
+	return e, fake
+}
+
+// addFakeRoles adds n roles to e, named prefix-000 and on, each logging in as
+// its own user of the fake, and returns their names.
+func addFakeRoles(e *testEnv, fake *upstream, prefix string, n int) []string {
+	names := make([]string, n)
+	for i := range n {
+		names[i] = fmt.Sprintf("%s-%03d", prefix, i)
+		fake.AddUser(names[i]+"@example.com", "pw-"+names[i])
+		e.addRole(names[i], names[i]+"@example.com", "pw-"+names[i])
+	}
+	return names
 }

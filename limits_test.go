@@ -138,18 +138,10 @@ func TestLimitsMountLoginsPerMinuteNeverExceededAndNoCallOverBudget(t *testing.T
 // any minute, upstream never answers 429, the other reads get a 429 with a retry
 // time, and every role is served within two minutes.
 func TestLimits130ColdRolesAtOnceStayUnderUpstreamIPLimit(t *testing.T) {
-	clock := fakeclock.New()
-	fake := startFakeIAdvize(t, clock, fakeiadvize.Options{})
-	e := newTestEnv(t, nil, clock)
-	e.configure(fake, nil)
+	e, fake := newFakeEnv(t, fakeiadvize.Options{})
+	clock := e.clock
 	const roles = 130
-	names := make([]string, roles)
-	for i := range roles {
-		names[i] = fmt.Sprintf("role-%03d", i)
-		user, pw := fmt.Sprintf("user-%03d@example.com", i), fmt.Sprintf("pw-%03d", i)
-		fake.AddUser(user, pw)
-		e.addRole(names[i], user, pw)
-	}
+	names := addFakeRoles(e, fake, "role", roles)
 	start := clock.Now()
 
 	var wg sync.WaitGroup

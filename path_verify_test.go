@@ -12,7 +12,6 @@ import (
 
 	"github.com/hashicorp/vault/sdk/helper/consts"
 	"github.com/hashicorp/vault/sdk/logical"
-	"github.com/iadvize/vault-plugin-secrets-iadvize/internal/fakeclock"
 	"github.com/iadvize/vault-plugin-secrets-iadvize/internal/fakeiadvize"
 )
 
@@ -20,12 +19,7 @@ import (
 // exists upstream.
 func verifyEnv(t *testing.T) (*testEnv, *fakeiadvize.Server) {
 	t.Helper()
-	clock := fakeclock.New()
-	fake := startFakeIAdvize(t, clock, fakeiadvize.Options{})
-	fake.AddUser("svc@example.com", "pw-verify")
-	e := newTestEnv(t, nil, clock)
-	e.configure(fake, nil)
-	e.addRole("app", "svc@example.com", "pw-verify")
+	e, fake := newFakeAppEnv(t, "pw-verify")
 	return e, fake.Server
 }
 

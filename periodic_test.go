@@ -19,18 +19,10 @@ import (
 // background refresh (no read ever waits on a login), and upstream never answers
 // 429.
 func TestPeriodicWeekOfBackgroundRefreshOneLoginPerRotationPeriodNoReadWaits(t *testing.T) {
-	clock := fakeclock.New()
-	fake := startFakeIAdvize(t, clock, fakeiadvize.Options{TokenLifetime: 24 * time.Hour})
-	e := newTestEnv(t, nil, clock)
-	e.configure(fake, nil) // refresh_before 1h by default
+	e, fake := newFakeEnv(t, fakeiadvize.Options{TokenLifetime: 24 * time.Hour}) // refresh_before 1h by default
+	clock := e.clock
 	const roles = 50
-	names := make([]string, roles)
-	for i := range roles {
-		names[i] = fmt.Sprintf("svc-%02d", i)
-		user, pw := fmt.Sprintf("svc-%02d@example.com", i), fmt.Sprintf("pw-%02d", i)
-		fake.AddUser(user, pw)
-		e.addRole(names[i], user, pw)
-	}
+	names := addFakeRoles(e, fake, "svc", roles)
 	ctx := context.Background()
 	periodicReq := &logical.Request{Storage: e.storage}
 	logins := func() int { return len(fake.LoginTimes()) }
@@ -81,8 +73,8 @@ func TestPeriodicWeekOfBackgroundRefreshOneLoginPerRotationPeriodNoReadWaits(t *
 	if backgroundLogins != roles*(wantPerRole-1) {
 		t.Fatalf("background logins = %d, want %d (%d per role)", backgroundLogins, roles*(wantPerRole-1), wantPerRole-1)
 	}
-	for i := range roles {
-		user := fmt.Sprintf("svc-%02d@example.com", i)
+	for _, name := range names {
+		user := name + "@example.com"
 		if got := stats.UserAttempts[user]; got != wantPerRole {
 			t.Fatalf("%s logged in %d times in a week, want %d", user, got, wantPerRole)
 		}
@@ -205,12 +197,8 @@ func TestPeriodicRefreshSkipsFreshTokensAndRolesNeverRead(t *testing.T) {
 // and verify answer logical.ErrReadOnly (Vault forwards them) without calling
 // upstream. A fresh token is still served locally.
 func TestPeriodicRotateVerifyDoNothingUpstreamOnPerformanceStandby(t *testing.T) {
-	clock := fakeclock.New()
-	fake := startFakeIAdvize(t, clock, fakeiadvize.Options{})
-	fake.AddUser("svc@example.com", "pw-standby")
-	e := newTestEnv(t, nil, clock)
-	e.configure(fake, nil)
-	e.addRole("app", "svc@example.com", "pw-standby")
+	e, fake := newFakeAppEnv(t, "pw-standby")
+	clock := e.clock
 	tok := tokenIn(t, e.mustRead("creds/app"))
 	clock.Advance(23*time.Hour - backgroundLead) // due for the background refresh
 
