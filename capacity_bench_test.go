@@ -216,7 +216,7 @@ func runCapacity(b *testing.B, roles, days, readsPerMinute int, step time.Durati
 	maxPerMinute := fake.MaxAttemptsInWindow(time.Minute)
 	maxPerUser := 0
 	for _, ts := range logins.times {
-		maxPerUser = max(maxPerUser, maxInAnySpan(ts, time.Minute))
+		maxPerUser = max(maxPerUser, fakeiadvize.MaxInWindow(ts, time.Minute))
 	}
 	// Logins per role per day in the steady state: a day over the mean time
 	// between two logins of a role after its first (a count of logins within

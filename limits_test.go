@@ -23,7 +23,7 @@ func TestLimitsSlidingWindowNeverAllowsMoreThanLimitInAnyMinute(t *testing.T) {
 			granted = append(granted, now)
 		}
 	}
-	if got := maxInAnySpan(granted, time.Minute); got > 10 {
+	if got := fakeiadvize.MaxInWindow(granted, time.Minute); got > 10 {
 		t.Fatalf("%d logins granted within one minute, limit 10", got)
 	}
 	if len(granted) < 90 {
@@ -90,7 +90,7 @@ func TestLimitsUserLoginsPerMinuteNeverExceededAndNoCallOverBudget(t *testing.T)
 		clock.Advance(time.Second)
 	}
 	times := u.LoginTimes()
-	if got := maxInAnySpan(times, time.Minute); got > 3 {
+	if got := fakeiadvize.MaxInWindow(times, time.Minute); got > 3 {
 		t.Fatalf("%d logins for one username within a minute, user_logins_per_minute is 3", got)
 	}
 	if len(times) < 12 {
@@ -125,7 +125,7 @@ func TestLimitsMountLoginsPerMinuteNeverExceededAndNoCallOverBudget(t *testing.T
 		clock.Advance(5 * time.Second)
 	}
 	times := u.LoginTimes()
-	if got := maxInAnySpan(times, time.Minute); got > 5 {
+	if got := fakeiadvize.MaxInWindow(times, time.Minute); got > 5 {
 		t.Fatalf("%d logins within a minute, logins_per_minute is 5", got)
 	}
 	if len(times) < 20 || refused == 0 {
@@ -196,7 +196,7 @@ func TestLimits130ColdRolesAtOnceStayUnderUpstreamIPLimit(t *testing.T) {
 	if got := fake.MaxAttemptsInWindow(time.Minute); got > 100 {
 		t.Fatalf("upstream saw %d logins within a minute, limit 100", got)
 	}
-	if got := maxInAnySpan(fake.LoginTimes(), time.Minute); got > 100 {
+	if got := fakeiadvize.MaxInWindow(fake.LoginTimes(), time.Minute); got > 100 {
 		t.Fatalf("%d logins within a minute, limit 100", got)
 	}
 	if stats.LoginAttempts != roles || stats.LoginSuccesses != roles {

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -89,21 +88,6 @@ func rateLimited(retryAfter func() string) http.HandlerFunc {
 		w.WriteHeader(http.StatusTooManyRequests)
 		io.WriteString(w, `{"error":"too_many_requests","error_description":"retry later"}`)
 	}
-}
-
-// maxInAnySpan is the largest number of times that fall in one span shorter than
-// d: "at most N in any minute" holds when maxInAnySpan(times, time.Minute) <= N.
-func maxInAnySpan(times []time.Time, d time.Duration) int {
-	ts := slices.Clone(times)
-	slices.SortFunc(ts, time.Time.Compare)
-	best, lo := 0, 0
-	for hi := range ts {
-		for ts[hi].Sub(ts[lo]) >= d {
-			lo++
-		}
-		best = max(best, hi-lo+1)
-	}
-	return best
 }
 
 // configureBase points the mount at an upstream served at base (the fake's URL

@@ -146,7 +146,7 @@ func TestPeriodicRefreshSpreadsLoginsUnderMountBudget(t *testing.T) {
 	if len(perRun) == 0 || perRun[0] != 100 {
 		t.Fatalf("first background run logged in %v, want 100 (logins_per_minute)", perRun)
 	}
-	if got := maxInAnySpan(times, time.Minute); got > 100 {
+	if got := fakeiadvize.MaxInWindow(times, time.Minute); got > 100 {
 		t.Fatalf("%d background logins within a minute, logins_per_minute is 100", got)
 	}
 	for _, at := range times {

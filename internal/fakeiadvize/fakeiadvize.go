@@ -640,7 +640,7 @@ func (s *Server) Stats() Stats {
 	st := s.stats
 	st.UserAttempts = maps.Clone(s.stats.UserAttempts)
 	st.UserSuccesses = maps.Clone(s.stats.UserSuccesses)
-	st.MaxAttemptsInWindow = maxInWindow(s.loginTimes, Window)
+	st.MaxAttemptsInWindow = MaxInWindow(s.loginTimes, Window)
 	st.Fault = s.fault
 	if st.Fault.Mode == "" {
 		st.Fault.Mode = FaultNone
@@ -663,10 +663,13 @@ func (s *Server) LoginTimes() []time.Time {
 func (s *Server) MaxAttemptsInWindow(d time.Duration) int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return maxInWindow(s.loginTimes, d)
+	return MaxInWindow(s.loginTimes, d)
 }
 
-func maxInWindow(times []time.Time, d time.Duration) int {
+// MaxInWindow returns the largest number of times that fall within one span
+// shorter than d, in any order: "at most N in any minute" holds when
+// MaxInWindow(times, time.Minute) <= N. It is 0 when d <= 0.
+func MaxInWindow(times []time.Time, d time.Duration) int {
 	if d <= 0 {
 		return 0
 	}
@@ -1168,20 +1171,12 @@ func (s *Server) faultReplyLocked(f Fault, req tokenRequest) reply {
 		body.ExpiresIn = DecimalExpiresIn
 	case FaultStringExpiresIn:
 		body.ExpiresIn = StringExpiresIn
-	case FaultLowercaseTokenType:
-		body.TokenType = "bearer"
-	case FaultUppercaseTokenType:
-		body.TokenType = "BEARER"
-	case FaultNoTokenType:
-		body.TokenType = ""
-	case FaultJSONTextPlain:
-		rp.contentType = "text/plain"
-	case FaultJSONTextHTML:
-		rp.contentType = "text/html"
-	case FaultJSONNoContentType:
-		rp.contentType = ""
-	case FaultJSONCharset:
-		rp.contentType = "application/json; charset=utf-8"
+	case FaultLowercaseTokenType, FaultUppercaseTokenType, FaultNoTokenType:
+		body.TokenType = faultTokenTypes[f.Mode]
+	case FaultJSONTextPlain, FaultJSONTextHTML, FaultJSONNoContentType, FaultJSONCharset:
+		rp.contentType = faultContentTypes[f.Mode]
+		rp.raw = jsonBytes(body)
+		return rp
 	case FaultJSONBOM:
 		rp.contentType = "application/json"
 		rp.raw = append([]byte("\xEF\xBB\xBF"), jsonBytes(body)...)
@@ -1194,13 +1189,23 @@ func (s *Server) faultReplyLocked(f Fault, req tokenRequest) reply {
 		}.Encode())
 		return rp
 	}
-	switch f.Mode {
-	case FaultJSONTextPlain, FaultJSONTextHTML, FaultJSONNoContentType, FaultJSONCharset:
-		rp.raw = jsonBytes(body)
-	default:
-		rp.body = body
-	}
+	rp.body = body
 	return rp
+}
+
+// The token_type of the token-type faults.
+var faultTokenTypes = map[FaultMode]string{
+	FaultLowercaseTokenType: "bearer",
+	FaultUppercaseTokenType: "BEARER",
+	FaultNoTokenType:        "",
+}
+
+// The Content-Type of the JSON-under-another-type faults; "" sends none.
+var faultContentTypes = map[FaultMode]string{
+	FaultJSONTextPlain:     "text/plain",
+	FaultJSONTextHTML:      "text/html",
+	FaultJSONNoContentType: "",
+	FaultJSONCharset:       "application/json; charset=utf-8",
 }
 
 func (s *Server) handleAuthenticated(w http.ResponseWriter, r *http.Request) {
