@@ -78,6 +78,18 @@ func (h *holdingUpstream) waitEntered(t *testing.T) {
 	}
 }
 
+// newWindowEnv is a mount on a holding upstream with a request timeout long
+// enough that a read waiting on upstream would show, and role "app" with its
+// first token.
+func newWindowEnv(t *testing.T) (e *testEnv, u *holdingUpstream, first string) {
+	t.Helper()
+	u = newHoldingUpstream(t)
+	e = newTestEnv(t, nil, nil)
+	e.configure(u.upstream, map[string]any{"request_timeout": "60s"})
+	e.addRole("app", "svc@example.com", "pw-window")
+	return e, u, tokenIn(t, e.mustRead("creds/app"))
+}
+
 // readAsync reads path in a goroutine; the channel yields the answer.
 func (e *testEnv) readAsync(path string) <-chan readResult {
 	done := make(chan readResult, 1)
@@ -115,11 +127,7 @@ func awaitRead(t *testing.T, done <-chan readResult, what string) *logical.Respo
 // gets the cached token at once and without a warning, the readers together start
 // one login, and the first read after that login gets the new token.
 func TestWindowReadAgainstHangingUpstreamAnswersAtOnceWithCachedToken(t *testing.T) {
-	u := newHoldingUpstream(t)
-	e := newTestEnv(t, nil, nil)
-	e.configure(u.upstream, map[string]any{"request_timeout": "60s"}) // a wait would show
-	e.addRole("app", "svc@example.com", "pw-window")
-	first := tokenIn(t, e.mustRead("creds/app"))
+	e, u, first := newWindowEnv(t)
 
 	u.hold()
 	e.clock.Advance(23*time.Hour + time.Second) // inside the refresh window
@@ -164,11 +172,7 @@ func TestWindowReadAgainstHangingUpstreamAnswersAtOnceWithCachedToken(t *testing
 // A warning comes only once the refresh has failed; the cached token is served
 // all along, and the failed login's backoff holds further logins back.
 func TestWindowReadWarnsOnlyAfterTheRefreshFailed(t *testing.T) {
-	u := newHoldingUpstream(t)
-	e := newTestEnv(t, nil, nil)
-	e.configure(u.upstream, map[string]any{"request_timeout": "60s"})
-	e.addRole("app", "svc@example.com", "pw-window")
-	first := tokenIn(t, e.mustRead("creds/app"))
+	e, u, first := newWindowEnv(t)
 
 	u.hold()
 	e.clock.Advance(23*time.Hour + time.Second)
@@ -201,11 +205,7 @@ func TestWindowReadWarnsOnlyAfterTheRefreshFailed(t *testing.T) {
 // Only a read with no usable token waits: within the skew margin of expiry, the
 // read waits for the login and gets the new token.
 func TestReadWithinSkewMarginWaitsForTheLogin(t *testing.T) {
-	u := newHoldingUpstream(t)
-	e := newTestEnv(t, nil, nil)
-	e.configure(u.upstream, map[string]any{"request_timeout": "60s"})
-	e.addRole("app", "svc@example.com", "pw-window")
-	first := tokenIn(t, e.mustRead("creds/app"))
+	e, u, first := newWindowEnv(t)
 
 	u.hold()
 	e.clock.Advance(24*time.Hour - 29*time.Second) // 29 s left, the skew margin is 30 s

@@ -37,6 +37,28 @@ func checkingUpstream(t *testing.T, password, clientSecret string) *upstream {
 }
 
 // errorMessage is the message of a 400 answer, or "" when the answer is no 400.
+// refusedWrite writes data to path and fails the test unless the write is
+// refused with a 400 whose message names names, storage left unchanged. It
+// returns the message.
+func (e *testEnv) refusedWrite(path string, data map[string]any, names string) string {
+	t := e.t
+	t.Helper()
+	before := storageSnapshot(t, e.storage)
+	resp, err := e.write(path, data)
+	if err != nil {
+		t.Fatalf("error %v, want a 400 response", err)
+	}
+	msg := errorMessage(resp, err)
+	if msg == "" {
+		t.Fatal("bad input accepted")
+	}
+	if !strings.Contains(msg, names) {
+		t.Errorf("message %q does not name %q", msg, names)
+	}
+	assertStorageUnchanged(t, e.storage, before)
+	return msg
+}
+
 func errorMessage(resp *logical.Response, err error) string {
 	if err != nil || resp == nil || !resp.IsError() {
 		return ""
@@ -106,20 +128,7 @@ func TestRoleBadInputIs400NamingFieldAndLeavesStorageUnchanged(t *testing.T) {
 			e.mustWrite("roles/cc", cc)
 			tokApp := accessToken(t, e.mustRead("creds/app"))
 			tokCC := accessToken(t, e.mustRead("creds/cc"))
-			before := storageSnapshot(t, e.storage)
-
-			resp, err := e.write(tc.path, tc.data)
-			if err != nil {
-				t.Fatalf("error %v, want a 400 response", err)
-			}
-			msg := errorMessage(resp, err)
-			if msg == "" {
-				t.Fatal("bad input accepted")
-			}
-			if !strings.Contains(msg, tc.names) {
-				t.Errorf("message %q does not name %q", msg, tc.names)
-			}
-			assertStorageUnchanged(t, e.storage, before)
+			e.refusedWrite(tc.path, tc.data, tc.names)
 			// The in-memory state is unchanged too: same tokens, no login.
 			if accessToken(t, e.mustRead("creds/app")) != tokApp || accessToken(t, e.mustRead("creds/cc")) != tokCC {
 				t.Fatal("a refused write changed the served tokens")
