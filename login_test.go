@@ -3,7 +3,6 @@ package iadvize
 import (
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"strings"
 	"sync"
@@ -68,27 +67,6 @@ func tokenIn(t *testing.T, resp *logical.Response) string {
 
 // rfc3339At formats t as the plugin's answers do.
 func rfc3339At(t time.Time) string { return t.UTC().Format(time.RFC3339) }
-
-// failWith answers every request with status, content type and body.
-func failWith(status int, contentType, body string) http.HandlerFunc {
-	return func(w http.ResponseWriter, _ *http.Request) {
-		w.Header().Set("Content-Type", contentType)
-		w.WriteHeader(status)
-		io.WriteString(w, body)
-	}
-}
-
-// rateLimited answers 429, with the Retry-After header when retryAfter is set.
-func rateLimited(retryAfter func() string) http.HandlerFunc {
-	return func(w http.ResponseWriter, _ *http.Request) {
-		if retryAfter != nil {
-			w.Header().Set("Retry-After", retryAfter())
-		}
-		w.Header().Set("Content-Type", "application/json")
-		w.WriteHeader(http.StatusTooManyRequests)
-		io.WriteString(w, `{"error":"too_many_requests","error_description":"retry later"}`)
-	}
-}
 
 // configureBase points the mount at an upstream served at base (the fake's URL
 // layout: /oauth2/token and /_authenticated).

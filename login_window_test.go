@@ -4,79 +4,11 @@ import (
 	"context"
 	"net/http"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/hashicorp/vault/sdk/logical"
 )
-
-// holdingUpstream issues 24-hour tokens until hold is called; from then on each
-// login waits until the test answers them all with release. entered receives one
-// value per login that arrived while held.
-type holdingUpstream struct {
-	*upstream
-	entered chan struct{}
-	issue   http.HandlerFunc // the normal answer: a new token
-
-	mu     sync.Mutex
-	gate   chan struct{} // nil: not holding
-	answer http.HandlerFunc
-}
-
-func newHoldingUpstream(t *testing.T) *holdingUpstream {
-	h := &holdingUpstream{entered: make(chan struct{}, 100), issue: issuing(24 * time.Hour)}
-	h.upstream = newUpstream(t, func(w http.ResponseWriter, r *http.Request) {
-		h.mu.Lock()
-		gate := h.gate
-		h.mu.Unlock()
-		if gate == nil {
-			h.issue(w, r)
-			return
-		}
-		h.entered <- struct{}{}
-		select {
-		case <-gate:
-			h.mu.Lock()
-			answer := h.answer
-			h.mu.Unlock()
-			answer(w, r)
-		case <-r.Context().Done():
-		}
-	})
-	t.Cleanup(func() { h.release(nil) }) // before the server closes (cleanups run last-in first-out)
-	return h
-}
-
-func (h *holdingUpstream) hold() {
-	h.mu.Lock()
-	h.gate = make(chan struct{})
-	h.mu.Unlock()
-}
-
-// release answers the held logins with answer (nil: 503) and stops holding.
-func (h *holdingUpstream) release(answer http.HandlerFunc) {
-	if answer == nil {
-		answer = func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusServiceUnavailable) }
-	}
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if h.gate != nil {
-		h.answer = answer
-		close(h.gate)
-		h.gate = nil
-	}
-}
-
-// waitEntered waits until a held login reached upstream.
-func (h *holdingUpstream) waitEntered(t *testing.T) {
-	t.Helper()
-	select {
-	case <-h.entered:
-	case <-time.After(waitFor):
-		t.Fatal("no login reached upstream")
-	}
-}
 
 // newWindowEnv is a mount on a holding upstream with a request timeout long
 // enough that a read waiting on upstream would show, and role "app" with its
