@@ -411,27 +411,10 @@ func TestLoginTransientFailureKindsBackOffAndNeverCacheAnError(t *testing.T) {
 }
 
 func TestLoginTimeoutIsTransientAndBacksOff(t *testing.T) {
-	release := make(chan struct{})
-	var once sync.Once
-	t.Cleanup(func() { once.Do(func() { close(release) }) })
-	ok := issuing(24 * time.Hour)
-	var hold sync.Mutex
-	holding := true
-	u := newUpstream(t, func(w http.ResponseWriter, r *http.Request) {
-		hold.Lock()
-		h := holding
-		hold.Unlock()
-		if h {
-			select { // answer nothing until released or the client gives up
-			case <-release:
-			case <-r.Context().Done():
-			}
-			return
-		}
-		ok(w, r)
-	})
+	u := newHoldingUpstream(t)
+	u.hold() // answer nothing until released or the client gives up
 	e := newTestEnv(t, nil, nil)
-	e.configure(u, map[string]any{"request_timeout": "1s"})
+	e.configure(u.upstream, map[string]any{"request_timeout": "1s"})
 	e.addRole("app", "svc@example.com", "pw-timeout")
 
 	began := time.Now()
@@ -440,24 +423,17 @@ func TestLoginTimeoutIsTransientAndBacksOff(t *testing.T) {
 		t.Fatalf("a login was not bounded by request_timeout: %v", took)
 	}
 	expectCodedError(t, err, http.StatusBadGateway, `role "app"`, "request_timeout")
-	hold.Lock()
-	holding = false
-	hold.Unlock()
-	once.Do(func() { close(release) })
+	u.release(u.issue)
 
 	// Reads in the backoff do not call upstream.
 	for range 5 {
 		_, err := e.read("creds/app")
 		expectCodedError(t, err, http.StatusTooManyRequests, `role "app"`, "backing off", "request_timeout")
 	}
-	if got := u.count(); got != 1 {
-		t.Fatalf("upstream calls during the backoff = %d, want 1", got)
-	}
+	u.wantCount(t, 1, " during the backoff")
 	e.clock.Advance(time.Second)
 	tokenIn(t, e.mustRead("creds/app"))
-	if got := u.count(); got != 2 {
-		t.Fatalf("upstream calls = %d, want 2", got)
-	}
+	u.wantCount(t, 2, "")
 }
 
 // ---- A token with time left is served while a refresh fails ----

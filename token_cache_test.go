@@ -16,18 +16,10 @@ import (
 const waitFor = 5 * time.Second
 
 func TestThousandConcurrentColdReadsMakeOneLoginAndShareOneToken(t *testing.T) {
-	release := make(chan struct{})
-	issue := issuing(24 * time.Hour)
-	u := newUpstream(t, func(w http.ResponseWriter, r *http.Request) {
-		select { // hold the login until every reader has been started
-		case <-release:
-		case <-r.Context().Done():
-			return
-		}
-		issue(w, r)
-	})
+	u := newHoldingUpstream(t)
+	u.hold() // the login waits until every reader has been started
 	e := newTestEnv(t, nil, nil)
-	e.configure(u, nil)
+	e.configure(u.upstream, nil)
 	e.addRole("app", "svc@example.com", "pw-one")
 
 	const readers = 1000
@@ -56,7 +48,7 @@ func TestThousandConcurrentColdReadsMakeOneLoginAndShareOneToken(t *testing.T) {
 		}()
 	}
 	started.Wait()
-	close(release)
+	u.release(u.issue)
 	done.Wait()
 
 	u.wantCount(t, 1, "")
