@@ -19,13 +19,8 @@ import (
 // exists upstream.
 func verifyEnv(t *testing.T) (*testEnv, *fakeiadvize.Server) {
 	t.Helper()
-	clock := newFakeClock()
-	fake, base := startFakeIAdvize(t, clock, fakeiadvize.Options{}, nil)
-	fake.AddUser("svc@example.com", "pw-verify")
-	e := newTestEnv(t, nil, clock)
-	e.configureBase(base, nil)
-	e.addRole("app", "svc@example.com", "pw-verify")
-	return e, fake
+	e, fake := newFakeAppEnv(t, "pw-verify")
+	return e, fake.Server
 }
 
 func TestVerifyValidTokenReportsAuthenticatedWithCheckTime(t *testing.T) {
