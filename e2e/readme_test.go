@@ -4,8 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"io"
-	"io/fs"
 	"net/http"
 	"os"
 	"os/exec"
@@ -146,31 +144,11 @@ func copySource(t *testing.T) string {
 		if err != nil || !info.Mode().IsRegular() {
 			continue // deleted in the working tree, or not a file
 		}
-		if err := copyFileMode(src, filepath.Join(dst, rel), info.Mode().Perm()); err != nil {
+		if err := vaulttest.CopyFile(src, filepath.Join(dst, rel), info.Mode().Perm()); err != nil {
 			t.Fatal(err)
 		}
 	}
 	return dst
-}
-
-func copyFileMode(src, dst string, perm fs.FileMode) error {
-	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
-		return err
-	}
-	in, err := os.Open(src)
-	if err != nil {
-		return err
-	}
-	defer in.Close()
-	out, err := os.OpenFile(dst, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, perm)
-	if err != nil {
-		return err
-	}
-	if _, err := io.Copy(out, in); err != nil {
-		out.Close()
-		return err
-	}
-	return out.Close()
 }
 
 // TestQuickstartAsWritten runs the README's Quickstart, block by block, as a

@@ -131,19 +131,24 @@ func SHA256(t TB, path string) string {
 func PluginDir(t TB, pluginBin string) string {
 	t.Helper()
 	dir := t.TempDir()
-	if err := copyFile(pluginBin, filepath.Join(dir, PluginName)); err != nil {
+	if err := CopyFile(pluginBin, filepath.Join(dir, PluginName), 0o755); err != nil {
 		t.Fatalf("copying the plugin: %v", err)
 	}
 	return dir
 }
 
-func copyFile(src, dst string) error {
+// CopyFile copies src to dst (created with perm, or truncated), making dst's
+// directory first.
+func CopyFile(src, dst string, perm os.FileMode) error {
+	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+		return err
+	}
 	in, err := os.Open(src)
 	if err != nil {
 		return err
 	}
 	defer in.Close()
-	out, err := os.OpenFile(dst, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o755)
+	out, err := os.OpenFile(dst, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, perm)
 	if err != nil {
 		return err
 	}
