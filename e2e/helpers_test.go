@@ -277,11 +277,18 @@ func (e *env) print(format string, args ...any) string {
 	return e.secrets.redact(msg)
 }
 
-// newEnv starts the fake and a Vault dev server with the plugin at iadvize/.
-func newEnv(t *testing.T, fopts fakeiadvize.Options, vopts vaulttest.Options) *env {
+// newEnvNoVault starts the fake; the test starts e.vault (see startFileVault).
+func newEnvNoVault(t *testing.T, fopts fakeiadvize.Options) *env {
 	t.Helper()
 	e := &env{t: t, bin: needVault(t), secrets: &secrets{}}
 	e.up = newUpstream(t, fopts, e.secrets)
+	return e
+}
+
+// newEnv starts the fake and a Vault dev server with the plugin at iadvize/.
+func newEnv(t *testing.T, fopts fakeiadvize.Options, vopts vaulttest.Options) *env {
+	t.Helper()
+	e := newEnvNoVault(t, fopts)
 	e.vault = vaulttest.StartDev(t, vopts)
 	e.vault.Client.SetMaxRetries(0) // a 5xx is an answer to check, not to retry
 	t.Cleanup(func() {

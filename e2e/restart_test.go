@@ -15,8 +15,7 @@ import (
 // return the same token and cause no login (README "When the plugin logs in": restarts).
 func TestRestartAndReloadKeepToken(t *testing.T) {
 	t.Parallel()
-	e := &env{t: t, bin: needVault(t), secrets: &secrets{}}
-	e.up = newUpstream(t, fakeiadvize.Options{}, e.secrets)
+	e := newEnvNoVault(t, fakeiadvize.Options{})
 
 	pluginDir := vaulttest.PluginDir(t, vaulttest.PluginBin(t))
 	unsealKey, rootToken := e.startFileVault(pluginDir)

@@ -21,8 +21,7 @@ import (
 // rejected stays rejected, with the same last attempt.
 func TestUpgradeAndDowngradeKeepTokens(t *testing.T) {
 	t.Parallel()
-	e := &env{t: t, bin: needVault(t), secrets: &secrets{}}
-	e.up = newUpstream(t, fakeiadvize.Options{}, e.secrets)
+	e := newEnvNoVault(t, fakeiadvize.Options{})
 	const oldV, newV = "v0.2.0", "v0.3.0"
 	rel := map[string]string{oldV: release(t, oldV), newV: release(t, newV)}
 	sums := map[string]string{}
