@@ -65,14 +65,23 @@ fuzz:
 unit:
 	$(GO) test -race -count=1 -short ./...
 
-demo: build
-	VAULT_BIN=$$(scripts/vault.sh) PLUGIN_DIR=$(PLUGIN_DIR) FAKE_BIN=$(FAKE_BIN) scripts/demo.sh
+# The demos (cmd/demo, on internal/vaulttest like the end-to-end tests): the
+# fake iAdvize, a dev Vault, a role, 200 concurrent cold reads and one login;
+# everything is stopped at the end (or on failure or Ctrl-C).
+DEMO_BIN := $(BUILD_DIR)/demo
+DEMO := VAULT_BIN=$$(scripts/vault.sh) FAKE_BIN=$(FAKE_BIN) $(DEMO_BIN) -plugin-dir $(PLUGIN_DIR)
+.PHONY: demo-bin
+demo-bin:
+	@$(GO) build -o $(DEMO_BIN) ./cmd/demo
+
+demo: build demo-bin
+	$(DEMO) demo
 
 # Vault (dev server, plugin registered, no mount) and the fake iAdvize left
-# running for the README's Quickstart; their settings are in build/dev.env.
-dev: build
-	VAULT_BIN=$$(scripts/vault.sh) PLUGIN_DIR=$(PLUGIN_DIR) FAKE_BIN=$(FAKE_BIN) \
-	  DEV_ENV=$(BUILD_DIR)/dev.env PLUGIN_VERSION='$(PLUGIN_VERSION)' scripts/demo.sh --keep
+# running for the README's Quickstart; their settings are in build/dev.env. A
+# second make dev stops the first.
+dev: build demo-bin
+	$(DEMO) -dev-env $(BUILD_DIR)/dev.env -plugin-version '$(PLUGIN_VERSION)' dev
 
 # Benchmarks on a real Vault (cmd/bench): writes BENCHMARKS.md, about 15 minutes
 # on 2 cores. BENCH_FLAGS=-quick for a shorter run.
@@ -87,7 +96,7 @@ clean:
 	rm -rf $(BUILD_DIR)
 
 # A three-node Vault HA cluster (integrated storage) with the plugin and a role
-# against the fake iAdvize; it runs until Ctrl-C (scripts/demo-ha.sh --help).
+# against the fake iAdvize; it runs until Ctrl-C (cmd/demo).
 .PHONY: demo-ha
-demo-ha: build
-	VAULT_BIN=$$(scripts/vault.sh) PLUGIN_DIR=$(PLUGIN_DIR) FAKE_BIN=$(FAKE_BIN) scripts/demo-ha.sh
+demo-ha: build demo-bin
+	$(DEMO) ha

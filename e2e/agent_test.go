@@ -11,8 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hashicorp/vault/api"
-
 	"github.com/iadvize/vault-plugin-secrets-iadvize/internal/fakeiadvize"
 	"github.com/iadvize/vault-plugin-secrets-iadvize/internal/vaulttest"
 )
@@ -35,18 +33,10 @@ func TestAgentRendersRotatedToken(t *testing.T) {
 	e.configure(map[string]any{"refresh_before": agentRefreshBefore})
 	e.addRole("x", "svc-agent")
 
-	if err := e.vault.Client.Sys().PutPolicy("agent-x", `path "iadvize/creds/x" { capabilities = ["read"] }`); err != nil {
-		t.Fatal(err)
-	}
-	tok, err := e.vault.Client.Auth().Token().Create(&api.TokenCreateRequest{
-		Policies: []string{"agent-x"}, NoDefaultPolicy: false, TTL: "1h",
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	clientToken := e.tokenWithPolicy("agent-x", `path "iadvize/creds/x" { capabilities = ["read"] }`, false)
 
 	dir := t.TempDir()
-	tokenFile := writeFile(t, dir, "vault-token", tok.Auth.ClientToken)
+	tokenFile := writeFile(t, dir, "vault-token", clientToken)
 	rendered := filepath.Join(dir, "rendered", "token.txt")
 	cfg := fmt.Sprintf(`
 vault {

@@ -10,8 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hashicorp/vault/api"
-
 	"github.com/iadvize/vault-plugin-secrets-iadvize/internal/fakeiadvize"
 	"github.com/iadvize/vault-plugin-secrets-iadvize/internal/vaulttest"
 )
@@ -177,20 +175,12 @@ func TestPolicyLimitsToOneRole(t *testing.T) {
 	e.addRole("a", "svc-a")
 	e.addRole("b", "svc-b")
 
-	if err := e.vault.Client.Sys().PutPolicy("creds-a", `path "iadvize/creds/a" { capabilities = ["read"] }`); err != nil {
-		t.Fatal(err)
-	}
-	tok, err := e.vault.Client.Auth().Token().Create(&api.TokenCreateRequest{
-		Policies: []string{"creds-a"}, NoDefaultPolicy: true, TTL: "1h",
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	tok := e.tokenWithPolicy("creds-a", `path "iadvize/creds/a" { capabilities = ["read"] }`, true)
 	client, err := e.vault.Client.Clone()
 	if err != nil {
 		t.Fatal(err)
 	}
-	client.SetToken(tok.Auth.ClientToken)
+	client.SetToken(tok)
 	client.SetMaxRetries(0)
 
 	s, err := client.Logical().Read("iadvize/creds/a")

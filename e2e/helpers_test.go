@@ -277,11 +277,18 @@ func (e *env) print(format string, args ...any) string {
 	return e.secrets.redact(msg)
 }
 
-// newEnv starts the fake and a Vault dev server with the plugin at iadvize/.
-func newEnv(t *testing.T, fopts fakeiadvize.Options, vopts vaulttest.Options) *env {
+// newEnvNoVault starts the fake; the test starts e.vault (see startFileVault).
+func newEnvNoVault(t *testing.T, fopts fakeiadvize.Options) *env {
 	t.Helper()
 	e := &env{t: t, bin: needVault(t), secrets: &secrets{}}
 	e.up = newUpstream(t, fopts, e.secrets)
+	return e
+}
+
+// newEnv starts the fake and a Vault dev server with the plugin at iadvize/.
+func newEnv(t *testing.T, fopts fakeiadvize.Options, vopts vaulttest.Options) *env {
+	t.Helper()
+	e := newEnvNoVault(t, fopts)
 	e.vault = vaulttest.StartDev(t, vopts)
 	e.vault.Client.SetMaxRetries(0) // a 5xx is an answer to check, not to retry
 	t.Cleanup(func() {
@@ -315,8 +322,14 @@ func (e *env) read(path string) *api.Secret {
 	return s
 }
 
-// configure points the mount at the fake, with extra settings.
+// configure points the iadvize/ mount at the fake, with extra settings.
 func (e *env) configure(extra map[string]any) {
+	e.t.Helper()
+	e.configureMount("iadvize", extra)
+}
+
+// configureMount points a mount of the plugin at the fake, with extra settings.
+func (e *env) configureMount(mount string, extra map[string]any) {
 	e.t.Helper()
 	data := map[string]any{
 		"token_url":  e.up.URL + "/oauth2/token",
@@ -325,18 +338,122 @@ func (e *env) configure(extra map[string]any) {
 	for k, v := range extra {
 		data[k] = v
 	}
-	e.write("iadvize/config", data)
+	e.write(mount+"/config", data)
 }
 
 // addRole creates a fake user with a distinctive password and a password-grant
-// role for it; it returns the password.
+// role for it on iadvize/; it returns the password.
 func (e *env) addRole(name, username string) string {
+	e.t.Helper()
+	return e.addRoleAt("iadvize", name, username)
+}
+
+// addRoleAt is addRole on another mount.
+func (e *env) addRoleAt(mount, name, username string) string {
 	e.t.Helper()
 	pw := distinctive("pw-" + name)
 	e.secrets.add(pw)
 	e.up.AddUser(username, pw)
-	e.write("iadvize/roles/"+name, map[string]any{"username": username, "password": pw})
+	e.write(mount+"/roles/"+name, map[string]any{"username": username, "password": pw})
 	return pw
+}
+
+// tokenWithPolicy writes the policy name (HCL rules) and returns a new 1-hour
+// Vault token holding it, and the default policy unless noDefault.
+func (e *env) tokenWithPolicy(name, rules string, noDefault bool) string {
+	e.t.Helper()
+	if err := e.vault.Client.Sys().PutPolicy(name, rules); err != nil {
+		e.t.Fatal(err)
+	}
+	tok, err := e.vault.Client.Auth().Token().Create(&api.TokenCreateRequest{
+		Policies: []string{name}, NoDefaultPolicy: noDefault, TTL: "1h",
+	})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return tok.Auth.ClientToken
+}
+
+// startFileVault starts e.vault: a server with file storage and pluginDir as its
+// plugin directory, initialised and unsealed, its client not retrying, its log
+// shown (redacted) when the test fails. It returns the unseal key and root token.
+func (e *env) startFileVault(pluginDir string) (unsealKey, rootToken string) {
+	t := e.t
+	t.Helper()
+	dir := t.TempDir()
+	port := vaulttest.FreePort(t)
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	hcl := fmt.Sprintf(`
+storage "file" {
+  path = %q
+}
+listener "tcp" {
+  address     = %q
+  tls_disable = true
+}
+plugin_directory = %q
+disable_mlock    = true
+api_addr         = "http://%s"
+`, filepath.Join(dir, "data"), addr, pluginDir, addr)
+	e.vault = vaulttest.Start(t, vaulttest.Options{ConfigHCL: hcl, PluginDir: pluginDir, Port: port, LogLevel: "debug"})
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("vault log (tail, redacted):\n%s", tail(e.secrets.redact(e.vault.Log()), 6000))
+		}
+	})
+	unsealKey, rootToken = e.vault.InitAndUnseal()
+	e.vault.Client.SetMaxRetries(0)
+	return unsealKey, rootToken
+}
+
+// coldReads reads every path (creds/ of roles with no token yet) at once and
+// returns those refused with a 429 saying when the next login attempt is; any
+// other failure fails the test.
+func (e *env) coldReads(paths []string) (refused []string) {
+	e.t.Helper()
+	var (
+		mu sync.Mutex
+		wg sync.WaitGroup
+	)
+	for _, path := range paths {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, err := e.vault.Client.Logical().Read(path)
+			if err == nil {
+				return
+			}
+			if statusCode(err) != http.StatusTooManyRequests || !strings.Contains(err.Error(), "next login attempt") {
+				e.errorf("cold read of %s: %s, want 200 or a 429 with a retry time", path, brief(err))
+			}
+			mu.Lock()
+			refused = append(refused, path)
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	if e.t.Failed() {
+		e.t.FailNow()
+	}
+	return refused
+}
+
+// waitServed waits until every path reads without error.
+func (e *env) waitServed(timeout time.Duration, paths []string) {
+	e.t.Helper()
+	e.waitFor(timeout, "every role served", func() error {
+		var still []string
+		for _, path := range paths {
+			if _, err := e.vault.Client.Logical().Read(path); err != nil {
+				still = append(still, path)
+			}
+		}
+		paths = still
+		if len(still) > 0 {
+			return fmt.Errorf("%d roles not served yet", len(still))
+		}
+		return nil
+	})
 }
 
 // accessToken is the access_token of a creds/ or static-creds/ answer.
@@ -390,21 +507,21 @@ func runVault(t *testing.T, bin, addr, token string, args ...string) (string, st
 	return out.String(), errb.String(), err
 }
 
-// waitFor polls check until it returns nil or the deadline passes; unlike
-// vaulttest.WaitFor it redacts the last error.
+// waitFor is vaulttest.WaitFor with the last error redacted.
 func (e *env) waitFor(timeout time.Duration, what string, check func() error) {
 	e.t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		err := check()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			e.fatalf("waiting %s for %s: %v", timeout, what, err)
-		}
-		time.Sleep(100 * time.Millisecond) // polling a condition of real processes
-	}
+	vaulttest.WaitFor(redacting{e.t, e}, timeout, what, check)
+}
+
+// redacting is the test as a vaulttest.TB whose Fatalf redacts every secret.
+type redacting struct {
+	*testing.T
+	e *env
+}
+
+func (r redacting) Fatalf(format string, args ...any) {
+	r.T.Helper()
+	r.e.fatalf(format, args...)
 }
 
 // cleanEnv is the environment without VAULT_* variables (an empty one is not the

@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -126,49 +125,16 @@ func TestBurstOf130ColdRolesThroughVault(t *testing.T) {
 		e.addRole(fmt.Sprintf("r%03d", i), fmt.Sprintf("user%03d@example.com", i))
 	}
 
+	paths := make([]string, roles)
+	for i := range paths {
+		paths[i] = fmt.Sprintf("iadvize/creds/r%03d", i)
+	}
 	start := time.Now()
-	var (
-		mu      sync.Mutex
-		pending []string
-		wg      sync.WaitGroup
-	)
-	for i := 0; i < roles; i++ {
-		wg.Add(1)
-		go func(name string) {
-			defer wg.Done()
-			_, err := e.vault.Client.Logical().Read("iadvize/creds/" + name)
-			if err == nil {
-				return
-			}
-			if statusCode(err) != http.StatusTooManyRequests || !strings.Contains(err.Error(), "next login attempt") {
-				e.errorf("cold read of %s: %s, want 200 or a 429 with a retry time", name, brief(err))
-			}
-			mu.Lock()
-			pending = append(pending, name)
-			mu.Unlock()
-		}(fmt.Sprintf("r%03d", i))
-	}
-	wg.Wait()
-	if t.Failed() {
-		t.FailNow()
-	}
+	pending := e.coldReads(paths)
 	if len(pending) != roles-100 {
 		e.fatalf("%d cold reads were refused, want %d (the mount's 100 a minute)", len(pending), roles-100)
 	}
-
-	e.waitFor(2*time.Minute-time.Since(start), "every role served", func() error {
-		var still []string
-		for _, name := range pending {
-			if _, err := e.vault.Client.Logical().Read("iadvize/creds/" + name); err != nil {
-				still = append(still, name)
-			}
-		}
-		pending = still
-		if len(still) > 0 {
-			return fmt.Errorf("%d roles not served yet", len(still))
-		}
-		return nil
-	})
+	e.waitServed(2*time.Minute-time.Since(start), pending)
 	st := e.up.Stats()
 	if st.RateLimited != 0 {
 		e.fatalf("upstream answered %d logins with 429", st.RateLimited)

@@ -4,9 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"fmt"
-	"io"
-	"io/fs"
 	"net/http"
 	"os"
 	"os/exec"
@@ -147,31 +144,11 @@ func copySource(t *testing.T) string {
 		if err != nil || !info.Mode().IsRegular() {
 			continue // deleted in the working tree, or not a file
 		}
-		if err := copyFileMode(src, filepath.Join(dst, rel), info.Mode().Perm()); err != nil {
+		if err := vaulttest.CopyFile(src, filepath.Join(dst, rel), info.Mode().Perm()); err != nil {
 			t.Fatal(err)
 		}
 	}
 	return dst
-}
-
-func copyFileMode(src, dst string, perm fs.FileMode) error {
-	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
-		return err
-	}
-	in, err := os.Open(src)
-	if err != nil {
-		return err
-	}
-	defer in.Close()
-	out, err := os.OpenFile(dst, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, perm)
-	if err != nil {
-		return err
-	}
-	if _, err := io.Copy(out, in); err != nil {
-		out.Close()
-		return err
-	}
-	return out.Close()
 }
 
 // TestQuickstartAsWritten runs the README's Quickstart, block by block, as a
@@ -199,6 +176,7 @@ func TestQuickstartAsWritten(t *testing.T) {
 
 	out := sh.run(t, sec, "quickstart", readmeBlock(t, "quickstart"))
 	dev := readDevEnv(t, devEnv)
+	fake := vaulttest.FakeAt(dev["FAKE_URL"])
 	for _, f := range []string{"DEMO_PASSWORD_FILE", "DEMO_CLIENT_SECRET_FILE"} {
 		b, err := os.ReadFile(dev[f])
 		if err != nil {
@@ -210,7 +188,7 @@ func TestQuickstartAsWritten(t *testing.T) {
 		t.Fatalf("quickstart: creds/ and static-creds/ printed %d access tokens, want the same one twice", len(toks))
 	}
 	token := accessTokensIn(out)[0]
-	if !fakeAccepts(t, dev["FAKE_URL"], token) {
+	if !fake.Accepts(t, token) {
 		t.Fatal("quickstart: the token read is not one the fake accepts")
 	}
 	for _, want := range []string{"Success! Enabled the vault-plugin-secrets-iadvize secrets engine at: iadvize/",
@@ -219,15 +197,15 @@ func TestQuickstartAsWritten(t *testing.T) {
 			t.Errorf("quickstart output lacks %q; output (redacted):\n%s", want, sec.redact(out))
 		}
 	}
-	if st := fakeStats(t, dev["FAKE_URL"]); st.LoginAttempts != 1 {
+	if st := fake.Stats(t); st.LoginAttempts != 1 {
 		t.Fatalf("fake: %d logins after the quickstart, want 1", st.LoginAttempts)
 	}
 
 	out = sh.run(t, sec, "quickstart-client-credentials", ". build/dev.env\n"+readmeBlock(t, "quickstart-client-credentials"))
-	if toks := accessTokensIn(out); len(toks) != 1 || !fakeAccepts(t, dev["FAKE_URL"], toks[0]) {
+	if toks := accessTokensIn(out); len(toks) != 1 || !fake.Accepts(t, toks[0]) {
 		t.Fatalf("client credentials: no token the fake accepts; output (redacted):\n%s", sec.redact(out))
 	}
-	st := fakeStats(t, dev["FAKE_URL"])
+	st := fake.Stats(t)
 	if st.LoginAttempts != 2 || st.UserSuccesses["demo-user"] != 1 || st.UserSuccesses["demo-client"] != 1 {
 		t.Fatalf("fake: %d logins (%v), want one for demo-user and one for demo-client", st.LoginAttempts, st.UserSuccesses)
 	}
@@ -248,7 +226,7 @@ func TestQuickstartAsWritten(t *testing.T) {
 	if strings.TrimSpace(out) != token {
 		t.Fatal("after the rebuild and reload, creds/crm-sync returns another token (mismatch)")
 	}
-	if st := fakeStats(t, dev["FAKE_URL"]); st.LoginAttempts != 2 {
+	if st := fake.Stats(t); st.LoginAttempts != 2 {
 		t.Fatalf("fake: %d logins after the rebuild and reload, want still 2", st.LoginAttempts)
 	}
 
@@ -297,46 +275,4 @@ func runningSHA(t *testing.T, sh script, sec *secrets) string {
 		t.Fatalf("sys/mounts/iadvize: no running_sha256 (%v): %s", err, out)
 	}
 	return m.Data.RunningSHA256
-}
-
-type fakeCounters struct {
-	LoginAttempts int            `json:"login_attempts"`
-	UserSuccesses map[string]int `json:"user_successes"`
-}
-
-// fakeStats reads the counters of a fake-iadvize process.
-func fakeStats(t *testing.T, fakeURL string) fakeCounters {
-	t.Helper()
-	resp, err := http.Get(fakeURL + "/_fake/stats")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	var st fakeCounters
-	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
-		t.Fatal(err)
-	}
-	return st
-}
-
-// fakeAccepts asks a fake-iadvize process whether tok is one of its tokens.
-func fakeAccepts(t *testing.T, fakeURL, tok string) bool {
-	t.Helper()
-	req, err := http.NewRequest(http.MethodGet, fakeURL+"/_authenticated", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	req.Header.Set("Authorization", "Bearer "+tok)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	var body struct {
-		Authenticated bool `json:"authenticated"`
-	}
-	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
-		t.Fatal(fmt.Errorf("decoding /_authenticated: %w", err))
-	}
-	return body.Authenticated
 }

@@ -2,37 +2,12 @@ package e2e
 
 import (
 	"fmt"
-	"net/http"
-	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/iadvize/vault-plugin-secrets-iadvize/internal/fakeiadvize"
 	"github.com/iadvize/vault-plugin-secrets-iadvize/internal/vaulttest"
 )
-
-// configureMount points another mount of the plugin at the fake.
-func (e *env) configureMount(mount string, extra map[string]any) {
-	e.t.Helper()
-	data := map[string]any{
-		"token_url":  e.up.URL + "/oauth2/token",
-		"verify_url": e.up.URL + "/_authenticated",
-	}
-	for k, v := range extra {
-		data[k] = v
-	}
-	e.write(mount+"/config", data)
-}
-
-// addRoleAt is addRole on another mount.
-func (e *env) addRoleAt(mount, name, username string) {
-	e.t.Helper()
-	pw := distinctive("pw-" + name)
-	e.secrets.add(pw)
-	e.up.AddUser(username, pw)
-	e.write(mount+"/roles/"+name, map[string]any{"username": username, "password": pw})
-}
 
 // Two mounts of the plugin (one plugin process, one source IP) over one upstream
 // that enforces iAdvize's limits (100 logins a minute per IP, 10 per user), 75
@@ -43,60 +18,23 @@ func TestTwoMountsShareTheUpstreamBudget(t *testing.T) {
 	e.vault.Mount("iadvize-us")
 	mounts := []string{"iadvize", "iadvize-us"}
 	const perMount = 75
-	type role struct{ mount, name string }
-	var roles []role
+	var paths []string // creds/ of every role
 	for _, m := range mounts {
 		e.configureMount(m, nil)
 		for i := 0; i < perMount; i++ {
 			name := fmt.Sprintf("r%02d", i)
 			e.addRoleAt(m, name, fmt.Sprintf("%s-user%02d@example.com", m, i))
-			roles = append(roles, role{m, name})
+			paths = append(paths, m+"/creds/"+name)
 		}
 	}
 
 	start := time.Now()
-	var (
-		mu      sync.Mutex
-		pending []role
-		wg      sync.WaitGroup
-	)
-	for _, r := range roles {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			_, err := e.vault.Client.Logical().Read(r.mount + "/creds/" + r.name)
-			if err == nil {
-				return
-			}
-			if statusCode(err) != http.StatusTooManyRequests || !strings.Contains(err.Error(), "next login attempt") {
-				e.errorf("cold read of %s/%s: %s, want 200 or a 429 with a retry time", r.mount, r.name, brief(err))
-			}
-			mu.Lock()
-			pending = append(pending, r)
-			mu.Unlock()
-		}()
-	}
-	wg.Wait()
-	if t.Failed() {
-		t.FailNow()
-	}
-	if len(pending) != len(roles)-100 {
+	pending := e.coldReads(paths)
+	if len(pending) != len(paths)-100 {
 		e.fatalf("%d of %d cold reads over two mounts were refused, want %d (100 a minute to the host, all mounts together)",
-			len(pending), len(roles), len(roles)-100)
+			len(pending), len(paths), len(paths)-100)
 	}
-	e.waitFor(2*time.Minute-time.Since(start), "every role served", func() error {
-		var still []role
-		for _, r := range pending {
-			if _, err := e.vault.Client.Logical().Read(r.mount + "/creds/" + r.name); err != nil {
-				still = append(still, r)
-			}
-		}
-		pending = still
-		if len(still) > 0 {
-			return fmt.Errorf("%d roles not served yet", len(still))
-		}
-		return nil
-	})
+	e.waitServed(2*time.Minute-time.Since(start), pending)
 	st := e.up.Stats()
 	if st.RateLimited != 0 || st.InjectedRateLimited != 0 {
 		e.fatalf("upstream answered %d logins with 429", st.RateLimited+st.InjectedRateLimited)
@@ -104,10 +42,10 @@ func TestTwoMountsShareTheUpstreamBudget(t *testing.T) {
 	if n := e.up.MaxAttemptsInWindow(time.Minute); n > 100 {
 		e.fatalf("%d logins in one minute from the two mounts, want at most 100", n)
 	}
-	if st.LoginSuccesses != len(roles) {
-		e.fatalf("logins = %d, want %d", st.LoginSuccesses, len(roles))
+	if st.LoginSuccesses != len(paths) {
+		e.fatalf("logins = %d, want %d", st.LoginSuccesses, len(paths))
 	}
-	e.logf("%d roles over two mounts served in %s", len(roles), time.Since(start).Round(time.Second))
+	e.logf("%d roles over two mounts served in %s", len(paths), time.Since(start).Round(time.Second))
 }
 
 // A read while the token's refresh takes 4 s (the fake holds the login) answers

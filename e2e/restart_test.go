@@ -1,8 +1,6 @@
 package e2e
 
 import (
-	"fmt"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -17,33 +15,10 @@ import (
 // return the same token and cause no login (README "When the plugin logs in": restarts).
 func TestRestartAndReloadKeepToken(t *testing.T) {
 	t.Parallel()
-	e := &env{t: t, bin: needVault(t), secrets: &secrets{}}
-	e.up = newUpstream(t, fakeiadvize.Options{}, e.secrets)
+	e := newEnvNoVault(t, fakeiadvize.Options{})
 
-	dir := t.TempDir()
-	port := vaulttest.FreePort(t)
 	pluginDir := vaulttest.PluginDir(t, vaulttest.PluginBin(t))
-	addr := fmt.Sprintf("127.0.0.1:%d", port)
-	hcl := fmt.Sprintf(`
-storage "file" {
-  path = %q
-}
-listener "tcp" {
-  address     = %q
-  tls_disable = true
-}
-plugin_directory = %q
-disable_mlock    = true
-api_addr         = "http://%s"
-`, filepath.Join(dir, "data"), addr, pluginDir, addr)
-	e.vault = vaulttest.Start(t, vaulttest.Options{ConfigHCL: hcl, PluginDir: pluginDir, Port: port, LogLevel: "debug"})
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("vault log (tail, redacted):\n%s", tail(e.secrets.redact(e.vault.Log()), 6000))
-		}
-	})
-	unsealKey, rootToken := e.vault.InitAndUnseal()
-	e.vault.Client.SetMaxRetries(0)
+	unsealKey, rootToken := e.startFileVault(pluginDir)
 	e.vault.RegisterPlugin()
 	e.vault.Mount("iadvize")
 	e.configure(nil)

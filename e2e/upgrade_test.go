@@ -21,8 +21,7 @@ import (
 // rejected stays rejected, with the same last attempt.
 func TestUpgradeAndDowngradeKeepTokens(t *testing.T) {
 	t.Parallel()
-	e := &env{t: t, bin: needVault(t), secrets: &secrets{}}
-	e.up = newUpstream(t, fakeiadvize.Options{}, e.secrets)
+	e := newEnvNoVault(t, fakeiadvize.Options{})
 	const oldV, newV = "v0.2.0", "v0.3.0"
 	rel := map[string]string{oldV: release(t, oldV), newV: release(t, newV)}
 	sums := map[string]string{}
@@ -35,30 +34,8 @@ func TestUpgradeAndDowngradeKeepTokens(t *testing.T) {
 
 	// A Vault with file storage and an empty plugin directory: the README's
 	// install puts the binary there.
-	dir := t.TempDir()
 	pluginDir := t.TempDir()
-	port := vaulttest.FreePort(t)
-	addr := fmt.Sprintf("127.0.0.1:%d", port)
-	hcl := fmt.Sprintf(`
-storage "file" {
-  path = %q
-}
-listener "tcp" {
-  address     = %q
-  tls_disable = true
-}
-plugin_directory = %q
-disable_mlock    = true
-api_addr         = "http://%s"
-`, filepath.Join(dir, "data"), addr, pluginDir, addr)
-	e.vault = vaulttest.Start(t, vaulttest.Options{ConfigHCL: hcl, PluginDir: pluginDir, Port: port, LogLevel: "debug"})
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("vault log (tail, redacted):\n%s", tail(e.secrets.redact(e.vault.Log()), 6000))
-		}
-	})
-	_, rootToken := e.vault.InitAndUnseal()
-	e.vault.Client.SetMaxRetries(0)
+	_, rootToken := e.startFileVault(pluginDir)
 	e.secrets.add(rootToken)
 
 	// sh runs a README block in the release directory of version.

@@ -131,19 +131,24 @@ func SHA256(t TB, path string) string {
 func PluginDir(t TB, pluginBin string) string {
 	t.Helper()
 	dir := t.TempDir()
-	if err := copyFile(pluginBin, filepath.Join(dir, PluginName)); err != nil {
+	if err := CopyFile(pluginBin, filepath.Join(dir, PluginName), 0o755); err != nil {
 		t.Fatalf("copying the plugin: %v", err)
 	}
 	return dir
 }
 
-func copyFile(src, dst string) error {
+// CopyFile copies src to dst (created with perm, or truncated), making dst's
+// directory first.
+func CopyFile(src, dst string, perm os.FileMode) error {
+	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+		return err
+	}
 	in, err := os.Open(src)
 	if err != nil {
 		return err
 	}
 	defer in.Close()
-	out, err := os.OpenFile(dst, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o755)
+	out, err := os.OpenFile(dst, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, perm)
 	if err != nil {
 		return err
 	}
@@ -168,9 +173,11 @@ func FreePort(t TB) int {
 // Options describe one Vault server.
 type Options struct {
 	// Dev runs `vault server -dev` (in-memory storage, unsealed, root token
-	// RootToken). Otherwise ConfigHCL is written to a file and passed with -config.
+	// DevRootToken). Otherwise ConfigHCL is written to a file and passed with -config.
 	Dev       bool
 	ConfigHCL string
+	// DevRootToken is a dev server's root token (RootToken when empty).
+	DevRootToken string
 	// PluginDir is the plugin directory (PluginDir(t, PluginBin(t)) when empty).
 	PluginDir string
 	// Port is the API port (a free one when 0).
@@ -207,6 +214,9 @@ func Start(t TB, opts Options) *Server {
 	if opts.LogLevel == "" {
 		opts.LogLevel = "info"
 	}
+	if opts.DevRootToken == "" {
+		opts.DevRootToken = RootToken
+	}
 	s := &Server{
 		t:       t,
 		opts:    opts,
@@ -222,7 +232,7 @@ func Start(t TB, opts Options) *Server {
 		t.Fatalf("%v", err)
 	}
 	if opts.Dev {
-		client.SetToken(RootToken)
+		client.SetToken(opts.DevRootToken)
 	}
 	s.Client = client
 	t.Cleanup(s.Stop)
@@ -239,7 +249,7 @@ func (s *Server) Restart() {
 	vault := VaultBin(s.t)
 	args := []string{"server", "-log-level=" + s.opts.LogLevel}
 	if s.opts.Dev {
-		args = append(args, "-dev", "-dev-root-token-id="+RootToken,
+		args = append(args, "-dev", "-dev-root-token-id="+s.opts.DevRootToken,
 			fmt.Sprintf("-dev-listen-address=127.0.0.1:%d", s.opts.Port),
 			"-dev-plugin-dir="+s.opts.PluginDir, "-dev-no-store-token")
 	} else {
@@ -257,7 +267,10 @@ func (s *Server) Restart() {
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.Env = append(os.Environ(), "VAULT_ADDR="+s.Addr, "HOME="+filepath.Dir(s.LogPath))
 	cmd.Env = append(cmd.Env, s.opts.Env...)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	// A session of its own (and so a process group: Kill ends the plugins too),
+	// so that a Ctrl-C in the terminal reaches the program that started it, and
+	// a server left running by `make dev` outlives the terminal.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if err := cmd.Start(); err != nil {
 		logf.Close()
 		s.t.Fatalf("starting vault: %v", err)
