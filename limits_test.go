@@ -184,7 +184,7 @@ func TestLimits130ColdRolesAtOnceStayUnderUpstreamIPLimit(t *testing.T) {
 				still = append(still, i)
 				continue
 			}
-			tokenIn(t, resp)
+			accessToken(t, resp)
 		}
 		failed = still
 	}

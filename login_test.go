@@ -55,16 +55,6 @@ func expectBadRequest(t *testing.T, resp *logical.Response, err error, want ...s
 	}
 }
 
-// tokenIn returns the access_token of a creds/ or static-creds/ answer.
-func tokenIn(t *testing.T, resp *logical.Response) string {
-	t.Helper()
-	tok, _ := resp.Data["access_token"].(string)
-	if tok == "" {
-		t.Fatalf("answer has no access_token")
-	}
-	return tok
-}
-
 // rfc3339At formats t as the plugin's answers do.
 func rfc3339At(t time.Time) string { return t.UTC().Format(time.RFC3339) }
 
@@ -233,7 +223,7 @@ func TestLoginRejectedCredentialsTriedOnceUntilPasswordRewritten(t *testing.T) {
 	// Writing the right password recovers on the next read, with one more login.
 	e.mustWrite("roles/app", map[string]any{"password": right})
 	resp := e.mustRead("creds/app")
-	tokenIn(t, resp)
+	accessToken(t, resp)
 	if got := u.count(); got != 2 {
 		t.Fatalf("upstream logins after rewriting the password = %d, want 2", got)
 	}
@@ -276,7 +266,7 @@ func TestLoginUpstream429HonoursRetryAfter(t *testing.T) {
 			if err != nil || resp == nil || resp.IsError() {
 				t.Fatalf("read after the Retry-After delay failed: %v", err)
 			}
-			tokenIn(t, resp)
+			accessToken(t, resp)
 			u.wantCount(t, 2, "")
 		})
 	}
@@ -405,7 +395,7 @@ func TestLoginTransientFailureKindsBackOffAndNeverCacheAnError(t *testing.T) {
 			// Recovery after the backoff.
 			u.setHandler(issuing(24 * time.Hour))
 			e.clock.Advance(8 * time.Second)
-			tokenIn(t, e.mustRead("creds/app"))
+			accessToken(t, e.mustRead("creds/app"))
 		})
 	}
 }
@@ -432,7 +422,7 @@ func TestLoginTimeoutIsTransientAndBacksOff(t *testing.T) {
 	}
 	u.wantCount(t, 1, " during the backoff")
 	e.clock.Advance(time.Second)
-	tokenIn(t, e.mustRead("creds/app"))
+	accessToken(t, e.mustRead("creds/app"))
 	u.wantCount(t, 2, "")
 }
 
@@ -441,7 +431,7 @@ func TestLoginTimeoutIsTransientAndBacksOff(t *testing.T) {
 func TestLoginTokenWithTimeLeftServedWithWarningWhileRefreshFails(t *testing.T) {
 	ok := issuing(24 * time.Hour)
 	e, u := newAppEnv(t, nil, ok, "pw-warn")
-	first := tokenIn(t, e.mustRead("creds/app"))
+	first := accessToken(t, e.mustRead("creds/app"))
 	issued := e.clock.Now()
 
 	u.setHandler(failWith(http.StatusBadGateway, "text/html", "<html>bad gateway</html>"))
@@ -449,7 +439,7 @@ func TestLoginTokenWithTimeLeftServedWithWarningWhileRefreshFails(t *testing.T) 
 
 	expectWarned := func(resp *logical.Response, want ...string) {
 		t.Helper()
-		if tokenIn(t, resp) != first {
+		if accessToken(t, resp) != first {
 			t.Fatalf("the cached token was not served")
 		}
 		all := strings.Join(resp.Warnings, "\n")
@@ -461,7 +451,7 @@ func TestLoginTokenWithTimeLeftServedWithWarningWhileRefreshFails(t *testing.T) 
 	}
 	// The first read in the window is served at once, without a warning: its
 	// refresh runs on its own and has not failed yet.
-	if resp := e.mustRead("creds/app"); tokenIn(t, resp) != first || len(resp.Warnings) != 0 {
+	if resp := e.mustRead("creds/app"); accessToken(t, resp) != first || len(resp.Warnings) != 0 {
 		t.Fatalf("first read in the window: another token, or warnings %q before the refresh failed", resp.Warnings)
 	}
 	e.settle()
@@ -492,7 +482,7 @@ func TestLoginTokenWithTimeLeftServedWithWarningWhileRefreshFails(t *testing.T) 
 	u.setHandler(ok)
 	e.clock.Advance(10 * time.Minute)
 	resp := e.mustRead("creds/app")
-	if tokenIn(t, resp) == first || len(resp.Warnings) != 0 {
+	if accessToken(t, resp) == first || len(resp.Warnings) != 0 {
 		t.Fatalf("after recovery: same token or warnings %q", resp.Warnings)
 	}
 }

@@ -218,11 +218,7 @@ func TestSecondBackendOverSameStorageServesSameTokenWithoutLogin(t *testing.T) {
 	tok := accessToken(t, e.mustRead("creds/app"))
 
 	other := newTestEnv(t, e.storage, e.clock)
-	for _, path := range []string{"creds/app", "static-creds/app", "creds/app"} {
-		if got := accessToken(t, other.mustRead(path)); got != tok {
-			t.Fatalf("%s on the second backend served another token", path)
-		}
-	}
+	other.wantServed(tok, "on the second backend", "creds/app", "static-creds/app", "creds/app")
 	u.wantCount(t, 1, " (zero from the second backend)")
 }
 
@@ -254,21 +250,13 @@ func TestPerformanceStandbyServesFreshCachedTokenWithoutRequest(t *testing.T) {
 	standby := newTestEnv(t, e.storage, e.clock)
 	standby.system.ReplicationStateVal = consts.ReplicationPerformanceStandby
 	e.clock.Advance(time.Hour)
-	for _, path := range []string{"creds/app", "static-creds/app"} {
-		if got := accessToken(t, standby.mustRead(path)); got != tok {
-			t.Fatalf("%s on a standby served another token", path)
-		}
-	}
+	standby.wantServed(tok, "on a standby", "creds/app", "static-creds/app")
 	u.wantCount(t, 1, "")
 
 	// Inside the refresh window the token is still usable: the standby serves it
 	// and starts no login (the active node refreshes it).
 	e.clock.Advance(22*time.Hour + time.Second)
-	for _, path := range []string{"creds/app", "static-creds/app"} {
-		if got := accessToken(t, standby.mustRead(path)); got != tok {
-			t.Fatalf("%s on a standby inside the refresh window served another token", path)
-		}
-	}
+	standby.wantServed(tok, "on a standby inside the refresh window", "creds/app", "static-creds/app")
 	standby.settle()
 	u.wantCount(t, 1, "")
 	// Within the skew margin of expiry the standby needs a login: ErrReadOnly, no request.
@@ -301,12 +289,7 @@ func TestInvalidateMakesBackendServeTokenRotatedByAnotherNode(t *testing.T) {
 	}
 
 	node1.b.Invalidate(context.Background(), tokensStoragePrefix+"app")
-	if got := accessToken(t, node1.mustRead("creds/app")); got != rotated {
-		t.Fatal("after Invalidate node 1 still serves the old token")
-	}
-	if got := accessToken(t, node1.mustRead("static-creds/app")); got != rotated {
-		t.Fatal("after Invalidate static-creds on node 1 still serves the old token")
-	}
+	node1.wantServed(rotated, "after Invalidate node 1 (still the old token?)", "creds/app", "static-creds/app")
 	u.wantCount(t, 2, " (node 1 must not log in after the invalidation)")
 }
 
