@@ -171,6 +171,25 @@ func storedJSON[T any](t *testing.T, s logical.Storage, key string) *T {
 	return v
 }
 
+// putLoggedInRole stores password role name (user name@example.com) with the
+// day-long token tok it logged in for at issued, as a node that served it left
+// them: a start over this storage finds both.
+func putLoggedInRole(tb testing.TB, s logical.Storage, name, tok string, issued time.Time) {
+	tb.Helper()
+	r := &role{GrantType: grantPassword, Username: name + "@example.com", Password: "pw-" + name}
+	st := &tokenState{AccessToken: tok, TokenType: "Bearer", IssuedAt: issued,
+		ExpiresAt: issued.Add(24 * time.Hour), LastAttempt: issued, LastOutcome: outcomeSuccess}
+	for key, v := range map[string]any{rolesStoragePrefix + name: r, tokensStoragePrefix + name: st} {
+		entry, err := logical.StorageEntryJSON(key, v)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		if err := s.Put(context.Background(), entry); err != nil {
+			tb.Fatal(err)
+		}
+	}
+}
+
 // codedStatus is the HTTP status a logical.CodedError carries, or 0.
 func codedStatus(err error) int {
 	var ce logical.HTTPCodedError

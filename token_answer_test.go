@@ -134,9 +134,9 @@ func TestTokenAnswerFailuresAreClassified(t *testing.T) {
 	cases := []struct {
 		name     string
 		handler  http.HandlerFunc
-		outcome  string // stored last_outcome
-		status   int    // HTTP status of the failed read
-		cause    string // in the read's error
+		outcome  string        // stored last_outcome
+		status   int           // HTTP status of the failed read
+		cause    string        // in the read's error
 		minWait  time.Duration // 0: transientBackoffMin, or no later attempt if rejected
 		maxWait  time.Duration // 0: minWait
 		rejected bool
