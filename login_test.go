@@ -4,8 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -120,33 +120,20 @@ func TestLoginConcurrentColdReadersShareOneLogin(t *testing.T) {
 	e.configure(u, nil)
 	e.addRole("app", "svc@example.com", "pw-one")
 
-	const readers = 200
-	var wg sync.WaitGroup
-	tokens := make([]string, readers)
-	errs := make([]error, readers)
-	for i := range readers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			resp, err := e.read("creds/app")
-			if err == nil && resp != nil && !resp.IsError() {
-				tokens[i], _ = resp.Data["access_token"].(string)
-			} else {
-				errs[i] = fmt.Errorf("read failed: %v", err)
-			}
-		}()
-	}
-	<-entered // the first login reached upstream
-	close(release)
-	wg.Wait()
-	for _, err := range errs {
-		if err != nil {
-			t.Fatal(err)
+	go func() {
+		<-entered // the first login reached upstream: let it answer
+		close(release)
+	}()
+	resps, errs := e.readAll(slices.Repeat([]string{"creds/app"}, 200))
+	for i, err := range errs {
+		if err != nil || resps[i] == nil || resps[i].IsError() {
+			t.Fatalf("read failed: %v %v", err, respErr(resps[i]))
 		}
 	}
 	u.wantCount(t, 1, "")
-	for _, tok := range tokens[1:] {
-		if tok != tokens[0] {
+	first := accessToken(t, resps[0])
+	for _, resp := range resps[1:] {
+		if accessToken(t, resp) != first {
 			t.Fatalf("readers got different tokens")
 		}
 	}
@@ -172,16 +159,7 @@ func TestLoginRejectedCredentialsTriedOnceUntilPasswordRewritten(t *testing.T) {
 	e.addRole("app", "svc@example.com", wrong)
 
 	// 60 reads, half of them at once, the rest spread over an hour.
-	var wg sync.WaitGroup
-	errs := make([]error, 30)
-	for i := range errs {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			_, errs[i] = e.read("creds/app")
-		}()
-	}
-	wg.Wait()
+	_, errs := e.readAll(slices.Repeat([]string{"creds/app"}, 30))
 	for _, err := range errs {
 		if err != nil && strings.Contains(err.Error(), wrong) { // checked first: never print it
 			t.Fatalf("the error message holds the password")

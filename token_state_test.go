@@ -15,6 +15,18 @@ import (
 // once; a test fails rather than hangs.
 const waitFor = 5 * time.Second
 
+// readAll reads each of paths on a goroutine of its own, all at once, and
+// returns each read's answer and error once every read has returned.
+func (e *testEnv) readAll(paths []string) ([]*logical.Response, []error) {
+	resps, errs := make([]*logical.Response, len(paths)), make([]error, len(paths))
+	var wg sync.WaitGroup
+	for i, path := range paths {
+		wg.Go(func() { resps[i], errs[i] = e.read(path) })
+	}
+	wg.Wait()
+	return resps, errs
+}
+
 func TestThousandConcurrentColdReadsMakeOneLoginAndShareOneToken(t *testing.T) {
 	u := newHoldingUpstream(t)
 	u.hold() // the login waits until every reader has been started
