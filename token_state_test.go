@@ -239,12 +239,7 @@ func TestPerformanceStandbyColdReadReturnsErrReadOnlyWithoutUpstreamCall(t *test
 	before := storageSnapshot(t, e.storage)
 
 	e.system.ReplicationStateVal = consts.ReplicationPerformanceStandby
-	for _, path := range []string{"creds/app", "static-creds/app"} {
-		resp, err := e.read(path)
-		if err != logical.ErrReadOnly { //nolint:errorlint // exactly ErrReadOnly, so Vault forwards
-			t.Fatalf("%s on a performance standby: err=%v resp=%v, want exactly logical.ErrReadOnly", path, err, respErr(resp))
-		}
-	}
+	e.wantReadOnly("on a performance standby", "creds/app", "static-creds/app")
 	u.wantCount(t, 0, "")
 	assertStorageUnchanged(t, e.storage, before)
 }
@@ -273,9 +268,7 @@ func TestPerformanceStandbyServesFreshCachedTokenWithoutRequest(t *testing.T) {
 	u.wantCount(t, 1, "")
 	// Within the skew margin of expiry the standby needs a login: ErrReadOnly, no request.
 	e.clock.Advance(time.Hour - 30*time.Second - time.Second)
-	if _, err := standby.read("creds/app"); err != logical.ErrReadOnly { //nolint:errorlint
-		t.Fatalf("standby with no usable token: err=%v, want exactly logical.ErrReadOnly", err)
-	}
+	standby.wantReadOnly("standby with no usable token", "creds/app")
 	u.wantCount(t, 1, "")
 }
 
