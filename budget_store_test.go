@@ -97,8 +97,7 @@ func TestBudgetRecordStaysSmallAtHighVolume(t *testing.T) {
 
 // A budget that cannot be read refuses the login rather than guessing.
 func TestBudgetUnreadableRefusesTheLogin(t *testing.T) {
-	s := newFaultyStorage()
-	e, u := newAppEnv(t, s, issuing(24*time.Hour), "pw")
+	s, e, u := newFaultyAppEnv(t, "pw")
 	e.mustRead("roles/app") // the role is readable
 	s.failGets(budgetsStoragePrefix, true)
 	_, err := e.read("creds/app")

@@ -295,19 +295,7 @@ func BenchmarkPeriodicRunNoneDue(b *testing.B) {
 			ctx := context.Background()
 			issued := clock.Now()
 			for i := range n {
-				name := fmt.Sprintf("r%06d", i)
-				r := &role{GrantType: grantPassword, Username: name + "@example.com", Password: "pw-" + name}
-				st := &tokenState{AccessToken: fmt.Sprintf("tok-%032d", i), TokenType: "Bearer", IssuedAt: issued,
-					ExpiresAt: issued.Add(24 * time.Hour), LastAttempt: issued, LastOutcome: outcomeSuccess}
-				for key, v := range map[string]any{rolesStoragePrefix + name: r, tokensStoragePrefix + name: st} {
-					entry, err := logical.StorageEntryJSON(key, v)
-					if err != nil {
-						b.Fatal(err)
-					}
-					if err := s.Put(ctx, entry); err != nil {
-						b.Fatal(err)
-					}
-				}
+				putLoggedInRole(b, s, fmt.Sprintf("r%06d", i), fmt.Sprintf("tok-%032d", i), issued)
 			}
 			heapBefore := liveHeap()
 			m := newBenchMount(b, clock, s)

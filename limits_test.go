@@ -3,7 +3,6 @@ package iadvize
 import (
 	"fmt"
 	"net/http"
-	"sync"
 	"testing"
 	"time"
 
@@ -144,24 +143,16 @@ func TestLimits130ColdRolesAtOnceStayUnderUpstreamIPLimit(t *testing.T) {
 	names := addFakeRoles(e, fake, "role", roles)
 	start := clock.Now()
 
-	var wg sync.WaitGroup
-	errs := make([]error, roles)
-	served := make([]bool, roles)
-	for i := range roles {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			resp, err := e.read("creds/" + names[i])
-			errs[i] = err
-			served[i] = err == nil && resp != nil && !resp.IsError() && resp.Data["access_token"] != ""
-		}()
+	paths := make([]string, roles)
+	for i, name := range names {
+		paths[i] = "creds/" + name
 	}
-	wg.Wait()
+	resps, errs := e.readAll(paths)
 
 	var failed []int
 	for i := range roles {
-		if served[i] {
-			continue
+		if resp := resps[i]; errs[i] == nil && resp != nil && !resp.IsError() && resp.Data["access_token"] != "" {
+			continue // served
 		}
 		expectCodedError(t, errs[i], http.StatusTooManyRequests, fmt.Sprintf("role %q", names[i]), "not before")
 		failed = append(failed, i)
@@ -184,7 +175,7 @@ func TestLimits130ColdRolesAtOnceStayUnderUpstreamIPLimit(t *testing.T) {
 				still = append(still, i)
 				continue
 			}
-			tokenIn(t, resp)
+			accessToken(t, resp)
 		}
 		failed = still
 	}

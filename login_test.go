@@ -4,8 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -53,16 +53,6 @@ func expectBadRequest(t *testing.T, resp *logical.Response, err error, want ...s
 			t.Fatalf("error %q does not contain %q", msg, w)
 		}
 	}
-}
-
-// tokenIn returns the access_token of a creds/ or static-creds/ answer.
-func tokenIn(t *testing.T, resp *logical.Response) string {
-	t.Helper()
-	tok, _ := resp.Data["access_token"].(string)
-	if tok == "" {
-		t.Fatalf("answer has no access_token")
-	}
-	return tok
 }
 
 // rfc3339At formats t as the plugin's answers do.
@@ -130,33 +120,20 @@ func TestLoginConcurrentColdReadersShareOneLogin(t *testing.T) {
 	e.configure(u, nil)
 	e.addRole("app", "svc@example.com", "pw-one")
 
-	const readers = 200
-	var wg sync.WaitGroup
-	tokens := make([]string, readers)
-	errs := make([]error, readers)
-	for i := range readers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			resp, err := e.read("creds/app")
-			if err == nil && resp != nil && !resp.IsError() {
-				tokens[i], _ = resp.Data["access_token"].(string)
-			} else {
-				errs[i] = fmt.Errorf("read failed: %v", err)
-			}
-		}()
-	}
-	<-entered // the first login reached upstream
-	close(release)
-	wg.Wait()
-	for _, err := range errs {
-		if err != nil {
-			t.Fatal(err)
+	go func() {
+		<-entered // the first login reached upstream: let it answer
+		close(release)
+	}()
+	resps, errs := e.readAll(slices.Repeat([]string{"creds/app"}, 200))
+	for i, err := range errs {
+		if err != nil || resps[i] == nil || resps[i].IsError() {
+			t.Fatalf("read failed: %v %v", err, respErr(resps[i]))
 		}
 	}
 	u.wantCount(t, 1, "")
-	for _, tok := range tokens[1:] {
-		if tok != tokens[0] {
+	first := accessToken(t, resps[0])
+	for _, resp := range resps[1:] {
+		if accessToken(t, resp) != first {
 			t.Fatalf("readers got different tokens")
 		}
 	}
@@ -182,16 +159,7 @@ func TestLoginRejectedCredentialsTriedOnceUntilPasswordRewritten(t *testing.T) {
 	e.addRole("app", "svc@example.com", wrong)
 
 	// 60 reads, half of them at once, the rest spread over an hour.
-	var wg sync.WaitGroup
-	errs := make([]error, 30)
-	for i := range errs {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			_, errs[i] = e.read("creds/app")
-		}()
-	}
-	wg.Wait()
+	_, errs := e.readAll(slices.Repeat([]string{"creds/app"}, 30))
 	for _, err := range errs {
 		if err != nil && strings.Contains(err.Error(), wrong) { // checked first: never print it
 			t.Fatalf("the error message holds the password")
@@ -233,7 +201,7 @@ func TestLoginRejectedCredentialsTriedOnceUntilPasswordRewritten(t *testing.T) {
 	// Writing the right password recovers on the next read, with one more login.
 	e.mustWrite("roles/app", map[string]any{"password": right})
 	resp := e.mustRead("creds/app")
-	tokenIn(t, resp)
+	accessToken(t, resp)
 	if got := u.count(); got != 2 {
 		t.Fatalf("upstream logins after rewriting the password = %d, want 2", got)
 	}
@@ -276,7 +244,7 @@ func TestLoginUpstream429HonoursRetryAfter(t *testing.T) {
 			if err != nil || resp == nil || resp.IsError() {
 				t.Fatalf("read after the Retry-After delay failed: %v", err)
 			}
-			tokenIn(t, resp)
+			accessToken(t, resp)
 			u.wantCount(t, 2, "")
 		})
 	}
@@ -405,7 +373,7 @@ func TestLoginTransientFailureKindsBackOffAndNeverCacheAnError(t *testing.T) {
 			// Recovery after the backoff.
 			u.setHandler(issuing(24 * time.Hour))
 			e.clock.Advance(8 * time.Second)
-			tokenIn(t, e.mustRead("creds/app"))
+			accessToken(t, e.mustRead("creds/app"))
 		})
 	}
 }
@@ -432,7 +400,7 @@ func TestLoginTimeoutIsTransientAndBacksOff(t *testing.T) {
 	}
 	u.wantCount(t, 1, " during the backoff")
 	e.clock.Advance(time.Second)
-	tokenIn(t, e.mustRead("creds/app"))
+	accessToken(t, e.mustRead("creds/app"))
 	u.wantCount(t, 2, "")
 }
 
@@ -441,7 +409,7 @@ func TestLoginTimeoutIsTransientAndBacksOff(t *testing.T) {
 func TestLoginTokenWithTimeLeftServedWithWarningWhileRefreshFails(t *testing.T) {
 	ok := issuing(24 * time.Hour)
 	e, u := newAppEnv(t, nil, ok, "pw-warn")
-	first := tokenIn(t, e.mustRead("creds/app"))
+	first := accessToken(t, e.mustRead("creds/app"))
 	issued := e.clock.Now()
 
 	u.setHandler(failWith(http.StatusBadGateway, "text/html", "<html>bad gateway</html>"))
@@ -449,7 +417,7 @@ func TestLoginTokenWithTimeLeftServedWithWarningWhileRefreshFails(t *testing.T) 
 
 	expectWarned := func(resp *logical.Response, want ...string) {
 		t.Helper()
-		if tokenIn(t, resp) != first {
+		if accessToken(t, resp) != first {
 			t.Fatalf("the cached token was not served")
 		}
 		all := strings.Join(resp.Warnings, "\n")
@@ -461,7 +429,7 @@ func TestLoginTokenWithTimeLeftServedWithWarningWhileRefreshFails(t *testing.T) 
 	}
 	// The first read in the window is served at once, without a warning: its
 	// refresh runs on its own and has not failed yet.
-	if resp := e.mustRead("creds/app"); tokenIn(t, resp) != first || len(resp.Warnings) != 0 {
+	if resp := e.mustRead("creds/app"); accessToken(t, resp) != first || len(resp.Warnings) != 0 {
 		t.Fatalf("first read in the window: another token, or warnings %q before the refresh failed", resp.Warnings)
 	}
 	e.settle()
@@ -492,7 +460,7 @@ func TestLoginTokenWithTimeLeftServedWithWarningWhileRefreshFails(t *testing.T) 
 	u.setHandler(ok)
 	e.clock.Advance(10 * time.Minute)
 	resp := e.mustRead("creds/app")
-	if tokenIn(t, resp) == first || len(resp.Warnings) != 0 {
+	if accessToken(t, resp) == first || len(resp.Warnings) != 0 {
 		t.Fatalf("after recovery: same token or warnings %q", resp.Warnings)
 	}
 }

@@ -19,7 +19,7 @@ func newWindowEnv(t *testing.T) (e *testEnv, u *holdingUpstream, first string) {
 	e = newTestEnv(t, nil, nil)
 	e.configure(u.upstream, map[string]any{"request_timeout": "60s"})
 	e.addRole("app", "svc@example.com", "pw-window")
-	return e, u, tokenIn(t, e.mustRead("creds/app"))
+	return e, u, accessToken(t, e.mustRead("creds/app"))
 }
 
 // readAsync reads path in a goroutine; the channel yields the answer.
@@ -74,7 +74,7 @@ func TestWindowReadAgainstHangingUpstreamAnswersAtOnceWithCachedToken(t *testing
 	}
 	for i, done := range results {
 		resp := awaitRead(t, done, "a read inside the refresh window")
-		if tokenIn(t, resp) != first {
+		if accessToken(t, resp) != first {
 			t.Fatalf("reader %d got another token than the cached one", i)
 		}
 		if len(resp.Warnings) != 0 {
@@ -87,7 +87,7 @@ func TestWindowReadAgainstHangingUpstreamAnswersAtOnceWithCachedToken(t *testing
 	}
 	// While it hangs, reads keep answering at once and start nothing more.
 	for range 10 {
-		if resp := awaitRead(t, e.readAsync("creds/app"), "a read during the login"); tokenIn(t, resp) != first || len(resp.Warnings) != 0 {
+		if resp := awaitRead(t, e.readAsync("creds/app"), "a read during the login"); accessToken(t, resp) != first || len(resp.Warnings) != 0 {
 			t.Fatal("a read during the login got another token, or a warning")
 		}
 	}
@@ -95,7 +95,7 @@ func TestWindowReadAgainstHangingUpstreamAnswersAtOnceWithCachedToken(t *testing
 	u.release(u.issue)
 	e.settle()
 	resp := e.mustRead("creds/app")
-	if tokenIn(t, resp) == first || len(resp.Warnings) != 0 {
+	if accessToken(t, resp) == first || len(resp.Warnings) != 0 {
 		t.Fatalf("the read after the login: old token, or warnings %q", resp.Warnings)
 	}
 	u.wantCount(t, 2, "")
@@ -120,7 +120,7 @@ func TestWindowReadWarnsOnlyAfterTheRefreshFailed(t *testing.T) {
 	e.settle()
 	for _, path := range []string{"creds/app", "static-creds/app"} {
 		resp := e.mustRead(path)
-		if tokenIn(t, resp) != first {
+		if accessToken(t, resp) != first {
 			t.Fatalf("%s after the failed refresh did not serve the cached token", path)
 		}
 		all := strings.Join(resp.Warnings, "\n")
@@ -145,7 +145,7 @@ func TestReadWithinSkewMarginWaitsForTheLogin(t *testing.T) {
 	u.waitEntered(t)
 	u.release(u.issue)
 	resp := awaitRead(t, done, "the read with no usable token")
-	if tokenIn(t, resp) == first {
+	if accessToken(t, resp) == first {
 		t.Fatal("the read with no usable token did not wait for the login")
 	}
 }

@@ -164,12 +164,7 @@ func TestCredsRevokeSucceedsAndLeavesSharedTokenServed(t *testing.T) {
 		t.Fatalf("revoke: err=%v resp=%v", err, respErr(rresp))
 	}
 	assertStorageUnchanged(t, e.storage, before)
-	if got := accessToken(t, e.mustRead("creds/app")); got != tok {
-		t.Fatal("after a revoke the shared token was not served")
-	}
-	if got := accessToken(t, e.mustRead("static-creds/app")); got != tok {
-		t.Fatal("after a revoke static-creds served another token")
-	}
+	e.wantServed(tok, "after a revoke", "creds/app", "static-creds/app")
 	u.wantCount(t, 1, ": revoking does nothing upstream")
 }
 

@@ -8,15 +8,18 @@ import (
 	"github.com/hashicorp/vault/sdk/logical"
 )
 
-// staticTTLOf reads static-creds/<name> and returns its ttl in seconds.
-func (e *testEnv) staticTTLOf(name string) int64 {
+// wantStaticTTL reads static-creds/<name> and fails the test unless its ttl is
+// want seconds (an int64); why says what sets that ttl.
+func (e *testEnv) wantStaticTTL(name string, want int64, why string) {
 	e.t.Helper()
 	resp := e.mustRead("static-creds/" + name)
 	ttl, ok := resp.Data["ttl"].(int64)
 	if !ok {
 		e.t.Fatalf("static-creds ttl = %#v, want an int64", resp.Data["ttl"])
 	}
-	return ttl
+	if ttl != want {
+		e.t.Fatalf("ttl = %d, want %d (%s)", ttl, want, why)
+	}
 }
 
 // failedRefresh puts a role with a 24-hour token into its refresh window and
@@ -44,9 +47,7 @@ func TestStaticCredsTTLInEachState(t *testing.T) {
 		e.addRole("app", "svc@example.com", "pw-ttl")
 		e.mustRead("creds/app")
 		e.clock.Advance(time.Hour + 500*time.Millisecond)
-		if got := e.staticTTLOf("app"); got != 79199 {
-			t.Fatalf("ttl = %d, want 79199 (22 h less the half second, whole seconds)", got)
-		}
+		e.wantStaticTTL("app", 79199, "22 h less the half second, whole seconds")
 	})
 
 	t.Run("in the window, a login in flight: 1", func(t *testing.T) {
@@ -59,22 +60,16 @@ func TestStaticCredsTTLInEachState(t *testing.T) {
 		e.clock.Advance(23*time.Hour + time.Second)
 		e.mustRead("creds/app") // starts the login
 		u.waitEntered(t)
-		if got := e.staticTTLOf("app"); got != 1 {
-			t.Fatalf("ttl = %d, want 1 (a login is under way)", got)
-		}
+		e.wantStaticTTL("app", 1, "a login is under way")
 		u.release(u.issue)
 		e.settle()
-		if got := e.staticTTLOf("app"); got != 23*3600 {
-			t.Fatalf("ttl after the login = %d, want %d", got, 23*3600)
-		}
+		e.wantStaticTTL("app", 23*3600, "after the login")
 	})
 
 	t.Run("in the window, transient backoff: to its end", func(t *testing.T) {
 		e, u := failedRefresh(t, failWith(http.StatusServiceUnavailable, "application/json", `{"error":"server_error"}`))
 		for _, backoff := range []int64{1, 2, 4, 8, 16} {
-			if got := e.staticTTLOf("app"); got != backoff {
-				t.Fatalf("ttl = %d, want %d (the backoff)", got, backoff)
-			}
+			e.wantStaticTTL("app", backoff, "the backoff")
 			e.clock.Advance(time.Duration(backoff) * time.Second)
 			e.mustRead("creds/app") // the next attempt
 			e.settle()
@@ -96,30 +91,22 @@ func TestStaticCredsTTLInEachState(t *testing.T) {
 			t.Fatalf("rotate-role/a: %v %v", err, respErr(resp))
 		}
 		e.clock.Advance(11 * time.Second)
-		if got := e.staticTTLOf("b"); got != 50 {
-			t.Fatalf("ttl = %d, want 50 (the user's login leaves the 61 s window then)", got)
-		}
+		e.wantStaticTTL("b", 50, "the user's login leaves the 61 s window then")
 		e.settle()
 		u.wantCount(t, 3, ": a read over budget started a login")
 	})
 
 	t.Run("in the window, upstream 429 block: to its end", func(t *testing.T) {
 		e, _ := failedRefresh(t, rateLimited(func() string { return "300" }))
-		if got := e.staticTTLOf("app"); got != 300 {
-			t.Fatalf("ttl = %d, want 300 (Retry-After)", got)
-		}
+		e.wantStaticTTL("app", 300, "Retry-After")
 		e.clock.Advance(100 * time.Second)
-		if got := e.staticTTLOf("app"); got != 200 {
-			t.Fatalf("ttl = %d, want 200", got)
-		}
+		e.wantStaticTTL("app", 200, "100 s later")
 	})
 
 	t.Run("credentials rejected: 60", func(t *testing.T) {
 		e, u := failedRefresh(t, failWith(http.StatusUnauthorized, "application/json", `{"error":"invalid_grant"}`))
 		for range 3 {
-			if got := e.staticTTLOf("app"); got != 60 {
-				t.Fatalf("ttl = %d, want 60 while the credentials are rejected", got)
-			}
+			e.wantStaticTTL("app", 60, "the credentials are rejected")
 			e.clock.Advance(61 * time.Second)
 		}
 		e.settle()
@@ -128,9 +115,7 @@ func TestStaticCredsTTLInEachState(t *testing.T) {
 
 	t.Run("capped by the remaining life less the skew margin", func(t *testing.T) {
 		e, _ := failedRefresh(t, rateLimited(func() string { return "3600" }))
-		if got := e.staticTTLOf("app"); got != 3569 {
-			t.Fatalf("ttl = %d, want 3569 (59m59s left less 30 s)", got)
-		}
+		e.wantStaticTTL("app", 3569, "59m59s left less 30 s")
 	})
 
 	t.Run("at least 1 s", func(t *testing.T) {

@@ -19,7 +19,7 @@ func (e *testEnv) doRotate(name string) (*logical.Response, error) {
 
 func TestRotateRoleLogsInNowAndCredsServeTheNewToken(t *testing.T) {
 	e, u := newAppEnv(t, nil, issuing(24*time.Hour), "pw-rotate")
-	old := tokenIn(t, e.mustRead("creds/app"))
+	old := accessToken(t, e.mustRead("creds/app"))
 
 	e.clock.Advance(time.Hour)
 	resp, err := e.doRotate("app")
@@ -32,11 +32,11 @@ func TestRotateRoleLogsInNowAndCredsServeTheNewToken(t *testing.T) {
 	if resp.Data["issue_time"] != now || resp.Data["expire_time"] != rfc3339At(e.clock.Now().Add(24*time.Hour)) {
 		t.Fatalf("rotate-role answered issue_time=%v expire_time=%v", resp.Data["issue_time"], resp.Data["expire_time"])
 	}
-	fresh := tokenIn(t, e.mustRead("creds/app"))
+	fresh := accessToken(t, e.mustRead("creds/app"))
 	if fresh == old {
 		t.Fatalf("creds/ still serves the old token after rotate-role")
 	}
-	if got := tokenIn(t, e.mustRead("static-creds/app")); got != fresh {
+	if got := accessToken(t, e.mustRead("static-creds/app")); got != fresh {
 		t.Fatalf("static-creds/ does not serve the rotated token")
 	}
 	if dump := fmt.Sprintf("%v %v", resp.Data, resp.Warnings); strings.Contains(dump, fresh) || strings.Contains(dump, old) {
@@ -52,19 +52,19 @@ func TestRotateRoleCountsAgainstBudgetAndOverBudgetKeepsOldToken(t *testing.T) {
 	e := newTestEnv(t, nil, nil)
 	e.configure(u, map[string]any{"user_logins_per_minute": 2})
 	e.addRole("app", "svc@example.com", "pw-rotate")
-	tokenIn(t, e.mustRead("creds/app")) // login 1
+	accessToken(t, e.mustRead("creds/app")) // login 1
 
 	if _, err := e.doRotate("app"); err != nil { // login 2
 		t.Fatalf("rotate-role within the budget: %v", err)
 	}
-	kept := tokenIn(t, e.mustRead("creds/app"))
+	kept := accessToken(t, e.mustRead("creds/app"))
 	e.clock.Advance(10 * time.Second)
 	_, err := e.doRotate("app")
 	expectCodedError(t, err, http.StatusTooManyRequests, `role "app"`, "login budget", "not before")
 	if got := u.count(); got != 2 {
 		t.Fatalf("rotate-role over budget called upstream: %d logins, want 2", got)
 	}
-	if got := tokenIn(t, e.mustRead("creds/app")); got != kept {
+	if got := accessToken(t, e.mustRead("creds/app")); got != kept {
 		t.Fatalf("creds/ no longer serves the token after a refused rotate-role")
 	}
 	// The budget is back a minute after the oldest login.
@@ -72,7 +72,7 @@ func TestRotateRoleCountsAgainstBudgetAndOverBudgetKeepsOldToken(t *testing.T) {
 	if _, err := e.doRotate("app"); err != nil {
 		t.Fatalf("rotate-role after the budget freed: %v", err)
 	}
-	if got := tokenIn(t, e.mustRead("creds/app")); got == kept || u.count() != 3 {
+	if got := accessToken(t, e.mustRead("creds/app")); got == kept || u.count() != 3 {
 		t.Fatalf("rotate-role after the budget freed: same token or %d logins (want 3)", u.count())
 	}
 }
@@ -124,7 +124,7 @@ func TestRotateRoleOnRejectedCredentialsTriesExactlyOnce(t *testing.T) {
 	if _, err := e.doRotate("app"); err != nil {
 		t.Fatalf("rotate-role after the upstream fix: %v", err)
 	}
-	tokenIn(t, e.mustRead("creds/app"))
+	accessToken(t, e.mustRead("creds/app"))
 	u.wantCount(t, 3, "")
 	if st := e.mustRead("status/app").Data; st["credentials_rejected"] != false {
 		t.Fatalf("status still says credentials_rejected after a successful rotate-role")

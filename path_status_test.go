@@ -52,7 +52,7 @@ func TestStatusFreshTokenReportsTimesWithoutTheToken(t *testing.T) {
 	})
 
 	t0 := e.clock.Now()
-	tok := tokenIn(t, e.mustRead("creds/app"))
+	tok := accessToken(t, e.mustRead("creds/app"))
 	e.clock.Advance(time.Hour)
 	st = statusOf(t, e, "app", tok)
 	expectStatus(t, st, map[string]any{
@@ -143,7 +143,7 @@ func TestStatusAfterTransientFailureWithTokenStillServed(t *testing.T) {
 	ok := issuing(24 * time.Hour)
 	e, u := newAppEnv(t, nil, ok, statusPassword)
 	t0 := e.clock.Now()
-	tok := tokenIn(t, e.mustRead("creds/app"))
+	tok := accessToken(t, e.mustRead("creds/app"))
 
 	u.setHandler(failWith(http.StatusServiceUnavailable, "application/json", `{"error":"server_error"}`))
 	e.clock.Advance(23*time.Hour + time.Minute) // in the refresh window
@@ -179,7 +179,7 @@ func TestStatusAfterTransientFailureWithTokenStillServed(t *testing.T) {
 	e.clock.Advance(2 * time.Second)
 	e.mustRead("creds/app")
 	e.settle()
-	fresh := tokenIn(t, e.mustRead("creds/app"))
+	fresh := accessToken(t, e.mustRead("creds/app"))
 	expectStatus(t, statusOf(t, e, "app", tok, fresh), map[string]any{
 		"issue_time": rfc3339At(e.clock.Now()), "last_outcome": outcomeSuccess, "last_error": "",
 		"consecutive_failures": 0, "no_login_before": "",

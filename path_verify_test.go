@@ -25,7 +25,7 @@ func verifyEnv(t *testing.T) (*testEnv, *fakeiadvize.Server) {
 
 func TestVerifyValidTokenReportsAuthenticatedWithCheckTime(t *testing.T) {
 	e, fake := verifyEnv(t)
-	tok := tokenIn(t, e.mustRead("creds/app"))
+	tok := accessToken(t, e.mustRead("creds/app"))
 	e.clock.Advance(time.Minute)
 
 	resp := e.mustRead("verify/app")
@@ -48,7 +48,7 @@ func TestVerifyValidTokenReportsAuthenticatedWithCheckTime(t *testing.T) {
 
 func TestVerifyRevokedTokenReportsFalseDropsItAndNextReadLogsIn(t *testing.T) {
 	e, fake := verifyEnv(t)
-	old := tokenIn(t, e.mustRead("creds/app"))
+	old := accessToken(t, e.mustRead("creds/app"))
 	fake.RevokeAll()
 
 	resp := e.mustRead("verify/app")
@@ -78,7 +78,7 @@ func TestVerifyRevokedTokenReportsFalseDropsItAndNextReadLogsIn(t *testing.T) {
 		t.Fatalf("verify logged in: %d logins, want 1", got)
 	}
 
-	fresh := tokenIn(t, e.mustRead("creds/app"))
+	fresh := accessToken(t, e.mustRead("creds/app"))
 	if fresh == old {
 		t.Fatalf("creds/ served the revoked token")
 	}
@@ -102,7 +102,7 @@ func TestVerifyNeverLogsIn(t *testing.T) {
 	resp, err := e.read("verify/nope")
 	expectBadRequest(t, resp, err, `"nope"`, "does not exist")
 	// An expired token is not verified either, nor replaced.
-	tokenIn(t, e.mustRead("creds/app"))
+	accessToken(t, e.mustRead("creds/app"))
 	e.clock.Advance(25 * time.Hour)
 	resp, err = e.read("verify/app")
 	expectBadRequest(t, resp, err, `"app"`)
@@ -113,7 +113,7 @@ func TestVerifyNeverLogsIn(t *testing.T) {
 
 func TestVerifyAtMostOneUpstreamCheckPerRolePer5s(t *testing.T) {
 	e, fake := verifyEnv(t)
-	tokenIn(t, e.mustRead("creds/app"))
+	accessToken(t, e.mustRead("creds/app"))
 	first := e.mustRead("verify/app")
 	checkedAt := first.Data["checked_at"]
 
@@ -142,7 +142,7 @@ func TestVerifyAtMostOneUpstreamCheckPerRolePer5s(t *testing.T) {
 
 func TestVerifyDisabledByEmptyVerifyURLIs400(t *testing.T) {
 	e, fake := verifyEnv(t)
-	tokenIn(t, e.mustRead("creds/app"))
+	accessToken(t, e.mustRead("creds/app"))
 	e.mustWrite("config", map[string]any{"verify_url": ""})
 	resp, err := e.read("verify/app")
 	expectBadRequest(t, resp, err, "verify", "disabled")
@@ -153,7 +153,7 @@ func TestVerifyDisabledByEmptyVerifyURLIs400(t *testing.T) {
 
 func TestVerifyOnPerformanceStandbyIsReadOnlyWithoutUpstreamCall(t *testing.T) {
 	e, fake := verifyEnv(t)
-	tokenIn(t, e.mustRead("creds/app"))
+	accessToken(t, e.mustRead("creds/app"))
 	e.system.ReplicationStateVal = consts.ReplicationPerformanceStandby
 	_, err := e.read("verify/app")
 	if err != logical.ErrReadOnly {
@@ -191,7 +191,7 @@ func TestVerifyFailedCheckIsAnErrorNotFalseAndIsNotRepeatedWithin5s(t *testing.T
 	e := newTestEnv(t, nil, nil)
 	e.configure(u, nil)
 	e.addRole("app", "svc@example.com", "pw-verify")
-	tok := tokenIn(t, e.mustRead("creds/app"))
+	tok := accessToken(t, e.mustRead("creds/app"))
 
 	_, err := e.read("verify/app")
 	expectCodedError(t, err, http.StatusBadGateway, `role "app"`)
@@ -206,7 +206,7 @@ func TestVerifyFailedCheckIsAnErrorNotFalseAndIsNotRepeatedWithin5s(t *testing.T
 	if got := checks.Load(); got != 1 {
 		t.Fatalf("upstream checks within 5 s = %d, want 1", got)
 	}
-	if got := tokenIn(t, e.mustRead("creds/app")); got != tok || u.count() != 2 {
+	if got := accessToken(t, e.mustRead("creds/app")); got != tok || u.count() != 2 {
 		t.Fatalf("a failed check dropped the token")
 	}
 	verifyDown.Lock()

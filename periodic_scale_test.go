@@ -198,7 +198,6 @@ func TestPeriodic10000RolesNoneDueReadNothingFromStorage(t *testing.T) {
 	u := newUpstream(t, issuing(24*time.Hour))
 	clock := fakeclock.New()
 	s := &countingStorage{Storage: &logical.InmemStorage{}}
-	ctx := context.Background()
 	const roles = 10_000
 	for i := range roles {
 		name := fmt.Sprintf("r%05d", i)
@@ -206,18 +205,7 @@ func TestPeriodic10000RolesNoneDueReadNothingFromStorage(t *testing.T) {
 		if i%1000 == 0 {
 			issued = issued.Add(-time.Hour) // 10 roles due an hour before the rest
 		}
-		r := &role{GrantType: grantPassword, Username: name + "@example.com", Password: "pw-" + name}
-		st := &tokenState{AccessToken: "tok-" + name, TokenType: "Bearer", IssuedAt: issued,
-			ExpiresAt: issued.Add(24 * time.Hour), LastAttempt: issued, LastOutcome: outcomeSuccess}
-		for key, v := range map[string]any{rolesStoragePrefix + name: r, tokensStoragePrefix + name: st} {
-			entry, err := logical.StorageEntryJSON(key, v)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := s.Put(ctx, entry); err != nil {
-				t.Fatal(err)
-			}
-		}
+		putLoggedInRole(t, s, name, "tok-"+name, issued)
 	}
 	e := newTestEnv(t, s, clock) // a start over existing storage
 	e.configure(u, nil)

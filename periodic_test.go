@@ -165,7 +165,7 @@ func TestPeriodicRefreshSkipsFreshTokensAndRolesNeverRead(t *testing.T) {
 	e.configure(u, nil)
 	e.addRole("used", "used@example.com", "pw-used")
 	e.addRole("idle", "idle@example.com", "pw-idle")
-	first := tokenIn(t, e.mustRead("creds/used"))
+	first := accessToken(t, e.mustRead("creds/used"))
 
 	for range 60 {
 		e.clock.Advance(time.Minute)
@@ -185,7 +185,7 @@ func TestPeriodicRefreshSkipsFreshTokensAndRolesNeverRead(t *testing.T) {
 	if got := u.count(); got != 2 {
 		t.Fatalf("logins at the background lead = %d, want 2", got)
 	}
-	if tokenIn(t, e.mustRead("creds/used")) == first {
+	if accessToken(t, e.mustRead("creds/used")) == first {
 		t.Fatalf("the background refresh did not replace the token")
 	}
 	if st := e.mustRead("status/idle").Data; st["has_token"] != false || st["last_attempt"] != "" {
@@ -199,7 +199,7 @@ func TestPeriodicRefreshSkipsFreshTokensAndRolesNeverRead(t *testing.T) {
 func TestPeriodicRotateVerifyDoNothingUpstreamOnPerformanceStandby(t *testing.T) {
 	e, fake := newFakeAppEnv(t, "pw-standby")
 	clock := e.clock
-	tok := tokenIn(t, e.mustRead("creds/app"))
+	tok := accessToken(t, e.mustRead("creds/app"))
 	clock.Advance(23*time.Hour - backgroundLead) // due for the background refresh
 
 	e.system.ReplicationStateVal = consts.ReplicationPerformanceStandby
@@ -215,13 +215,13 @@ func TestPeriodicRotateVerifyDoNothingUpstreamOnPerformanceStandby(t *testing.T)
 	if err != logical.ErrReadOnly {
 		t.Fatalf("verify on a standby: err = %v, want logical.ErrReadOnly", err)
 	}
-	if tokenIn(t, e.mustRead("creds/app")) != tok {
+	if accessToken(t, e.mustRead("creds/app")) != tok {
 		t.Fatalf("the standby did not serve the cached token")
 	}
 	// Inside the refresh window, the token is still served locally and no login
 	// starts; a read with no usable token left is forwarded.
 	clock.Advance(time.Hour)
-	if tokenIn(t, e.mustRead("creds/app")) != tok {
+	if accessToken(t, e.mustRead("creds/app")) != tok {
 		t.Fatalf("the standby did not serve the cached token inside its refresh window")
 	}
 	e.settle()

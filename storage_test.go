@@ -35,6 +35,15 @@ func newFaultyStorage() *faultyStorage {
 	return &faultyStorage{Storage: &logical.InmemStorage{}}
 }
 
+// newFaultyAppEnv is newAppEnv (an upstream issuing day-long tokens, role "app"
+// with password) over a faultyStorage, returned to switch faults on and off.
+func newFaultyAppEnv(t *testing.T, password string) (*faultyStorage, *testEnv, *upstream) {
+	t.Helper()
+	s := newFaultyStorage()
+	e, u := newAppEnv(t, s, issuing(24*time.Hour), password)
+	return s, e, u
+}
+
 // failDeletes makes every Delete fail while on.
 func (s *faultyStorage) failDeletes(on bool) {
 	s.mu.Lock()
@@ -162,6 +171,25 @@ func storedJSON[T any](t *testing.T, s logical.Storage, key string) *T {
 	return v
 }
 
+// putLoggedInRole stores password role name (user name@example.com) with the
+// day-long token tok it logged in for at issued, as a node that served it left
+// them: a start over this storage finds both.
+func putLoggedInRole(tb testing.TB, s logical.Storage, name, tok string, issued time.Time) {
+	tb.Helper()
+	r := &role{GrantType: grantPassword, Username: name + "@example.com", Password: "pw-" + name}
+	st := &tokenState{AccessToken: tok, TokenType: "Bearer", IssuedAt: issued,
+		ExpiresAt: issued.Add(24 * time.Hour), LastAttempt: issued, LastOutcome: outcomeSuccess}
+	for key, v := range map[string]any{rolesStoragePrefix + name: r, tokensStoragePrefix + name: st} {
+		entry, err := logical.StorageEntryJSON(key, v)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		if err := s.Put(context.Background(), entry); err != nil {
+			tb.Fatal(err)
+		}
+	}
+}
+
 // codedStatus is the HTTP status a logical.CodedError carries, or 0.
 func codedStatus(err error) int {
 	var ce logical.HTTPCodedError
@@ -181,9 +209,19 @@ func accessToken(t *testing.T, resp *logical.Response) string {
 	return tok
 }
 
+// wantServed fails the test unless each of paths, read on e, answers with the
+// access token tok; why says when (the message names the path, never a token).
+func (e *testEnv) wantServed(tok, why string, paths ...string) {
+	e.t.Helper()
+	for _, path := range paths {
+		if got := accessToken(e.t, e.mustRead(path)); got != tok {
+			e.t.Fatalf("%s: %s served another token", why, path)
+		}
+	}
+}
+
 func TestStorageFailedTokenPersistKeepsPreviousTokenAndServesItWithWarning(t *testing.T) {
-	s := newFaultyStorage()
-	e, u := newAppEnv(t, s, issuing(24*time.Hour), "pw-one")
+	s, e, u := newFaultyAppEnv(t, "pw-one")
 	first := accessToken(t, e.mustRead("creds/app"))
 	roleBefore := storedRole(t, s, "app")
 
@@ -233,8 +271,7 @@ func TestStorageFailedTokenPersistKeepsPreviousTokenAndServesItWithWarning(t *te
 }
 
 func TestStorageFailedTokenPersistOnColdReadIsAnErrorThenNextReadLogsIn(t *testing.T) {
-	s := newFaultyStorage()
-	e, u := newAppEnv(t, s, issuing(24*time.Hour), "pw-one")
+	s, e, u := newFaultyAppEnv(t, "pw-one")
 
 	s.failPuts(tokensStoragePrefix, true)
 	resp, err := e.read("creds/app")
@@ -263,8 +300,7 @@ func TestStorageFailedTokenPersistOnColdReadIsAnErrorThenNextReadLogsIn(t *testi
 }
 
 func TestStorageFailedRolePutLeavesRoleAndTokenUnchanged(t *testing.T) {
-	s := newFaultyStorage()
-	e, u := newAppEnv(t, s, issuing(24*time.Hour), "pw-one")
+	s, e, u := newFaultyAppEnv(t, "pw-one")
 	tok := accessToken(t, e.mustRead("creds/app"))
 	before := storageSnapshot(t, s)
 
@@ -284,8 +320,7 @@ func TestStorageFailedRolePutLeavesRoleAndTokenUnchanged(t *testing.T) {
 }
 
 func TestStorageGetFailureOnColdReadIsAnErrorNotAnEmptyAnswer(t *testing.T) {
-	s := newFaultyStorage()
-	e, u := newAppEnv(t, s, issuing(24*time.Hour), "pw-one")
+	s, e, u := newFaultyAppEnv(t, "pw-one")
 
 	s.failGets(tokensStoragePrefix, true)
 	resp, err := e.read("creds/app")
@@ -299,8 +334,7 @@ func TestStorageGetFailureOnColdReadIsAnErrorNotAnEmptyAnswer(t *testing.T) {
 }
 
 func TestStorageCacheHitTouchesNoStorage(t *testing.T) {
-	s := newFaultyStorage()
-	e, u := newAppEnv(t, s, issuing(24*time.Hour), "pw-one")
+	s, e, u := newFaultyAppEnv(t, "pw-one")
 	tok := accessToken(t, e.mustRead("creds/app"))
 
 	s.failGets("", true)
@@ -352,12 +386,7 @@ func TestStorageRestartServesPersistedTokenWithoutLogin(t *testing.T) {
 
 	e.clock.Advance(12 * time.Hour)
 	restarted := newTestEnv(t, e.storage, e.clock)
-	if got := accessToken(t, restarted.mustRead("creds/app")); got != tok {
-		t.Fatal("after a restart the persisted token was not served")
-	}
-	if got := accessToken(t, restarted.mustRead("static-creds/app")); got != tok {
-		t.Fatal("after a restart static-creds served another token")
-	}
+	restarted.wantServed(tok, "after a restart (the persisted token)", "creds/app", "static-creds/app")
 	u.wantCount(t, 1, ": a restart must not log in while the token is fresh")
 }
 
@@ -385,8 +414,7 @@ func TestStorageFailedBookkeepingPersistStillBacksOff(t *testing.T) {
 // fails: a token of the old credentials is never served beside the new ones, on
 // this node or on one that loads the role from storage.
 func TestStorageFailedTokenDeleteAfterNewCredentialsNeverServesTheOldToken(t *testing.T) {
-	s := newFaultyStorage()
-	e, u := newAppEnv(t, s, issuing(24*time.Hour), "pw-one")
+	s, e, u := newFaultyAppEnv(t, "pw-one")
 	old := accessToken(t, e.mustRead("creds/app"))
 
 	s.failDeletes(true)

@@ -134,11 +134,11 @@ func TestTokenAnswerFailuresAreClassified(t *testing.T) {
 	cases := []struct {
 		name     string
 		handler  http.HandlerFunc
-		outcome  string // stored last_outcome
-		status   int    // HTTP status of the failed read
-		cause    string // in the read's error
-		minWait  time.Duration
-		maxWait  time.Duration // 0: no later attempt (credentials rejected)
+		outcome  string        // stored last_outcome
+		status   int           // HTTP status of the failed read
+		cause    string        // in the read's error
+		minWait  time.Duration // 0: transientBackoffMin, or no later attempt if rejected
+		maxWait  time.Duration // 0: minWait
 		rejected bool
 	}{
 		{name: "200 with an error code", outcome: outcomeRejected, status: 502, cause: "incorrect_client_credentials", rejected: true,
@@ -156,64 +156,57 @@ func TestTokenAnswerFailuresAreClassified(t *testing.T) {
 		{name: "500 with invalid_grant", outcome: outcomeRejected, status: 502, cause: "invalid_grant", rejected: true,
 			handler: rawAnswer(500, jsonType, nil, `{"error":"invalid_grant"}`)},
 		{name: "200 temporarily_unavailable", outcome: outcomeUpstream, status: 502, cause: "temporarily_unavailable",
-			minWait: transientBackoffMin, maxWait: transientBackoffMin,
 			handler: rawAnswer(200, jsonType, nil, `{"error":"temporarily_unavailable"}`)},
 		{name: "400 server_error", outcome: outcomeUpstream, status: 502, cause: "server_error",
-			minWait: transientBackoffMin, maxWait: transientBackoffMin,
 			handler: rawAnswer(400, jsonType, nil, `{"error":"server_error"}`)},
 		{name: "503 with Retry-After 120", outcome: outcomeUpstream, status: 502, cause: "HTTP 503",
-			minWait: 2 * time.Minute, maxWait: 2 * time.Minute,
+			minWait: 2 * time.Minute,
 			handler: rawAnswer(503, "text/plain", map[string]string{"Retry-After": "120"}, "Service Unavailable")},
 		{name: "503 with Retry-After a year", outcome: outcomeUpstream, status: 502, cause: "HTTP 503",
-			minWait: time.Hour, maxWait: time.Hour,
+			minWait: time.Hour,
 			handler: rawAnswer(503, "text/plain", map[string]string{"Retry-After": "31536000"}, "")},
 		{name: "503 with a past Retry-After date", outcome: outcomeUpstream, status: 502, cause: "HTTP 503",
-			minWait: transientBackoffMin, maxWait: transientBackoffMin,
 			handler: rawAnswer(503, "text/plain", map[string]string{"Retry-After": "Mon, 05 Jan 2026 08:00:00 GMT"}, "")},
 		{name: "404", outcome: outcomeUpstream, status: 502, cause: "HTTP 404",
-			minWait: transientBackoffMin, maxWait: transientBackoffMin,
 			handler: rawAnswer(404, "text/plain", nil, "not found")},
 		{name: "429 with Retry-After a year", outcome: outcomeRateLimited, status: 429, cause: "HTTP 429",
-			minWait: time.Hour, maxWait: time.Hour,
+			minWait: time.Hour,
 			handler: rawAnswer(429, jsonType, map[string]string{"Retry-After": "31536000"}, `{"error":"too_many_requests"}`)},
 		{name: "429 with Retry-After as an HTTP date a week away", outcome: outcomeRateLimited, status: 429, cause: "HTTP 429",
-			minWait: time.Hour, maxWait: time.Hour,
+			minWait: time.Hour,
 			handler: rawAnswer(429, jsonType, map[string]string{"Retry-After": "Mon, 12 Jan 2026 09:00:00 GMT"}, ``)},
 		{name: "429 with Retry-After 90", outcome: outcomeRateLimited, status: 429, cause: "HTTP 429",
-			minWait: 90 * time.Second, maxWait: 90 * time.Second,
+			minWait: 90 * time.Second,
 			handler: rawAnswer(429, jsonType, map[string]string{"Retry-After": "90"}, ``)},
 		{name: "200 slow_down", outcome: outcomeRateLimited, status: 429, cause: "slow_down",
 			minWait: rateLimitBackoffMin, maxWait: rateLimitBackoffMin + rateLimitBackoffMin/10,
 			handler: rawAnswer(200, jsonType, nil, `{"error":"slow_down"}`)},
 		{name: "no expires_in and no default_expires_in", outcome: outcomeUpstream, status: 502, cause: "default_expires_in",
-			minWait: transientBackoffMin, maxWait: transientBackoffMin,
 			handler: rawAnswer(200, jsonType, nil, `{"access_token":"`+tok+`"}`)},
 		{name: "neither JSON nor a form", outcome: outcomeUpstream, status: 502, cause: "neither JSON nor form-encoded",
-			minWait: transientBackoffMin, maxWait: transientBackoffMin,
 			handler: rawAnswer(200, "text/plain", nil, `<html>hello</html>`)},
 		{name: "expires_in under a second", outcome: outcomeUpstream, status: 502, cause: "at least 1",
-			minWait: transientBackoffMin, maxWait: transientBackoffMin,
 			handler: rawAnswer(200, jsonType, nil, `{"access_token":"`+tok+`","expires_in":0.0001}`)},
 		{name: "expires_in Infinity", outcome: outcomeUpstream, status: 502, cause: "expires_in is not a number",
-			minWait: transientBackoffMin, maxWait: transientBackoffMin,
 			handler: rawAnswer(200, jsonType, nil, `{"access_token":"`+tok+`","expires_in":"Infinity"}`)},
 		{name: "expires_in a hex float", outcome: outcomeUpstream, status: 502, cause: "expires_in is not a number",
-			minWait: transientBackoffMin, maxWait: transientBackoffMin,
 			handler: rawAnswer(200, jsonType, nil, `{"access_token":"`+tok+`","expires_in":"0x1p10"}`)},
 		{name: "access_token of spaces", outcome: outcomeUpstream, status: 502, cause: "access_token is empty",
-			minWait: transientBackoffMin, maxWait: transientBackoffMin,
 			handler: rawAnswer(200, jsonType, nil, `{"access_token":"   ","expires_in":3600}`)},
 		{name: "access_token with a line break", outcome: outcomeUpstream, status: 502, cause: "control characters",
-			minWait: transientBackoffMin, maxWait: transientBackoffMin,
 			handler: rawAnswer(200, jsonType, nil, `{"access_token":"tok\r\nX-Evil: 1","expires_in":3600}`)},
 		{name: "token_type with a NUL", outcome: outcomeUpstream, status: 502, cause: "control characters",
-			minWait: transientBackoffMin, maxWait: transientBackoffMin,
 			handler: rawAnswer(200, jsonType, nil, `{"access_token":"`+tok+`","expires_in":3600,"token_type":"Bearer\u0000"}`)},
 		{name: "truncated JSON", outcome: outcomeUpstream, status: 502, cause: "neither JSON nor form-encoded",
-			minWait: transientBackoffMin, maxWait: transientBackoffMin,
 			handler: rawAnswer(200, jsonType, nil, `{"access_token":"`+tok+`","expires_in":36`)},
 	}
 	for _, tc := range cases {
+		if tc.minWait == 0 && !tc.rejected {
+			tc.minWait = transientBackoffMin
+		}
+		if tc.maxWait == 0 {
+			tc.maxWait = tc.minWait
+		}
 		t.Run(tc.name, func(t *testing.T) {
 			u := newUpstream(t, tc.handler)
 			e := newTestEnv(t, nil, nil)

@@ -108,11 +108,11 @@ func TestClientAuthenticationStyles(t *testing.T) {
 func TestPasswordGrantWithClient(t *testing.T) {
 	cases := []struct {
 		name       string
+		clientAuth string // the mount's
 		role       map[string]any
-		clientAuth string
 		check      func(t *testing.T, got received)
 	}{
-		{"public client", map[string]any{"client_id": "web-app"}, "basic", func(t *testing.T, got received) {
+		{"public client", "basic", map[string]any{"client_id": "web-app"}, func(t *testing.T, got received) {
 			if got.auth != "" || got.form.Get("client_id") != "web-app" {
 				t.Error("a client_id without a secret must go in the body, with no Authorization")
 			}
@@ -120,7 +120,7 @@ func TestPasswordGrantWithClient(t *testing.T) {
 				t.Error("client_secret sent for a public client")
 			}
 		}},
-		{"confidential client, basic", map[string]any{"client_id": "web-app", "client_secret": "cs/+=:x"}, "basic", func(t *testing.T, got received) {
+		{"confidential client, basic", "basic", map[string]any{"client_id": "web-app", "client_secret": "cs/+=:x"}, func(t *testing.T, got received) {
 			if got.auth != "Basic "+base64.StdEncoding.EncodeToString([]byte("web-app:cs/+=:x")) {
 				t.Error("Authorization is not Basic of the client as written")
 			}
@@ -128,12 +128,12 @@ func TestPasswordGrantWithClient(t *testing.T) {
 				t.Error("client_id sent in the body too")
 			}
 		}},
-		{"confidential client, post", map[string]any{"client_id": "web-app", "client_secret": "cs/+=:x"}, "post", func(t *testing.T, got received) {
+		{"confidential client, post", "post", map[string]any{"client_id": "web-app", "client_secret": "cs/+=:x"}, func(t *testing.T, got received) {
 			if got.auth != "" || got.form.Get("client_id") != "web-app" || got.form.Get("client_secret") != "cs/+=:x" {
 				t.Error("post did not send the client in the body")
 			}
 		}},
-		{"no client", map[string]any{}, "post", func(t *testing.T, got received) {
+		{"no client", "post", map[string]any{}, func(t *testing.T, got received) {
 			if got.auth != "" {
 				t.Error("Authorization sent without a client")
 			}

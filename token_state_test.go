@@ -15,6 +15,18 @@ import (
 // once; a test fails rather than hangs.
 const waitFor = 5 * time.Second
 
+// readAll reads each of paths on a goroutine of its own, all at once, and
+// returns each read's answer and error once every read has returned.
+func (e *testEnv) readAll(paths []string) ([]*logical.Response, []error) {
+	resps, errs := make([]*logical.Response, len(paths)), make([]error, len(paths))
+	var wg sync.WaitGroup
+	for i, path := range paths {
+		wg.Go(func() { resps[i], errs[i] = e.read(path) })
+	}
+	wg.Wait()
+	return resps, errs
+}
+
 func TestThousandConcurrentColdReadsMakeOneLoginAndShareOneToken(t *testing.T) {
 	u := newHoldingUpstream(t)
 	u.hold() // the login waits until every reader has been started
@@ -218,11 +230,7 @@ func TestSecondBackendOverSameStorageServesSameTokenWithoutLogin(t *testing.T) {
 	tok := accessToken(t, e.mustRead("creds/app"))
 
 	other := newTestEnv(t, e.storage, e.clock)
-	for _, path := range []string{"creds/app", "static-creds/app", "creds/app"} {
-		if got := accessToken(t, other.mustRead(path)); got != tok {
-			t.Fatalf("%s on the second backend served another token", path)
-		}
-	}
+	other.wantServed(tok, "on the second backend", "creds/app", "static-creds/app", "creds/app")
 	u.wantCount(t, 1, " (zero from the second backend)")
 }
 
@@ -231,12 +239,7 @@ func TestPerformanceStandbyColdReadReturnsErrReadOnlyWithoutUpstreamCall(t *test
 	before := storageSnapshot(t, e.storage)
 
 	e.system.ReplicationStateVal = consts.ReplicationPerformanceStandby
-	for _, path := range []string{"creds/app", "static-creds/app"} {
-		resp, err := e.read(path)
-		if err != logical.ErrReadOnly { //nolint:errorlint // exactly ErrReadOnly, so Vault forwards
-			t.Fatalf("%s on a performance standby: err=%v resp=%v, want exactly logical.ErrReadOnly", path, err, respErr(resp))
-		}
-	}
+	e.wantReadOnly("on a performance standby", "creds/app", "static-creds/app")
 	u.wantCount(t, 0, "")
 	assertStorageUnchanged(t, e.storage, before)
 }
@@ -254,28 +257,18 @@ func TestPerformanceStandbyServesFreshCachedTokenWithoutRequest(t *testing.T) {
 	standby := newTestEnv(t, e.storage, e.clock)
 	standby.system.ReplicationStateVal = consts.ReplicationPerformanceStandby
 	e.clock.Advance(time.Hour)
-	for _, path := range []string{"creds/app", "static-creds/app"} {
-		if got := accessToken(t, standby.mustRead(path)); got != tok {
-			t.Fatalf("%s on a standby served another token", path)
-		}
-	}
+	standby.wantServed(tok, "on a standby", "creds/app", "static-creds/app")
 	u.wantCount(t, 1, "")
 
 	// Inside the refresh window the token is still usable: the standby serves it
 	// and starts no login (the active node refreshes it).
 	e.clock.Advance(22*time.Hour + time.Second)
-	for _, path := range []string{"creds/app", "static-creds/app"} {
-		if got := accessToken(t, standby.mustRead(path)); got != tok {
-			t.Fatalf("%s on a standby inside the refresh window served another token", path)
-		}
-	}
+	standby.wantServed(tok, "on a standby inside the refresh window", "creds/app", "static-creds/app")
 	standby.settle()
 	u.wantCount(t, 1, "")
 	// Within the skew margin of expiry the standby needs a login: ErrReadOnly, no request.
 	e.clock.Advance(time.Hour - 30*time.Second - time.Second)
-	if _, err := standby.read("creds/app"); err != logical.ErrReadOnly { //nolint:errorlint
-		t.Fatalf("standby with no usable token: err=%v, want exactly logical.ErrReadOnly", err)
-	}
+	standby.wantReadOnly("standby with no usable token", "creds/app")
 	u.wantCount(t, 1, "")
 }
 
@@ -301,12 +294,7 @@ func TestInvalidateMakesBackendServeTokenRotatedByAnotherNode(t *testing.T) {
 	}
 
 	node1.b.Invalidate(context.Background(), tokensStoragePrefix+"app")
-	if got := accessToken(t, node1.mustRead("creds/app")); got != rotated {
-		t.Fatal("after Invalidate node 1 still serves the old token")
-	}
-	if got := accessToken(t, node1.mustRead("static-creds/app")); got != rotated {
-		t.Fatal("after Invalidate static-creds on node 1 still serves the old token")
-	}
+	node1.wantServed(rotated, "after Invalidate node 1 (still the old token?)", "creds/app", "static-creds/app")
 	u.wantCount(t, 2, " (node 1 must not log in after the invalidation)")
 }
 
