@@ -8,6 +8,7 @@ import (
 	hclog "github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/vault/sdk/logical"
 	"github.com/iadvize/vault-plugin-secrets-iadvize/internal/fakeclock"
+	"github.com/iadvize/vault-plugin-secrets-iadvize/internal/logbuf"
 )
 
 // testEnv is one mount of the plugin over in-memory storage, on a fake clock, with
@@ -17,7 +18,7 @@ type testEnv struct {
 	b       *backend
 	storage logical.Storage
 	clock   *fakeclock.Clock
-	logs    *syncBuffer
+	logs    *logbuf.Buffer
 	system  *logical.StaticSystemView
 }
 
@@ -39,7 +40,7 @@ func newTestEnvWith(t *testing.T, storage logical.Storage, clock *fakeclock.Cloc
 	if clock == nil {
 		clock = fakeclock.New()
 	}
-	logs := &syncBuffer{}
+	logs := &logbuf.Buffer{}
 	system := &logical.StaticSystemView{DefaultLeaseTTLVal: 768 * time.Hour, MaxLeaseTTLVal: 768 * time.Hour}
 	b := newBackend(clock.Now, limits)
 	b.sleep = clock.Sleep

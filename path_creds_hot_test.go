@@ -10,6 +10,7 @@ import (
 	"github.com/hashicorp/vault/sdk/helper/consts"
 	"github.com/hashicorp/vault/sdk/logical"
 	"github.com/iadvize/vault-plugin-secrets-iadvize/internal/fakeclock"
+	"github.com/iadvize/vault-plugin-secrets-iadvize/internal/logbuf"
 )
 
 // countingSystemView counts ReplicationState calls: in a plugin process each one
@@ -37,7 +38,7 @@ func TestCredsCacheHitAsksVaultNoReplicationState(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	e := &testEnv{t: t, b: b, storage: storage, clock: clock, logs: &syncBuffer{}}
+	e := &testEnv{t: t, b: b, storage: storage, clock: clock, logs: &logbuf.Buffer{}}
 	e.configure(u, nil)
 	e.addRole("app", "svc@example.com", "pw")
 	e.mustRead("creds/app") // the login

@@ -7,32 +7,13 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/hashicorp/vault/api"
-
 	"github.com/iadvize/vault-plugin-secrets-iadvize/internal/fakeiadvize"
+	"github.com/iadvize/vault-plugin-secrets-iadvize/internal/logbuf"
 	"github.com/iadvize/vault-plugin-secrets-iadvize/internal/vaulttest"
 )
-
-// lockedBuffer is a bytes.Buffer safe for the fake's logger and the test.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // TestNoSecretsInLogs drives every path, good and bad (reads, role writes and
 // updates, a typo, a 401 for a wrong password, a 5xx, a 429, a token that
@@ -43,7 +24,7 @@ func (l *lockedBuffer) String() string {
 // (README "When the plugin logs in": upstream error text never carries a secret; roles: write-only secrets).
 func TestNoSecretsInLogs(t *testing.T) {
 	t.Parallel()
-	var fakeLog lockedBuffer
+	var fakeLog logbuf.Buffer
 	e := newEnv(t, fakeiadvize.Options{Logger: log.New(&fakeLog, "fake: ", 0)},
 		vaulttest.Options{LogLevel: "trace"})
 	c := e.vault.Client.Logical()

@@ -15,25 +15,8 @@ import (
 	"time"
 
 	"github.com/iadvize/vault-plugin-secrets-iadvize/internal/fakeiadvize"
+	"github.com/iadvize/vault-plugin-secrets-iadvize/internal/logbuf"
 )
-
-// syncBuffer is a bytes.Buffer safe for the server goroutine and the test.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // urlWriter hands the base URL of the "listening on" line to a channel.
 type urlWriter struct {
@@ -54,7 +37,7 @@ func (u *urlWriter) Write(p []byte) (int, error) {
 }
 
 func TestHelp(t *testing.T) {
-	var stdout, stderr syncBuffer
+	var stdout, stderr logbuf.Buffer
 	err := run(context.Background(), []string{"-h"}, &stdout, &stderr)
 	if !errors.Is(err, flag.ErrHelp) {
 		t.Fatalf("run -h: %v, want flag.ErrHelp", err)
@@ -95,7 +78,7 @@ func TestBadFlagsDoNotEchoSecrets(t *testing.T) {
 		{"-user", "alice:" + secret, "extra"},
 		{"-user", "alice:" + secret, "-listen", "0.0.0.0:0"},
 	} {
-		var stdout, stderr syncBuffer
+		var stdout, stderr logbuf.Buffer
 		err := run(context.Background(), args, &stdout, &stderr)
 		if err == nil {
 			t.Errorf("run %d: accepted bad flags", len(args))
@@ -115,7 +98,7 @@ func TestServe(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	out := &urlWriter{urls: make(chan string, 1)}
-	var stderr syncBuffer
+	var stderr logbuf.Buffer
 	done := make(chan error, 1)
 	go func() {
 		done <- run(ctx, []string{"-user", "alice:alice-pw", "-client", "svc:" + secret, "-public-client", "app",
