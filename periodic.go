@@ -3,7 +3,6 @@ package iadvize
 import (
 	"context"
 	"errors"
-	"fmt"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -181,10 +180,10 @@ func (b *backend) buildSchedule(ctx context.Context, s logical.Storage, cfg *con
 	if !ok {
 		return nil
 	}
-	names, err := s.List(ctx, rolesStoragePrefix)
+	names, err := listRoles(ctx, s)
 	if err != nil {
 		b.sched.finishBuild(build, nil, false)
-		return fmt.Errorf("listing roles: %w", err)
+		return err
 	}
 	due := make(map[string]time.Time, len(names))
 	for _, name := range names {
