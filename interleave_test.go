@@ -57,14 +57,7 @@ func TestBackgroundRefreshJoinsTheLoginOfARead(t *testing.T) {
 	run := e.startRun()
 	waitJoinedFlight(t, u, "(*backend).refreshScheduled")
 	u.release(u.issue)
-	select {
-	case err := <-run:
-		if err != nil {
-			t.Fatalf("periodic run: %v", err)
-		}
-	case <-time.After(waitFor):
-		t.Fatal("the periodic run did not end after the login answered")
-	}
+	awaitNoError(t, run, "the periodic run, once the login answered,")
 	e.settle()
 	u.wantCount(t, 2, " (one login in the window, shared by the read and the background refresh)")
 

@@ -60,6 +60,20 @@ func awaitRead(t *testing.T, done <-chan readResult, what string) *logical.Respo
 	return r.resp
 }
 
+// awaitNoError waits (in real time, bounded) for the error of work done in a
+// goroutine, and fails the test unless it is nil.
+func awaitNoError(t *testing.T, done <-chan error, what string) {
+	t.Helper()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+	case <-time.After(waitFor):
+		t.Fatalf("%s did not end within %v", what, waitFor)
+	}
+}
+
 // awaitResult waits (in real time, bounded) for a request started by doAsync,
 // and returns its answer whatever it is.
 func awaitResult(t *testing.T, done <-chan readResult, what string) readResult {
