@@ -75,6 +75,7 @@ func TestLimitsUserLoginsPerMinuteNeverExceededAndNoCallOverBudget(t *testing.T)
 		for _, name := range []string{"app", "twin"} {
 			before := u.count()
 			resp, err := e.read("creds/" + name)
+			e.settle() // a login the read started on its own reaches upstream before the clock moves
 			if u.count() != before {
 				continue // a login within the budget
 			}

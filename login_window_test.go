@@ -10,24 +10,35 @@ import (
 	"github.com/hashicorp/vault/sdk/logical"
 )
 
-// newWindowEnv is a mount on a holding upstream with a request timeout long
-// enough that a read waiting on upstream would show, and role "app" with its
-// first token.
-func newWindowEnv(t *testing.T) (e *testEnv, u *holdingUpstream, first string) {
+// newHoldingAppEnv is a mount on a holding upstream with a request timeout long
+// enough that a read waiting on upstream would show, and role "app" (no token yet).
+func newHoldingAppEnv(t *testing.T) (*testEnv, *holdingUpstream) {
 	t.Helper()
-	u = newHoldingUpstream(t)
-	e = newTestEnv(t, nil, nil)
+	u := newHoldingUpstream(t)
+	e := newTestEnv(t, nil, nil)
 	e.configure(u.upstream, map[string]any{"request_timeout": "60s"})
 	e.addRole("app", "svc@example.com", "pw-window")
+	return e, u
+}
+
+// newWindowEnv is newHoldingAppEnv with role "app"'s first token.
+func newWindowEnv(t *testing.T) (e *testEnv, u *holdingUpstream, first string) {
+	t.Helper()
+	e, u = newHoldingAppEnv(t)
 	return e, u, accessToken(t, e.mustRead("creds/app"))
 }
 
 // readAsync reads path in a goroutine; the channel yields the answer.
 func (e *testEnv) readAsync(path string) <-chan readResult {
+	return e.doAsync(logical.ReadOperation, path)
+}
+
+// doAsync runs one request in a goroutine; the channel yields the answer.
+func (e *testEnv) doAsync(op logical.Operation, path string) <-chan readResult {
 	done := make(chan readResult, 1)
 	go func() {
 		resp, err := e.b.HandleRequest(context.Background(), &logical.Request{
-			Operation: logical.ReadOperation, Path: path, Storage: e.storage,
+			Operation: op, Path: path, Storage: e.storage,
 		})
 		done <- readResult{resp, err}
 	}()
@@ -42,15 +53,37 @@ type readResult struct {
 // awaitRead waits (in real time, bounded) for a read started by readAsync.
 func awaitRead(t *testing.T, done <-chan readResult, what string) *logical.Response {
 	t.Helper()
+	r := awaitResult(t, done, what)
+	if r.err != nil || r.resp == nil || r.resp.IsError() {
+		t.Fatalf("%s: err=%v resp=%v", what, r.err, errText(respErr(r.resp)))
+	}
+	return r.resp
+}
+
+// awaitNoError waits (in real time, bounded) for the error of work done in a
+// goroutine, and fails the test unless it is nil.
+func awaitNoError(t *testing.T, done <-chan error, what string) {
+	t.Helper()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+	case <-time.After(waitFor):
+		t.Fatalf("%s did not end within %v", what, waitFor)
+	}
+}
+
+// awaitResult waits (in real time, bounded) for a request started by doAsync,
+// and returns its answer whatever it is.
+func awaitResult(t *testing.T, done <-chan readResult, what string) readResult {
+	t.Helper()
 	select {
 	case r := <-done:
-		if r.err != nil || r.resp == nil || r.resp.IsError() {
-			t.Fatalf("%s: err=%v resp=%v", what, r.err, errText(respErr(r.resp)))
-		}
-		return r.resp
+		return r
 	case <-time.After(waitFor):
 		t.Fatalf("%s did not answer within %v: it waited on upstream", what, waitFor)
-		return nil
+		return readResult{}
 	}
 }
 

@@ -143,14 +143,7 @@ func TestReadOfCachedRoleAnswersWhileAnotherRolesLoginHangs(t *testing.T) {
 	}
 
 	releaseAll()
-	select {
-	case err := <-slowDone:
-		if err != nil {
-			t.Fatalf("slow role read: %v", err)
-		}
-	case <-time.After(waitFor):
-		t.Fatal("the slow read did not finish after its login was released")
-	}
+	awaitNoError(t, slowDone, "the slow read, once its login was released,")
 	u.wantCount(t, 2, "")
 }
 
