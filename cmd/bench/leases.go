@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 
 	"github.com/iadvize/vault-plugin-secrets-iadvize/internal/fakeiadvize"
@@ -28,13 +27,11 @@ func leasePhase(t *vaulttest.Program, bins binaries, opts options) section {
 	defer sc.Close()
 	logf("leases: starting a Vault server with file storage")
 	v := startFileServer(sc, bins)
-	f := startFake(sc, fakeiadvize.Options{}, opts.upstreamLatency)
-	v.mountPlugin(sc, "iadvize", vaulttest.PluginName)
-	v.configure(sc, "iadvize", f, nil)
-	v.addRole(sc, "iadvize", "app", f)
-	token := v.benchToken(sc, "iadvize/*")
-	v.must(sc, "GET", "iadvize/static-creds/app", nil, nil) // the login
-	ld := &loader{client: newHTTPClient(64), addr: v.Addr, token: token}
+	v.mountIadvize(sc, "iadvize", startFake(sc, fakeiadvize.Options{}, opts.upstreamLatency), nil, "app")
+	ld := newLoader(v.Addr, v.benchToken(sc, "iadvize/*"), 64)
+	if r := ld.runN([]string{"iadvize/static-creds/app"}, 1, 1); r.Errors > 0 { // the login
+		sc.Fatalf("first read: %s", r.FirstErr)
+	}
 
 	snap := func() leaseSnapshot {
 		return leaseSnapshot{
@@ -62,14 +59,14 @@ func leasePhase(t *vaulttest.Program, bins binaries, opts options) section {
 		rates := map[string]float64{}
 		for i := range kinds {
 			k := kinds[(i+c)%len(kinds)]
-			r := ld.runN([]string{k.path}, 8, per, 0, 0)
+			r := ld.runN([]string{k.path}, 8, per)
 			after := snap()
 			a := accs[k.key]
 			a.reads += r.Reads
 			a.errors += r.Errors
 			a.leases += after.leases - before.leases
-			a.storage = addUsage(a.storage, after.storage.sub(before.storage))
-			a.expire = addUsage(a.expire, after.expire.sub(before.expire))
+			a.storage = a.storage.add(after.storage, 1).add(before.storage, -1)
+			a.expire = a.expire.add(after.expire, 1).add(before.expire, -1)
 			a.rss += after.vaultRSS - before.vaultRSS
 			a.heap += after.heap - before.heap
 			a.rates = append(a.rates, r.rate())
@@ -128,32 +125,14 @@ func leasePhase(t *vaulttest.Program, bins binaries, opts options) section {
 	fmt.Fprintf(&b, "Live leases under `iadvize/creds/app/`: %s before, %s after. `sys/expire` after the run:\n\n",
 		fmtInt(first.leases), fmtInt(last.leases))
 	var srows [][]string
-	for _, sub := range subdirs(filepath.Join(v.dataDir, "sys", "expire")) {
-		u := usage(filepath.Join(v.dataDir, "sys", "expire", sub))
-		srows = append(srows, []string{"`sys/expire/" + sub + "/`", fmtInt(u.Files), fmtBytes(u.Bytes), fmtBytes(u.DiskBytes)})
+	subs, _ := os.ReadDir(filepath.Join(v.dataDir, "sys", "expire")) // sorted by name
+	for _, sub := range subs {
+		u := usage(filepath.Join(v.dataDir, "sys", "expire", sub.Name()))
+		srows = append(srows, []string{"`sys/expire/" + sub.Name() + "/`", fmtInt(u.Files), fmtBytes(u.Bytes), fmtBytes(u.DiskBytes)})
 	}
 	b.WriteString(table([]string{"directory", "files", "bytes", "on disk"}, srows))
 	if c.errors+accs["static"].errors > 0 {
 		fmt.Fprintf(&b, "\nErrors: %d on creds/, %d on static-creds/.\n", c.errors, accs["static"].errors)
 	}
 	return section{order: 20, title: "What leases cost", body: b.String()}
-}
-
-func addUsage(a, b dirUsage) dirUsage {
-	return dirUsage{Files: a.Files + b.Files, Bytes: a.Bytes + b.Bytes, DiskBytes: a.DiskBytes + b.DiskBytes}
-}
-
-func subdirs(dir string) []string {
-	entries, err := os.ReadDir(dir)
-	if err != nil {
-		return nil
-	}
-	var out []string
-	for _, e := range entries {
-		if e.IsDir() {
-			out = append(out, e.Name())
-		}
-	}
-	slices.Sort(out)
-	return out
 }

@@ -1,167 +1,136 @@
 package main
 
 import (
-	"bytes"
-	"io"
 	"math/rand/v2"
 	"net/http"
-	"slices"
-	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/montanaflynn/stats"
+	vegeta "github.com/tsenart/vegeta/v12/lib"
 )
 
-// loadResult is one measurement: reads made by conc clients for a while.
+// loadResult is one measurement: reads made by conc clients.
 type loadResult struct {
-	Reads    int
-	Errors   int
-	FirstErr string
-	Elapsed  time.Duration
-	Lat      []time.Duration // sorted
-	Bytes    int64           // response bytes, all reads
+	Reads, Errors int
+	FirstErr      string
+	Elapsed       time.Duration
+	Lat           vegeta.LatencyMetrics
+	Bytes         uint64 // response bytes, all reads
 	// CPU time the Vault process and the plugin process spent during the run.
 	VaultCPU, PluginCPU time.Duration
 }
 
-func (r loadResult) rate() float64 {
-	if r.Elapsed <= 0 {
-		return 0
-	}
-	return float64(r.Reads) / r.Elapsed.Seconds()
-}
+func (r loadResult) rate() float64 { return float64(r.Reads) / max(r.Elapsed.Seconds(), 1e-9) }
 
+// pct is the p-th quantile of the latencies (t-digest estimate).
 func (r loadResult) pct(p float64) time.Duration {
-	if len(r.Lat) == 0 {
+	if r.Reads+r.Errors == 0 {
 		return 0
 	}
-	i := int(p * float64(len(r.Lat)-1))
-	return r.Lat[i]
+	return r.Lat.Quantile(p)
 }
 
 // perRead is a CPU time divided by the reads, in microseconds.
 func (r loadResult) perRead(cpu time.Duration) float64 {
-	if r.Reads == 0 {
-		return 0
-	}
-	return float64(cpu.Microseconds()) / float64(r.Reads)
+	return float64(cpu.Microseconds()) / float64(max(r.Reads, 1))
 }
 
-// loader sends GET requests to a Vault server with plain net/http, keep-alive,
-// the X-Vault-Token header, and nothing else.
+// loader sends GET requests with the X-Vault-Token header to a Vault server
+// with vegeta's attacker: conc workers at an unbounded rate, each a client
+// that sends its next read when the last one is answered, over keep-alive
+// connections.
 type loader struct {
 	client *http.Client
 	addr   string
 	token  string
 }
 
+func newLoader(addr, token string, conns int) *loader {
+	return &loader{addr: addr, token: token, client: &http.Client{Timeout: 2 * time.Minute, Transport: &http.Transport{
+		MaxIdleConns: conns, MaxIdleConnsPerHost: conns, IdleConnTimeout: 5 * time.Minute, DisableCompression: true,
+	}}}
+}
+
 // run makes conc clients read for d, each read on one of paths (chosen at
 // random when there are several). vaultPid and pluginPid, when not 0, are
 // sampled for CPU time.
 func (l *loader) run(paths []string, conc int, d time.Duration, vaultPid, pluginPid int) loadResult {
-	return l.load(paths, conc, d, 0, vaultPid, pluginPid)
+	return l.attack(attack{paths: paths, conc: conc, d: d, vaultPid: vaultPid, pluginPid: pluginPid})
 }
 
-// runN makes conc clients share n reads.
-func (l *loader) runN(paths []string, conc, n int, vaultPid, pluginPid int) loadResult {
-	return l.load(paths, conc, 0, n, vaultPid, pluginPid)
+// runN makes conc clients share n reads of paths, in turn (each path once
+// when n is len(paths)).
+func (l *loader) runN(paths []string, conc, n int) loadResult {
+	return l.attack(attack{paths: paths, conc: conc, n: n})
 }
 
-func (l *loader) load(paths []string, conc int, d time.Duration, n int, vaultPid, pluginPid int) loadResult {
-	urls := make([]string, len(paths))
-	for i, p := range paths {
-		urls[i] = l.addr + "/v1/" + p
+// attack is one measurement: conc clients read paths for d (at random), or n
+// reads (in turn); as fast as they can, or at the pace given. each, when set,
+// sees every answer.
+type attack struct {
+	paths               []string
+	conc, n             int
+	d                   time.Duration
+	pace                vegeta.Pacer
+	vaultPid, pluginPid int
+	each                func(*vegeta.Result)
+}
+
+func (l *loader) attack(a attack) loadResult {
+	var next atomic.Int64
+	hdr := http.Header{"X-Vault-Token": {l.token}}
+	targets := func(t *vegeta.Target) error {
+		i := int(next.Add(1) - 1)
+		if a.n > 0 && i >= a.n {
+			return vegeta.ErrNoTargets
+		}
+		p := a.paths[i%len(a.paths)]
+		if a.n == 0 {
+			p = a.paths[rand.IntN(len(a.paths))]
+		}
+		*t = vegeta.Target{Method: http.MethodGet, URL: l.addr + "/v1/" + p, Header: hdr}
+		return nil
 	}
-	type worker struct {
-		lat      []time.Duration
-		errs     int
-		firstErr string
-		bytes    int64
+	if a.pace == nil {
+		a.pace = vegeta.ConstantPacer{} // unbounded: each worker reads again once answered
 	}
-	ws := make([]worker, conc)
-	var wg sync.WaitGroup
-	start := make(chan struct{})
-	v0, p0 := cpuTime(vaultPid), cpuTime(pluginPid)
+	atk := vegeta.NewAttacker(vegeta.Client(l.client), vegeta.Workers(uint64(a.conc)), vegeta.MaxWorkers(uint64(a.conc)))
+	var res loadResult
+	v0, p0 := cpuTime(a.vaultPid), cpuTime(a.pluginPid)
 	t0 := time.Now()
-	deadline := t0.Add(d)
-	var tickets atomic.Int64
-	tickets.Store(int64(n))
-	for i := range ws {
-		wg.Add(1)
-		go func(w *worker) {
-			defer wg.Done()
-			w.lat = make([]time.Duration, 0, 4096)
-			var buf bytes.Buffer
-			<-start
-			for {
-				now := time.Now()
-				if n > 0 {
-					if tickets.Add(-1) < 0 {
-						return
-					}
-				} else if now.After(deadline) {
-					return
-				}
-				u := urls[0]
-				if len(urls) > 1 {
-					u = urls[rand.IntN(len(urls))]
-				}
-				n, err := l.get(u, &buf)
-				w.lat = append(w.lat, time.Since(now))
-				w.bytes += n
-				if err != "" {
-					if w.errs == 0 {
-						w.firstErr = err
-					}
-					w.errs++
-				}
+	for r := range atk.Attack(targets, a.pace, a.d, "") {
+		switch {
+		case r.Error == vegeta.ErrNoTargets.Error():
+			continue
+		case r.Error != "":
+			res.Errors++
+			if res.FirstErr == "" {
+				res.FirstErr = r.Error // a status or a transport error: no secret
 			}
-		}(&ws[i])
-	}
-	close(start)
-	wg.Wait()
-	res := loadResult{Elapsed: time.Since(t0)}
-	res.VaultCPU = cpuTime(vaultPid) - v0
-	res.PluginCPU = cpuTime(pluginPid) - p0
-	for _, w := range ws {
-		res.Lat = append(res.Lat, w.lat...)
-		res.Errors += w.errs
-		res.Bytes += w.bytes
-		if res.FirstErr == "" {
-			res.FirstErr = w.firstErr
+		default:
+			res.Reads++
+		}
+		res.Lat.Add(r.Latency)
+		res.Bytes += r.BytesIn
+		if a.each != nil {
+			a.each(r)
 		}
 	}
-	res.Reads = len(res.Lat) - res.Errors
-	slices.Sort(res.Lat)
+	res.Elapsed = time.Since(t0)
+	res.VaultCPU, res.PluginCPU = cpuTime(a.vaultPid)-v0, cpuTime(a.pluginPid)-p0
 	return res
 }
 
-// get reads one URL into buf and returns the body size and, on failure, a
-// description that holds no secret (the status, or the transport error).
-func (l *loader) get(url string, buf *bytes.Buffer) (int64, string) {
-	req, err := http.NewRequest(http.MethodGet, url, nil)
-	if err != nil {
-		return 0, err.Error()
-	}
-	req.Header.Set("X-Vault-Token", l.token)
-	resp, err := l.client.Do(req)
-	if err != nil {
-		return 0, "transport: " + err.Error()
-	}
-	buf.Reset()
-	n, err := io.Copy(buf, resp.Body)
-	resp.Body.Close()
-	if err != nil {
-		return n, "reading body: " + err.Error()
-	}
-	if resp.StatusCode != http.StatusOK {
-		return n, http.StatusText(resp.StatusCode)
-	}
-	return n, ""
+func median(xs []float64) float64 {
+	m, _ := stats.Median(xs)
+	return m
 }
 
-// runOne reads one path and returns "" or what went wrong.
-func (l *loader) runOne(path string) string {
-	var buf bytes.Buffer
-	_, e := l.get(l.addr+"/v1/"+path, &buf)
-	return e
+func medianDur(ds []time.Duration) time.Duration {
+	xs := make([]float64, len(ds))
+	for i, d := range ds {
+		xs[i] = float64(d)
+	}
+	return time.Duration(median(xs))
 }

@@ -1,111 +1,89 @@
 package main
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
-	"github.com/iadvize/vault-plugin-secrets-iadvize/internal/vaulttest"
 	"io"
 	"math"
-	"math/rand/v2"
 	"net/http"
 	"slices"
 	"strings"
-	"sync"
+	"sync/atomic"
 	"time"
 
+	vegeta "github.com/tsenart/vegeta/v12/lib"
+	"golang.org/x/sync/errgroup"
+
 	"github.com/iadvize/vault-plugin-secrets-iadvize/internal/fakeiadvize"
+	"github.com/iadvize/vault-plugin-secrets-iadvize/internal/vaulttest"
 )
 
 // coldReaders is how many clients read a role that has no token yet, at once.
 const coldReaders = 1000
 
-// coldTrial is one burst of cold reads.
-type coldTrial struct {
-	label   string
-	logins  int
-	ok      int
-	errors  int
-	elapsed time.Duration
-	maxLat  time.Duration
-}
-
 // coldPhase fires coldReaders concurrent reads at roles that have never logged
-// in, and counts the logins that reach the fake upstream.
-func coldPhase(t *vaulttest.Program, m *mainEnv, opts options) section {
+// in, three times, and counts the logins that reach the fake upstream.
+func coldPhase(m *mainEnv, opts options) section {
 	logf("logins: %d concurrent cold reads, three times", coldReaders)
-	client := newHTTPClient(coldReaders + 100)
-	// Open the connections first, so that the reads start together.
-	var wg sync.WaitGroup
-	for range coldReaders {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+	client := newLoader(m.v.Addr, m.token, coldReaders+100).client
+	var g errgroup.Group
+	for range coldReaders { // open the connections first, so that the reads start together
+		g.Go(func() error {
 			if resp, err := client.Get(m.v.Addr + "/v1/sys/health"); err == nil {
-				io.Copy(io.Discard, resp.Body)
+				_, _ = io.Copy(io.Discard, resp.Body)
 				resp.Body.Close()
 			}
-		}()
+			return nil
+		})
 	}
-	wg.Wait()
-
-	trials := []struct{ label, role string }{
+	_ = g.Wait()
+	var rows [][]string
+	for _, tr := range []struct{ label, role string }{
 		{"creds/", "cold-creds"}, {"static-creds/", "cold-static"}, {"half creds/, half static-creds/", "cold-mixed"},
-	}
-	var out []coldTrial
-	for _, tr := range trials {
+	} {
 		m.v.addRole(m.t, "iadvize", tr.role, m.fake)
-		user := userOf("iadvize", tr.role)
-		before := m.fake.Stats().UserAttempts[user]
-		ct := coldTrial{label: tr.label}
-		var mu sync.Mutex
+		before := m.fake.Stats().UserAttempts[userOf("iadvize", tr.role)]
+		var ok, failed atomic.Int64
+		var slowest atomic.Int64
 		start := make(chan struct{})
-		var done sync.WaitGroup
 		for i := range coldReaders {
 			path := "iadvize/creds/" + tr.role
-			if tr.label == "static-creds/" || (strings.HasPrefix(tr.label, "half") && i%2 == 1) {
+			if tr.role == "cold-static" || (tr.role == "cold-mixed" && i%2 == 1) {
 				path = "iadvize/static-creds/" + tr.role
 			}
-			done.Add(1)
-			go func() {
-				defer done.Done()
-				req, _ := http.NewRequest(http.MethodGet, m.v.Addr+"/v1/"+path, nil)
-				req.Header.Set("X-Vault-Token", m.token)
+			req, _ := http.NewRequest(http.MethodGet, m.v.Addr+"/v1/"+path, nil)
+			req.Header.Set("X-Vault-Token", m.token)
+			g.Go(func() error {
 				<-start
 				t0 := time.Now()
 				resp, err := client.Do(req)
-				ok := err == nil && resp.StatusCode == http.StatusOK
 				if err == nil {
-					io.Copy(io.Discard, resp.Body)
+					_, _ = io.Copy(io.Discard, resp.Body)
 					resp.Body.Close()
 				}
-				lat := time.Since(t0)
-				mu.Lock()
-				if ok {
-					ct.ok++
-				} else {
-					ct.errors++
+				if lat := int64(time.Since(t0)); lat > slowest.Load() {
+					slowest.Store(lat) // a race between two slowest reads moves it by little
 				}
-				ct.maxLat = max(ct.maxLat, lat)
-				mu.Unlock()
-			}()
+				if err == nil && resp.StatusCode == http.StatusOK {
+					ok.Add(1)
+				} else {
+					failed.Add(1)
+				}
+				return nil
+			})
 		}
 		t0 := time.Now()
 		close(start)
-		done.Wait()
-		ct.elapsed = time.Since(t0)
-		ct.logins = m.fake.Stats().UserAttempts[userOf("iadvize", tr.role)] - before
-		out = append(out, ct)
+		_ = g.Wait()
+		elapsed := time.Since(t0)
+		logins := m.fake.Stats().UserAttempts[userOf("iadvize", tr.role)] - before
+		rows = append(rows, []string{tr.label, fmtInt(coldReaders), fmt.Sprint(logins), fmtInt(ok.Load()), fmt.Sprint(failed.Load()),
+			fmtDur(elapsed), fmtDur(time.Duration(slowest.Load()))})
 	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "%s clients read a role that has never logged in, all at once (connections opened beforehand, a barrier\n"+
 		"releases the reads); logins counted at the fake upstream, which takes %s to answer a login.\n\n",
 		fmtInt(coldReaders), opts.upstreamLatency)
-	var rows [][]string
-	for _, ct := range out {
-		rows = append(rows, []string{ct.label, fmtInt(coldReaders), fmt.Sprint(ct.logins), fmtInt(ct.ok), fmt.Sprint(ct.errors),
-			fmtDur(ct.elapsed), fmtDur(ct.maxLat)})
-	}
 	b.WriteString(table([]string{"cold reads of", "readers", "logins upstream (expect 1)", "answered 200", "errors", "all answered after", "slowest read"}, rows))
 	return section{order: 30, title: "Logins", body: b.String()}
 }
@@ -122,32 +100,29 @@ type longRun struct {
 }
 
 type longResult struct {
-	duration       time.Duration
-	clients        int
-	reads, errors  int
-	firstErr       string
-	stale          int // answers whose token had already expired
-	shortLease     int // creds/ answers with a lease under 1 s
-	rotationsSeen  int // distinct expire_time values the clients saw
-	stats          fakeiadvize.Stats
-	maxPerMinute   int
-	p50, p99, maxL time.Duration
-	slow           int // reads over 50 ms (waited on a login, or the machine was busy)
-	lifetime       time.Duration
-	refresh        time.Duration
+	duration      time.Duration
+	reads, errors int
+	firstErr      string
+	stale         int // answers whose token had already expired
+	shortLease    int // creds/ answers with a lease under 1 s
+	rotationsSeen int // distinct expire_time values the clients saw
+	stats         fakeiadvize.Stats
+	maxPerMinute  int
+	all           vegeta.LatencyMetrics
+	slow          int // reads over 50 ms (waited on a login, or the machine was busy)
 	// Latencies of the reads that were in flight when a rotation login
-	// answered, and of the others; sorted. coldWaiters: reads in flight when the
-	// first (cold) login answered.
-	waited, others []time.Duration
-	coldWaiters    int
+	// answered, and of the others. coldWaiters: reads in flight when the first
+	// (cold) login answered.
+	waited, others    vegeta.LatencyMetrics
+	nWaited           int
+	coldWaiters       int
+	lifetime, refresh time.Duration
 }
 
 func startLongRun(t *vaulttest.Program, m *mainEnv, opts options) *longRun {
 	lr := &longRun{opts: opts, m: m, lifetime: 30 * time.Second, refresh: 10 * time.Second, done: make(chan longResult, 1)}
 	lr.f = startFake(t, fakeiadvize.Options{TokenLifetime: lr.lifetime}, opts.upstreamLatency)
-	m.v.mountPlugin(t, "iadvize-short", "vault-plugin-secrets-iadvize")
-	m.v.configure(t, "iadvize-short", lr.f, map[string]any{"refresh_before": int(lr.refresh.Seconds())})
-	m.v.addRole(t, "iadvize-short", "app", lr.f)
+	m.v.mountIadvize(t, "iadvize-short", lr.f, map[string]any{"refresh_before": int(lr.refresh.Seconds())}, "app")
 	logf("logins: %s run with 30-second tokens started (%d clients, a read every %s each)", opts.duration, opts.loginClients, opts.loginInterval)
 	go lr.run()
 	return lr
@@ -160,130 +135,56 @@ func (lr *longRun) wait() longResult {
 
 func (lr *longRun) run() {
 	opts := lr.opts
-	client := newHTTPClient(opts.loginClients + 10)
-	type clientStats struct {
-		lat                                []time.Duration
-		starts                             []time.Time
-		reads, errors, stale, short, waits int
-		firstErr                           string
-		expiries                           map[string]bool
-	}
-	cs := make([]clientStats, opts.loginClients)
-	t0 := time.Now()
-	deadline := t0.Add(opts.duration)
-	var wg sync.WaitGroup
-	for i := range cs {
-		wg.Add(1)
-		go func(c *clientStats, i int) {
-			defer wg.Done()
-			c.expiries = map[string]bool{}
-			var buf bytes.Buffer
-			for n := 0; ; n++ {
-				// Jittered pacing: clients do not read in lockstep.
-				time.Sleep(time.Duration(float64(opts.loginInterval) * (0.5 + rand.Float64())))
-				if time.Now().After(deadline) {
-					return
-				}
-				path := "iadvize-short/creds/app"
-				if (n+i)%2 == 1 {
-					path = "iadvize-short/static-creds/app"
-				}
-				req, _ := http.NewRequest(http.MethodGet, lr.m.v.Addr+"/v1/"+path, nil)
-				req.Header.Set("X-Vault-Token", lr.m.token)
-				start := time.Now()
-				resp, err := client.Do(req)
-				if err != nil {
-					c.errors++
-					if c.firstErr == "" {
-						c.firstErr = "transport: " + err.Error()
-					}
-					continue
-				}
-				buf.Reset()
-				_, _ = io.Copy(&buf, resp.Body)
-				resp.Body.Close()
-				lat := time.Since(start)
-				c.lat = append(c.lat, lat)
-				c.starts = append(c.starts, start)
-				if resp.StatusCode != http.StatusOK {
-					c.errors++
-					if c.firstErr == "" {
-						c.firstErr = fmt.Sprintf("%s: %d", path, resp.StatusCode)
-					}
-					continue
-				}
-				var body struct {
-					LeaseDuration int `json:"lease_duration"`
-					Data          struct {
-						ExpireTime string `json:"expire_time"`
-					} `json:"data"`
-				}
-				if err := json.Unmarshal(buf.Bytes(), &body); err != nil {
-					c.errors++
-					continue
-				}
-				c.reads++
-				exp, err := time.Parse(time.RFC3339, body.Data.ExpireTime)
-				if err != nil || !exp.After(time.Now()) {
-					c.stale++
-				}
-				if path == "iadvize-short/creds/app" && body.LeaseDuration < 1 {
-					c.short++
-				}
-				c.expiries[body.Data.ExpireTime] = true
-			}
-		}(&cs[i], i)
-	}
-	wg.Wait()
-	res := longResult{duration: time.Since(t0), clients: opts.loginClients, lifetime: lr.lifetime, refresh: lr.refresh}
-	var lat []time.Duration
-	exp := map[string]bool{}
-	for _, c := range cs {
-		res.reads += c.reads
-		res.errors += c.errors
-		res.stale += c.stale
-		res.shortLease += c.short
-		if res.firstErr == "" {
-			res.firstErr = c.firstErr
+	res := longResult{lifetime: lr.lifetime, refresh: lr.refresh}
+	type span struct{ start, end time.Time }
+	var spans []span
+	expiries := map[string]bool{}
+	each := func(r *vegeta.Result) {
+		if r.Code == 0 {
+			return // a transport error, counted as an error
 		}
-		lat = append(lat, c.lat...)
-		for e := range c.expiries {
-			exp[e] = true
+		spans = append(spans, span{r.Timestamp, r.Timestamp.Add(r.Latency)})
+		if r.Latency > 50*time.Millisecond {
+			res.slow++
 		}
+		var body struct {
+			LeaseDuration int `json:"lease_duration"`
+			Data          struct {
+				ExpireTime string `json:"expire_time"`
+			} `json:"data"`
+		}
+		if r.Code != http.StatusOK || json.Unmarshal(r.Body, &body) != nil {
+			return
+		}
+		if exp, err := time.Parse(time.RFC3339, body.Data.ExpireTime); err != nil || !exp.After(time.Now()) {
+			res.stale++
+		}
+		if strings.HasSuffix(r.URL, "/creds/app") && body.LeaseDuration < 1 {
+			res.shortLease++
+		}
+		expiries[body.Data.ExpireTime] = true
 	}
-	res.rotationsSeen = len(exp)
+	ld := newLoader(lr.m.v.Addr, lr.m.token, opts.loginClients+10)
+	lres := ld.attack(attack{paths: []string{"iadvize-short/creds/app", "iadvize-short/static-creds/app"}, conc: opts.loginClients,
+		d: opts.duration, pace: vegeta.ConstantPacer{Freq: opts.loginClients, Per: opts.loginInterval}, each: each})
+	res.duration, res.reads, res.errors, res.firstErr, res.all = lres.Elapsed, lres.Reads, lres.Errors, lres.FirstErr, lres.Lat
+	res.rotationsSeen = len(expiries)
 	// Reads in flight when a login's answer came back overlapped that login
 	// (the fake records a login when it answers it, after its latency). The
 	// first login is the cold one, which the first readers wait for; the others
 	// are rotations.
 	logins := lr.f.LoginTimes()
 	slices.SortFunc(logins, time.Time.Compare)
-	var waited, others []time.Duration
-	for _, c := range cs {
-		for i, st := range c.starts {
-			end := st.Add(c.lat[i])
-			if len(logins) > 0 && !st.After(logins[0]) && !logins[0].After(end) {
-				res.coldWaiters++
-				continue
-			}
-			k, _ := slices.BinarySearchFunc(logins, st, time.Time.Compare)
-			if k < len(logins) && !logins[k].After(end) {
-				waited = append(waited, c.lat[i])
-			} else {
-				others = append(others, c.lat[i])
-			}
-		}
-	}
-	slices.Sort(waited)
-	slices.Sort(others)
-	res.waited, res.others = waited, others
-	slices.Sort(lat)
-	if len(lat) > 0 {
-		res.p50, res.p99, res.maxL = lat[len(lat)/2], lat[int(0.99*float64(len(lat)-1))], lat[len(lat)-1]
-	}
-	for _, l := range lat {
-		if l > 50*time.Millisecond {
-			res.slow++
+	for _, s := range spans {
+		k, _ := slices.BinarySearchFunc(logins, s.start, time.Time.Compare)
+		switch {
+		case k >= len(logins) || logins[k].After(s.end):
+			res.others.Add(s.end.Sub(s.start))
+		case k == 0:
+			res.coldWaiters++
+		default:
+			res.waited.Add(s.end.Sub(s.start))
+			res.nWaited++
 		}
 	}
 	res.stats = lr.f.Stats()
@@ -292,12 +193,12 @@ func (lr *longRun) run() {
 	lr.done <- res
 }
 
-// pctOf is the p-th quantile of sorted durations.
-func pctOf(sorted []time.Duration, p float64) time.Duration {
-	if len(sorted) == 0 {
-		return 0
+// pct3 prints the p50, p99 and max of latencies.
+func pct3(l vegeta.LatencyMetrics) string {
+	if l.Max == 0 {
+		return "– / – / –"
 	}
-	return sorted[int(p*float64(len(sorted)-1))]
+	return fmtDur(l.Quantile(0.5)) + " / " + fmtDur(l.Quantile(0.99)) + " / " + fmtDur(l.Max)
 }
 
 // loginSection completes the cold-read section with the long run.
@@ -311,11 +212,11 @@ func loginSection(cold section, r longResult, opts options) section {
 	ideal := r.duration.Seconds() / rotation.Seconds()
 	reads := r.reads + r.errors
 	perMin := func(n float64) float64 { return n / r.duration.Minutes() }
-	perProcess := float64(r.clients) * math.Ceil(ideal)
-	fmt.Fprintf(&b, "**30-second tokens, `refresh_before` 10 s, %s.** %d clients each read every %s on average (jittered),\n"+
-		"alternating creds/ and static-creds/ of one role, on their own mount and fake upstream. This run overlapped the\n"+
+	perProcess := float64(opts.loginClients) * math.Ceil(ideal)
+	fmt.Fprintf(&b, "**30-second tokens, `refresh_before` 10 s, %s.** %d clients read, in all one read every %s ÷ %[2]d, evenly\n"+
+		"paced (vegeta), creds/ or static-creds/ of one role at random, on their own mount and fake upstream. This run overlapped the\n"+
 		"lease, cold-read and memory phases (it is light; its login count does not depend on load).\n\n",
-		r.duration.Round(time.Second), r.clients, opts.loginInterval)
+		r.duration.Round(time.Second), opts.loginClients, opts.loginInterval)
 	rows := [][]string{
 		{"reads made (answered 200)", fmtInt(r.reads)},
 		{"failed reads", fmt.Sprint(r.errors)},
@@ -326,13 +227,13 @@ func loginSection(cold section, r longResult, opts options) section {
 		{"distinct tokens the clients saw", fmt.Sprint(r.rotationsSeen)},
 		{"answers carrying an already expired token", fmt.Sprint(r.stale)},
 		{"creds/ answers with a lease under 1 s", fmt.Sprint(r.shortLease)},
-		{"read latency p50 / p99 / max", fmt.Sprintf("%s / %s / %s", fmtDur(r.p50), fmtDur(r.p99), fmtDur(r.maxL))},
+		{"read latency p50 / p99 / max", pct3(r.all)},
 		{"reads slower than 50 ms", fmt.Sprint(r.slow)},
 		{"reads in flight when the first (cold) login answered: they waited for it", fmtInt(r.coldWaiters)},
-		{"reads in flight when a rotation login answered", fmt.Sprintf("%s, %.1f per rotation", fmtInt(len(r.waited)),
-			float64(len(r.waited))/math.Max(float64(r.stats.LoginAttempts-1), 1))},
-		{"their latency p50 / p99 / max", fmt.Sprintf("%s / %s / %s", fmtDur(pctOf(r.waited, 0.5)), fmtDur(pctOf(r.waited, 0.99)), fmtDur(pctOf(r.waited, 1)))},
-		{"the other reads' latency p50 / p99 / max", fmt.Sprintf("%s / %s / %s", fmtDur(pctOf(r.others, 0.5)), fmtDur(pctOf(r.others, 0.99)), fmtDur(pctOf(r.others, 1)))},
+		{"reads in flight when a rotation login answered", fmt.Sprintf("%s, %.1f per rotation", fmtInt(r.nWaited),
+			float64(r.nWaited)/math.Max(float64(r.stats.LoginAttempts-1), 1))},
+		{"their latency p50 / p99 / max", pct3(r.waited)},
+		{"the other reads' latency p50 / p99 / max", pct3(r.others)},
 	}
 	if r.firstErr != "" {
 		rows = append(rows, []string{"first error", r.firstErr})
@@ -348,7 +249,7 @@ func loginSection(cold section, r longResult, opts options) section {
 		{"this plugin (measured)", fmt.Sprint(r.stats.LoginAttempts), fmt.Sprintf("%.1f", perMin(float64(r.stats.LoginAttempts))), "1×"},
 		{"a login per read (reads made)", fmtInt(reads), fmt.Sprintf("%.0f", perMin(float64(reads))),
 			fmt.Sprintf("%.0f×", float64(reads)/math.Max(float64(r.stats.LoginAttempts), 1))},
-		{fmt.Sprintf("a login per client process (%d clients, each keeping its own token on the same schedule: clients × ⌈ideal⌉)", r.clients),
+		{fmt.Sprintf("a login per client process (%d clients, each keeping its own token on the same schedule: clients × ⌈ideal⌉)", opts.loginClients),
 			fmt.Sprintf("%.0f", perProcess), fmt.Sprintf("%.1f", perMin(perProcess)),
 			fmt.Sprintf("%.0f×", perProcess/math.Max(float64(r.stats.LoginAttempts), 1))},
 	}

@@ -16,13 +16,12 @@ package main
 import (
 	"flag"
 	"fmt"
-	"github.com/iadvize/vault-plugin-secrets-iadvize/internal/vaulttest"
 	"os"
-	"runtime"
 	"slices"
 	"strings"
-	"sync"
 	"time"
+
+	"github.com/iadvize/vault-plugin-secrets-iadvize/internal/vaulttest"
 )
 
 // options are the command-line flags.
@@ -69,35 +68,18 @@ func parseFlags(args []string) (options, error) {
 	}
 	set := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
-	if o.quick {
-		if !set["duration"] {
-			o.duration = 2 * time.Minute
-		}
-		if !set["rounds"] {
-			o.rounds = 3
-		}
-		if !set["cell"] {
-			o.cell = 1500 * time.Millisecond
-		}
-		if !set["leases"] {
-			o.leaseReads = 2000
-		}
-		if !set["roles"] {
-			o.roles = 2000
-		}
-		if !set["write-budget"] {
-			o.writeBudget = 2 * time.Minute
+	if o.quick { // the -quick defaults of the flags not given
+		for name, v := range map[string]string{"duration": "2m", "rounds": "3", "cell": "1.5s", "leases": "2000", "roles": "2000", "write-budget": "2m"} {
+			if !set[name] {
+				_ = fs.Set(name, v)
+			}
 		}
 	}
 	if o.rolesPerMount == 0 || o.rolesPerMount > o.roles {
 		o.rolesPerMount = o.roles
 	}
 	o.phases = map[string]bool{}
-	for _, p := range strings.Split(*phases, ",") {
-		p = strings.TrimSpace(p)
-		if p == "" {
-			continue
-		}
+	for _, p := range strings.FieldsFunc(*phases, func(r rune) bool { return r == ',' || r == ' ' }) {
 		if !slices.Contains(allPhases, p) {
 			return o, fmt.Errorf("unknown phase %q (have %s)", p, strings.Join(allPhases, ", "))
 		}
@@ -110,15 +92,10 @@ func parseFlags(args []string) (options, error) {
 	return o, nil
 }
 
-var (
-	startTime = time.Now()
-	logMu     sync.Mutex
-)
+var startTime = time.Now()
 
 // logf prints progress to stderr.
 func logf(format string, args ...any) {
-	logMu.Lock()
-	defer logMu.Unlock()
 	fmt.Fprintf(os.Stderr, "[%6.1fs] %s\n", time.Since(startTime).Seconds(), fmt.Sprintf(format, args...))
 }
 
@@ -136,10 +113,8 @@ func main() {
 
 // run runs the phases and writes the report; it returns the exit code.
 func run(t *vaulttest.Program, opts options) int {
-	rep := newReport(opts)
 	bins := findBinaries(t)
-	rep.vaultVersion = vaultVersion(bins.vault)
-	rep.source = sourceState(t)
+	rep := &report{opts: opts, started: time.Now(), vaultVersion: vaultVersion(bins.vault), source: sourceState(t)}
 
 	var menv *mainEnv
 	if opts.phases["throughput"] || opts.phases["logins"] {
@@ -163,7 +138,7 @@ func run(t *vaulttest.Program, opts options) int {
 	}
 	var cold section
 	if opts.phases["logins"] {
-		cold = coldPhase(t, menv, opts)
+		cold = coldPhase(menv, opts)
 	}
 	if opts.phases["scale"] {
 		rep.add(scalePhase(t, bins, opts))
@@ -171,12 +146,8 @@ func run(t *vaulttest.Program, opts options) int {
 	if long != nil {
 		rep.add(loginSection(cold, long.wait(), opts))
 	}
-	rep.sortSections()
 	if err := rep.write(opts.out); err != nil {
 		t.Fatalf("writing %s: %v", opts.out, err)
 	}
 	return 0
 }
-
-// numCPU is reported with every result: the numbers only compare within a run.
-func numCPU() int { return runtime.NumCPU() }

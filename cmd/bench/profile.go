@@ -2,41 +2,29 @@ package main
 
 import (
 	"bytes"
+	"cmp"
 	"context"
-	"crypto/rand"
-	"encoding/base64"
-	"encoding/json"
 	"fmt"
-	"github.com/iadvize/vault-plugin-secrets-iadvize/internal/vaulttest"
-	"net/http"
-	"net/http/httptest"
-	"os"
-	"os/exec"
-	"path/filepath"
-	"regexp"
 	"runtime"
 	"runtime/pprof"
-	"strconv"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/google/pprof/profile"
 	"github.com/hashicorp/vault/sdk/logical"
-)
 
-// inprocCase is one in-process benchmark.
-type inprocCase struct {
-	name string
-	f    func(*testing.B)
-}
+	"github.com/iadvize/vault-plugin-secrets-iadvize/internal/vaulttest"
+)
 
 // profilePhase measures the plugin's read path in process (sdk framework and
 // backend over logical.InmemStorage, no Vault, no gRPC): time and allocations
 // per read against the do-nothing backend, contention, size, a CPU profile and
-// an allocation profile.
+// an allocation profile, read with github.com/google/pprof/profile.
 func profilePhase(t *vaulttest.Program, opts options) section {
 	logf("profile: in-process benchmarks of the read path")
-	small, err := newInproc(64)
+	small, err := newInproc(64, false)
 	if err != nil {
 		t.Fatalf("in-process mount: %v", err)
 	}
@@ -45,28 +33,15 @@ func profilePhase(t *vaulttest.Program, opts options) section {
 	if err != nil {
 		t.Fatalf("in-process noop mount: %v", err)
 	}
-
-	// One mount of opts.roles roles, for size and memory. Its upstream keeps
-	// nothing, so the heap growth is the plugin's.
-	big, perRole, err := bigInproc(opts.roles)
+	big, err := newInproc(opts.roles, true)
 	if err != nil {
 		t.Fatalf("in-process mount of %d roles: %v", opts.roles, err)
 	}
 	defer big.close()
 
-	cases := []inprocCase{
-		{"creds/ (one role)", readBench(small, "creds/", 1)},
-		{"static-creds/ (one role)", readBench(small, "static-creds/", 1)},
-		{"noop data/ (do-nothing backend)", readBench(noop, "data/", 1)},
-		{"static-creds/, random of 10 roles", readBench(big, "static-creds/", 10)},
-		{fmt.Sprintf("static-creds/, random of %s roles", fmtInt(opts.roles)), readBench(big, "static-creds/", opts.roles)},
-		{"creds/, 64 goroutines on one role", parallelReadBench(small, "creds/", 32, false)},
-		{"creds/, 64 goroutines on 64 roles", parallelReadBench(small, "creds/", 32, true)},
-	}
-	const noopCase = 2
+	cases := inprocCases(small, noop, big, opts.roles)
 	results := make([][]testing.BenchmarkResult, len(cases))
-	ops0 := small.storage.ops() + big.storage.ops()
-	var reads int
+	ops0, reads := small.storage.ops.Load()+big.storage.ops.Load(), 0
 	for round := range opts.rounds {
 		for i := range cases {
 			j := (i + round) % len(cases)
@@ -74,19 +49,13 @@ func profilePhase(t *vaulttest.Program, opts options) section {
 			if r.N == 0 {
 				t.Fatalf("benchmark %q failed", cases[j].name)
 			}
-			results[j] = append(results[j], r)
-			if j != noopCase {
+			if results[j] = append(results[j], r); j != noopCase {
 				reads += r.N
 			}
 		}
 		logf("profile: benchmark round %d/%d done", round+1, opts.rounds)
 	}
-	storageOps := small.storage.ops() + big.storage.ops() - ops0
-
-	dir := t.TempDir()
-	cpuTop, cpuPeek, cpuCum, cpuErr := cpuProfile(small, dir)
-	allocTop, allocCum, nAlloc, allocErr := allocProfile(small, dir)
-	mutexTop, mutexErr := mutexProfile(small, dir)
+	storageOps := small.storage.ops.Load() + big.storage.ops.Load() - ops0
 
 	var b strings.Builder
 	fmt.Fprintf(&b, "The plugin's backend in this process (`iadvize.Factory`, sdk framework, `logical.InmemStorage`), without\n"+
@@ -94,23 +63,16 @@ func profilePhase(t *vaulttest.Program, opts options) section {
 		"rounds, median ns/op; allocations are exact. `go test -run '^$' -bench . -benchmem ./cmd/bench/` runs the same\n"+
 		"benchmarks.\n\n", opts.rounds)
 	var rows [][]string
-	var nsCreds, nsNoop float64
-	var allocCreds, allocNoop int64
+	ns := func(r testing.BenchmarkResult) float64 { return float64(r.T.Nanoseconds()) / float64(r.N) }
+	med := make([]float64, len(cases))
 	for i, c := range cases {
-		var ns, vsNoop []float64
+		var xs, vsNoop []float64
 		for k, r := range results[i] {
-			ns = append(ns, nsPerOp(r))
-			vsNoop = append(vsNoop, nsPerOp(r)/nsPerOp(results[noopCase][k]))
+			xs, vsNoop = append(xs, ns(r)), append(vsNoop, ns(r)/ns(results[noopCase][k]))
 		}
+		med[i] = median(xs)
 		r := results[i][0]
-		rows = append(rows, []string{c.name, fmt.Sprintf("%.0f", median(ns)), fmt.Sprintf("%.2f", median(vsNoop)),
-			fmt.Sprint(r.AllocsPerOp()), fmt.Sprint(r.AllocedBytesPerOp())})
-		switch i {
-		case 0:
-			nsCreds, allocCreds = median(ns), r.AllocsPerOp()
-		case noopCase:
-			nsNoop, allocNoop = median(ns), r.AllocsPerOp()
-		}
+		rows = append(rows, []string{c.name, f0(med[i]), f2(median(vsNoop)), fmt.Sprint(r.AllocsPerOp()), fmt.Sprint(r.AllocedBytesPerOp())})
 	}
 	b.WriteString(table([]string{"in-process read", "ns/op", "time ÷ noop's (same round)", "allocs/op", "B/op"}, rows))
 	fmt.Fprintf(&b, "\nParallel rows: ns/op is wall time per read with 64 goroutines on the machine's %d cores; one role against\n"+
@@ -120,312 +82,226 @@ func profilePhase(t *vaulttest.Program, opts options) section {
 		"Heap held per role holding a token, one mount of %s roles: **%s** (live heap after GC, Δ over reading every\n"+
 		"role once; includes the role's decoded credentials, the token state, the cache entry, and the login limiter's\n"+
 		"per-user window, which the periodic function drops after a minute).\n",
-		nsCreds-nsNoop, allocCreds-allocNoop, nsCreds/nsNoop, fmtInt(reads), storageOps, fmtInt(opts.roles), fmtBytes(perRole))
+		med[0]-med[noopCase], results[0][0].AllocsPerOp()-results[noopCase][0].AllocsPerOp(), med[0]/med[noopCase],
+		fmtInt(reads), storageOps, fmtInt(opts.roles), fmtBytes(big.heapPerRole))
 
+	// Mutex profile: every contention event of the two parallel benchmarks.
+	old := runtime.SetMutexProfileFraction(1)
+	n := testing.Benchmark(cases[5].f).N + testing.Benchmark(cases[6].f).N
+	runtime.SetMutexProfileFraction(old)
+	mutex, err := lookup("mutex")
 	b.WriteString("\n**Lock contention**, mutex profile of the two parallel benchmarks (every contention event recorded), the\n" +
 		"read path's share (stacks under `framework.(*Backend).HandleRequest`)")
-	if mutexErr != nil {
-		fmt.Fprintf(&b, ": not available (%v).\n", mutexErr)
+	if err == nil {
+		all := mutex.tally(1, "")
+		fmt.Fprintf(&b, ": %s reads; delay in the whole process: %s.\n\n", fmtInt(n), mutex.unit(1, all.total))
+		b.WriteString(mutex.top(mutex.tally(1, "framework.(*Backend).HandleRequest"), all.total, 12, true))
 	} else {
-		b.WriteString(":\n\n```\n" + mutexTop + "```\n")
+		fmt.Fprintf(&b, ": not available (%v).\n", err)
 	}
+
+	cpu, err := cpuProfile(small, 4*time.Second)
 	b.WriteString("\n**CPU profile**, one goroutine reading `creds/r0` for 4 s")
-	if cpuErr != nil {
-		fmt.Fprintf(&b, ": not available (%v).\n", cpuErr)
-	} else {
+	if err == nil {
+		tl := cpu.tally(1, "")
 		b.WriteString(". Share of the read's CPU time under each function (cumulative):\n\n")
-		b.WriteString(selected(cpuCum, 1, cpuFocus))
-		b.WriteString("\nWhat `pathCredsRead` calls (pprof -peek):\n\n```\n" + cpuPeek + "```\n")
-		b.WriteString("\nTop functions by own (flat) time:\n\n```\n" + cpuTop + "```\n")
-	}
-	fmt.Fprintf(&b, "\n**Allocation profile**, every allocation of %s reads of `creds/r0` (runtime.MemProfileRate = 1)", fmtInt(nAlloc))
-	if allocErr != nil {
-		fmt.Fprintf(&b, ": not available (%v).\n", allocErr)
+		b.WriteString(focusTable(tl, "share of CPU", func(v int64) string { return fmt.Sprintf("%.1f%%", 100*float64(v)/float64(tl.total)) }))
+		b.WriteString("\nWhat `pathCredsRead` calls (its callees' cumulative time):\n\n")
+		b.WriteString(cpu.top(cpu.callees(1, "iadvize.(*backend).pathCredsRead"), tl.total, 10, true))
+		b.WriteString("\nTop functions by own (flat) time:\n\n" + cpu.top(tl, tl.total, 20, false))
 	} else {
+		fmt.Fprintf(&b, ": not available (%v).\n", err)
+	}
+
+	const nAlloc = 20000
+	allocs, err := allocProfile(small, nAlloc)
+	fmt.Fprintf(&b, "\n**Allocation profile**, every allocation of %s reads of `creds/r0` (runtime.MemProfileRate = 1)", fmtInt(nAlloc))
+	if err == nil {
+		tl := allocs.tally(0, "") // alloc_objects
 		b.WriteString(". Allocations per read under each function (cumulative):\n\n")
-		b.WriteString(selected(allocCum, float64(nAlloc), cpuFocus))
-		b.WriteString("\nWhere they are made (flat, allocations over all reads):\n\n```\n" + allocTop + "```\n")
+		b.WriteString(focusTable(tl, "allocations per read", func(v int64) string { return f2(float64(v) / nAlloc) }))
+		b.WriteString("\nWhere they are made (flat, allocations over all reads):\n\n" + allocs.top(tl, tl.total, 20, false))
+	} else {
+		fmt.Fprintf(&b, ": not available (%v).\n", err)
 	}
 	return section{order: 50, title: profileTitle, body: b.String(), profile: true}
 }
 
-// bigInproc builds one mount of n roles and measures the heap that holding
-// their tokens takes.
-func bigInproc(n int) (*inproc, int64, error) {
-	ip, err := newInproc(0)
-	if err != nil {
-		return nil, 0, err
-	}
-	// A stateless upstream: the tokens it issues are kept by the plugin only.
-	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		raw := make([]byte, 32)
-		_, _ = rand.Read(raw)
-		w.Header().Set("Content-Type", "application/json")
-		_ = json.NewEncoder(w).Encode(map[string]any{
-			"access_token": base64.RawURLEncoding.EncodeToString(raw), "expires_in": 86400, "token_type": "Bearer",
-		})
-	}))
-	closeFake := ip.close
-	ip.close = func() { up.Close(); closeFake() }
-	if err := ip.write("config", map[string]any{"token_url": up.URL + "/oauth2/token"}); err != nil {
-		ip.close()
-		return nil, 0, err
-	}
-	ip.storage.hideRoles.Store(true)
-	for i := range n {
-		name := fmt.Sprintf("r%d", i)
-		if err := ip.write("roles/"+name, map[string]any{"username": "svc-" + name + "@bench.example", "password": "pw-" + name}); err != nil {
-			ip.close()
-			return nil, 0, err
-		}
-	}
-	ip.storage.hideRoles.Store(false)
-	h0 := liveHeap()
-	ip.storage.dropTokens.Store(true)
-	for i := range n {
-		if _, err := ip.read(fmt.Sprintf("static-creds/r%d", i)); err != nil {
-			ip.close()
-			return nil, 0, err
-		}
-	}
-	ip.storage.dropTokens.Store(false)
-	h1 := liveHeap()
-	return ip, (h1 - h0) / int64(n), nil
-}
-
-func liveHeap() int64 {
-	var ms runtime.MemStats
-	runtime.GC()
-	runtime.GC()
-	runtime.ReadMemStats(&ms)
-	return int64(ms.HeapAlloc)
-}
-
 // cpuFocus are the functions whose share the report shows, in call order.
-var cpuFocus = []struct{ label, re string }{
-	{"`framework.(*Backend).HandleRequest` (everything)", `framework\.\(\*Backend\)\.HandleRequest$`},
-	{"`framework.(*Backend).route` (path regexps)", `framework\.\(\*Backend\)\.route$`},
-	{"`framework.(*FieldData).Validate`", `framework\.\(\*FieldData\)\.Validate$`},
-	{"`iadvize.(*backend).pathCredsRead` (the plugin's handler)", `iadvize\.\(\*backend\)\.pathCredsRead$`},
-	{"`iadvize.(*backend).readToken`", `iadvize\.\(\*backend\)\.readToken$`},
-	{"`framework.(*FieldData).Get` (the role name, twice)", `framework\.\(\*FieldData\)\.Get$`},
-	{"`iadvize.(*backend).token` (the cache lookup)", `iadvize\.\(\*backend\)\.token$`},
-	{"`iadvize.(*backend).cached`", `iadvize\.\(\*backend\)\.cached$`},
-	{"`iadvize.tokenData` (the answer's map)", `iadvize\.tokenData$`},
-	{"`time.Time.Format` (expire_time)", `time\.Time\.Format$`},
-	{"`framework.(*Secret).Response`", `framework\.\(\*Secret\)\.Response$`},
-	{"`framework.(*Backend).Secret` (lease type lookup)", `framework\.\(\*Backend\)\.Secret$`},
-	{"`iadvize.leaseTTL`", `iadvize\.leaseTTL$`},
-	{"`runtime.mallocgc` (allocation)", `runtime\.mallocgc$`},
-	{"garbage collection (`runtime.gcBgMarkWorker`)", `runtime\.gcBgMarkWorker$`},
+var cpuFocus = []struct{ label, name string }{
+	{"`framework.(*Backend).HandleRequest` (everything)", "framework.(*Backend).HandleRequest"},
+	{"`framework.(*Backend).route` (path regexps)", "framework.(*Backend).route"},
+	{"`framework.(*FieldData).Validate`", "framework.(*FieldData).Validate"},
+	{"`iadvize.(*backend).pathCredsRead` (the plugin's handler)", "iadvize.(*backend).pathCredsRead"},
+	{"`iadvize.(*backend).readToken`", "iadvize.(*backend).readToken"},
+	{"`framework.(*FieldData).Get` (the role name, twice)", "framework.(*FieldData).Get"},
+	{"`iadvize.(*backend).token` (the cache lookup)", "iadvize.(*backend).token"},
+	{"`iadvize.(*backend).cached`", "iadvize.(*backend).cached"},
+	{"`iadvize.tokenData` (the answer's map)", "iadvize.tokenData"},
+	{"`time.Time.Format` (expire_time)", "time.Time.Format"},
+	{"`framework.(*Secret).Response`", "framework.(*Secret).Response"},
+	{"`framework.(*Backend).Secret` (lease type lookup)", "framework.(*Backend).Secret"},
+	{"`iadvize.leaseTTL`", "iadvize.leaseTTL"},
+	{"`runtime.mallocgc` (allocation)", "runtime.mallocgc"},
+	{"garbage collection (`runtime.gcBgMarkWorker`)", "runtime.gcBgMarkWorker"},
 }
 
-// pprofLine is one line of `go tool pprof -top`.
-type pprofLine struct {
-	flat, cum       string
-	flatPct, cumPct float64
-	name            string
-}
-
-func parsePprof(out string) []pprofLine {
-	var lines []pprofLine
-	started := false
-	for _, l := range strings.Split(out, "\n") {
-		f := strings.Fields(l)
-		if len(f) >= 5 && f[0] == "flat" {
-			started = true
-			continue
-		}
-		if !started || len(f) < 6 {
-			continue
-		}
-		fp, _ := strconv.ParseFloat(strings.TrimSuffix(f[1], "%"), 64)
-		cp, _ := strconv.ParseFloat(strings.TrimSuffix(f[4], "%"), 64)
-		lines = append(lines, pprofLine{flat: f[0], flatPct: fp, cum: f[3], cumPct: cp, name: strings.Join(f[5:], " ")})
-	}
-	return lines
-}
-
-// selected renders the focus functions' cumulative shares (CPU: per = 1, the
-// percentage) or counts per read (allocations: per = reads).
-func selected(lines []pprofLine, per float64, focus []struct{ label, re string }) string {
+// focusTable renders the cumulative values of the cpuFocus functions found.
+func focusTable(tl tally, column string, format func(int64) string) string {
 	var rows [][]string
-	for _, fc := range focus {
-		re := regexp.MustCompile(fc.re)
-		for _, l := range lines {
-			if !re.MatchString(l.name) {
-				continue
+	for _, fc := range cpuFocus {
+		for name, v := range tl.cum {
+			if name == fc.name || strings.HasSuffix(name, "/"+fc.name) {
+				rows = append(rows, []string{fc.label, format(v)})
 			}
-			if per == 1 {
-				rows = append(rows, []string{fc.label, fmt.Sprintf("%.1f%%", l.cumPct)})
-			} else {
-				n, err := strconv.ParseFloat(l.cum, 64)
-				if err != nil {
-					continue
-				}
-				rows = append(rows, []string{fc.label, fmt.Sprintf("%.2f", n/per)})
-			}
-			break
 		}
 	}
-	head := []string{"function", "share of CPU"}
-	if per != 1 {
-		head = []string{"function", "allocations per read"}
-	}
-	return table(head, rows)
+	return table([]string{"function", column}, rows)
 }
 
-// pprofTop runs `go tool pprof` on a profile.
-func pprofTop(args ...string) (string, error) {
-	cmd := exec.Command("go", append([]string{"tool", "pprof"}, args...)...)
-	var out, errb bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	if err := cmd.Run(); err != nil {
-		return "", fmt.Errorf("go tool pprof: %v: %s", err, strings.TrimSpace(errb.String()))
-	}
-	return out.String(), nil
+// prof is a parsed profile.
+type prof struct{ *profile.Profile }
+
+// tally is a profile's values summed by function: flat (the function is the
+// leaf) and cum (the function is on the stack), over total.
+type tally struct {
+	flat, cum map[string]int64
+	total     int64
+	idx       int // the value's index in the profile's samples
 }
 
-// cpuProfile profiles one goroutine reading creds/r0 and returns pprof's flat
-// top and the parsed cumulative listing.
-func cpuProfile(ip *inproc, dir string) (top, peek string, cum []pprofLine, err error) {
-	path := filepath.Join(dir, "cpu.prof")
-	f, err := os.Create(path)
-	if err != nil {
-		return "", "", nil, err
+// shortName is a function's name with the plugin's and the sdk's package paths
+// shortened.
+var shortName = strings.NewReplacer("github.com/iadvize/vault-plugin-secrets-iadvize.", "iadvize.", "github.com/hashicorp/vault/sdk/", "sdk/")
+
+// stack is a sample's functions, leaf first (inlined frames included).
+func stack(s *profile.Sample) []string {
+	var names []string
+	for _, loc := range s.Location {
+		for _, l := range loc.Line {
+			names = append(names, shortName.Replace(l.Function.Name))
+		}
 	}
-	if err := pprof.StartCPUProfile(f); err != nil {
-		f.Close()
-		return "", "", nil, err
-	}
-	ctx := context.Background()
-	deadline := time.Now().Add(4 * time.Second)
-	for time.Now().Before(deadline) {
-		for range 1000 {
-			if _, err := ip.b.HandleRequest(ctx, &logical.Request{Operation: logical.ReadOperation, Path: "creds/r0", Storage: ip.storage}); err != nil {
-				break
+	return names
+}
+
+// tally sums value index idx of the samples whose stack holds a function
+// whose name contains focus ("" for all).
+func (p prof) tally(idx int, focus string) tally {
+	t := tally{flat: map[string]int64{}, cum: map[string]int64{}, idx: idx}
+	for _, s := range p.Sample {
+		names := stack(s)
+		if len(names) == 0 || !slices.ContainsFunc(names, func(n string) bool { return strings.Contains(n, focus) }) {
+			continue
+		}
+		v := s.Value[idx]
+		t.total += v
+		t.flat[names[0]] += v
+		seen := map[string]bool{}
+		for _, n := range names {
+			if !seen[n] {
+				seen[n] = true
+				t.cum[n] += v
 			}
+		}
+	}
+	return t
+}
+
+// callees sums value idx by the function that fn calls directly (its cum) and
+// fn's own (flat) time.
+func (p prof) callees(idx int, fn string) tally {
+	t := tally{flat: map[string]int64{}, cum: map[string]int64{}, idx: idx}
+	for _, s := range p.Sample {
+		names := stack(s)
+		if i := slices.Index(names, fn); i > 0 {
+			t.cum[names[i-1]] += s.Value[idx]
+		} else if i == 0 {
+			t.flat[fn] += s.Value[idx]
+			t.cum[fn] += s.Value[idx]
+		}
+	}
+	return t
+}
+
+// unit prints a value of the profile's sample type idx: a duration for
+// nanoseconds, else a count.
+func (p prof) unit(idx int, v int64) string {
+	if p.SampleType[idx].Unit == "nanoseconds" {
+		return time.Duration(v).Round(10 * time.Microsecond).String()
+	}
+	return fmtInt(v)
+}
+
+// top renders the n functions of most cum (byCum) or flat value, as pprof -top.
+func (p prof) top(t tally, total int64, n int, byCum bool) string {
+	names := make([]string, 0, len(t.cum))
+	for name := range t.cum {
+		names = append(names, name)
+	}
+	key := t.flat
+	if byCum {
+		key = t.cum
+	}
+	slices.SortFunc(names, func(a, b string) int { return cmp.Or(cmp.Compare(key[b], key[a]), strings.Compare(a, b)) })
+	pct := func(v int64) string { return fmt.Sprintf("%.2f%%", 100*float64(v)/float64(max(total, 1))) }
+	var rows [][]string
+	for _, name := range names[:min(n, len(names))] {
+		rows = append(rows, []string{"`" + name + "`", p.unit(t.idx, t.flat[name]), pct(t.flat[name]), p.unit(t.idx, t.cum[name]), pct(t.cum[name])})
+	}
+	return table([]string{"function", "flat", "flat%", "cum", "cum%"}, rows)
+}
+
+// lookup writes and parses one of the runtime's profiles.
+func lookup(name string) (prof, error) {
+	var buf bytes.Buffer
+	if err := pprof.Lookup(name).WriteTo(&buf, 0); err != nil {
+		return prof{}, err
+	}
+	p, err := profile.Parse(&buf)
+	return prof{p}, err
+}
+
+// cpuProfile profiles one goroutine reading creds/r0 for d.
+func cpuProfile(ip *inproc, d time.Duration) (prof, error) {
+	var buf bytes.Buffer
+	if err := pprof.StartCPUProfile(&buf); err != nil {
+		return prof{}, err
+	}
+	req := logical.Request{Operation: logical.ReadOperation, Path: "creds/r0", Storage: ip.storage}
+	for deadline := time.Now().Add(d); time.Now().Before(deadline); {
+		for range 1000 {
+			r := req
+			_, _ = ip.b.HandleRequest(context.Background(), &r)
 		}
 	}
 	pprof.StopCPUProfile()
-	f.Close()
-	if top, err = pprofTop("-top", "-nodecount=20", path); err != nil {
-		return "", "", nil, err
-	}
-	if peek, err = pprofTop("-peek", `iadvize\.\(\*backend\)\.pathCredsRead$`, path); err != nil {
-		return "", "", nil, err
-	}
-	cumOut, err := pprofTop("-top", "-cum", "-nodecount=300", path)
-	if err != nil {
-		return "", "", nil, err
-	}
-	return trimPprof(top), trimPeek(peek), parsePprof(cumOut), nil
+	p, err := profile.Parse(&buf)
+	return prof{p}, err
 }
 
-// trimPeek keeps pprof -peek's table.
-func trimPeek(out string) string {
-	if i := strings.Index(out, "----------"); i >= 0 {
-		if j := strings.LastIndex(out[:i], "\n"); j >= 0 {
-			out = out[j+1:]
-		}
-	}
-	return trimPprof2(out)
-}
-
-// mutexProfile records every contention event of the parallel benchmarks.
-func mutexProfile(ip *inproc, dir string) (string, error) {
-	path := filepath.Join(dir, "mutex.prof")
-	old := runtime.SetMutexProfileFraction(1)
-	reads := testing.Benchmark(parallelReadBench(ip, "creds/", 32, false)).N
-	reads += testing.Benchmark(parallelReadBench(ip, "creds/", 32, true)).N
-	runtime.SetMutexProfileFraction(old)
-	f, err := os.Create(path)
-	if err != nil {
-		return "", err
-	}
-	err = pprof.Lookup("mutex").WriteTo(f, 0)
-	f.Close()
-	if err != nil {
-		return "", err
-	}
-	all, err := pprofTop("-top", "-nodecount=1", path)
-	if err != nil {
-		return "", err
-	}
-	top, err := pprofTop("-top", "-cum", "-nodecount=12", `-focus=framework\.\(\*Backend\)\.HandleRequest`, path)
-	if err != nil {
-		return "", err
-	}
-	total := "unknown"
-	if m := regexp.MustCompile(`of ([^ ]+) total`).FindStringSubmatch(all); m != nil {
-		total = m[1]
-	}
-	if len(parsePprof(top)) == 0 {
-		return fmt.Sprintf("no contention event under framework.(*Backend).HandleRequest in %s reads (delay in the whole process: %s)\n",
-			fmtInt(reads), total), nil
-	}
-	return fmt.Sprintf("%s reads; delay in the whole process: %s\n", fmtInt(reads), total) + trimPprof(top), nil
-}
-
-func nsPerOp(r testing.BenchmarkResult) float64 {
-	if r.N == 0 {
-		return 0
-	}
-	return float64(r.T.Nanoseconds()) / float64(r.N)
-}
-
-// allocProfile records every allocation of n reads of creds/r0.
-func allocProfile(ip *inproc, dir string) (string, []pprofLine, int, error) {
-	const n = 20000
-	basePath, path := filepath.Join(dir, "allocs-base.prof"), filepath.Join(dir, "allocs.prof")
+// allocProfile records every allocation of n reads of creds/r0: the allocs
+// profile after them less the one before.
+func allocProfile(ip *inproc, n int) (prof, error) {
 	old := runtime.MemProfileRate
 	runtime.MemProfileRate = 1
 	defer func() { runtime.MemProfileRate = old }()
-	write := func(p string) error {
-		runtime.GC() // the profile is as of the last GC
-		f, err := os.Create(p)
-		if err != nil {
-			return err
-		}
-		defer f.Close()
-		return pprof.Lookup("allocs").WriteTo(f, 0)
+	runtime.GC() // the profile is as of the last GC
+	base, err := lookup("allocs")
+	if err != nil {
+		return prof{}, err
 	}
-	if err := write(basePath); err != nil {
-		return "", nil, 0, err
-	}
-	ctx := context.Background()
 	for range n {
-		if _, err := ip.b.HandleRequest(ctx, &logical.Request{Operation: logical.ReadOperation, Path: "creds/r0", Storage: ip.storage}); err != nil {
-			return "", nil, 0, err
+		if err := ip.handle(logical.ReadOperation, "creds/r0", nil); err != nil {
+			return prof{}, err
 		}
 	}
-	if err := write(path); err != nil {
-		return "", nil, 0, err
-	}
-	top, err := pprofTop("-sample_index=alloc_objects", "-base", basePath, "-top", "-nodecount=20", path)
+	runtime.GC()
+	after, err := lookup("allocs")
 	if err != nil {
-		return "", nil, 0, err
+		return prof{}, err
 	}
-	cum, err := pprofTop("-sample_index=alloc_objects", "-base", basePath, "-top", "-cum", "-nodecount=300", path)
-	if err != nil {
-		return "", nil, 0, err
-	}
-	return trimPprof(top), parsePprof(cum), n, nil
-}
-
-// trimPprof keeps pprof's table (from the "flat" header), with the package
-// path of the plugin shortened.
-func trimPprof(out string) string {
-	if i := strings.Index(out, "      flat"); i >= 0 {
-		out = out[i:]
-	} else if i := strings.Index(out, "flat  flat%"); i >= 0 {
-		out = out[i:]
-	}
-	return trimPprof2(out)
-}
-
-func trimPprof2(out string) string {
-	out = strings.ReplaceAll(out, "github.com/iadvize/vault-plugin-secrets-iadvize.", "iadvize.")
-	out = strings.ReplaceAll(out, "github.com/hashicorp/vault/sdk/", "sdk/")
-	return out
+	base.Scale(-1)
+	p, err := profile.Merge([]*profile.Profile{base.Profile, after.Profile})
+	return prof{p}, err
 }

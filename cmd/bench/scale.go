@@ -8,6 +8,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"golang.org/x/sync/errgroup"
+
 	"github.com/iadvize/vault-plugin-secrets-iadvize/internal/fakeiadvize"
 	"github.com/iadvize/vault-plugin-secrets-iadvize/internal/vaulttest"
 )
@@ -33,20 +35,17 @@ func scalePhase(t *vaulttest.Program, bins binaries, opts options) section {
 
 	mounts := (opts.roles + opts.rolesPerMount - 1) / opts.rolesPerMount
 	bigMount := func(i int) string { return fmt.Sprintf("big-%03d", i) }
-	v.mountPlugin(sc, "small", vaulttest.PluginName)
-	v.configure(sc, "small", f, cfg)
-	for i := range mounts {
-		v.mountPlugin(sc, bigMount(i), vaulttest.PluginName)
-		v.configure(sc, bigMount(i), f, cfg)
-	}
-	globs := []string{"small/*", "big-*"}
-	token := v.benchToken(sc, globs...)
-	var smallPaths []string
+	var small, smallPaths []string
 	for i := range scaleSmallRoles {
-		name := fmt.Sprintf("r%d", i)
-		v.addRole(sc, "small", name, f)
-		v.must(sc, "GET", "small/static-creds/"+name, nil, nil)
-		smallPaths = append(smallPaths, "small/static-creds/"+name)
+		small, smallPaths = append(small, fmt.Sprintf("r%d", i)), append(smallPaths, fmt.Sprintf("small/static-creds/r%d", i))
+	}
+	v.mountIadvize(sc, "small", f, cfg, small...)
+	for i := range mounts {
+		v.mountIadvize(sc, bigMount(i), f, cfg)
+	}
+	ld := newLoader(v.Addr, v.benchToken(sc, "small/*", "big-*"), 128)
+	if r := ld.runN(smallPaths, 1, len(smallPaths)); r.Errors > 0 {
+		sc.Fatalf("first reads of the small mount: %s", r.FirstErr)
 	}
 	pid := v.pluginPid(vaulttest.PluginName)
 	if pid == 0 {
@@ -71,47 +70,34 @@ func scalePhase(t *vaulttest.Program, bins binaries, opts options) section {
 		}
 	}
 	logf("scale: writing %s roles over %d mount(s)", fmtInt(len(jobs)), mounts)
-	buckets := 10
+	const buckets = 10
 	writeLat := make([][]time.Duration, buckets)
 	ok := make([]bool, len(jobs))
 	var mu sync.Mutex
 	var next atomic.Int64
-	var wg sync.WaitGroup
-	var failed atomic.Value
+	var g errgroup.Group
 	t0 := time.Now()
-	stopAt := t0.Add(opts.writeBudget)
 	for range 8 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for time.Now().Before(stopAt) {
-				i := int(next.Add(1)) - 1
-				if i >= len(jobs) {
-					return
-				}
+		g.Go(func() error {
+			for i := int(next.Add(1) - 1); i < len(jobs) && time.Since(t0) < opts.writeBudget; i = int(next.Add(1) - 1) {
 				j := jobs[i]
-				user, pass := userOf(j.mount, j.name), "pw-"+j.name
-				f.AddUser(user, pass)
+				f.AddUser(userOf(j.mount, j.name), "pw-"+j.name)
 				start := time.Now()
-				err := v.call("POST", j.mount+"/roles/"+j.name, v.root, map[string]any{"username": user, "password": pass}, nil)
-				lat := time.Since(start)
-				if err != nil {
-					failed.CompareAndSwap(nil, err.Error())
-					return
+				if _, err := v.Client.Logical().Write(j.mount+"/roles/"+j.name, map[string]any{"username": userOf(j.mount, j.name), "password": "pw-" + j.name}); err != nil {
+					return err
 				}
 				mu.Lock()
 				ok[i] = true
-				bk := j.ordinal * buckets / opts.rolesPerMount
-				writeLat[bk] = append(writeLat[bk], lat)
+				writeLat[j.ordinal*buckets/opts.rolesPerMount] = append(writeLat[j.ordinal*buckets/opts.rolesPerMount], time.Since(start))
 				mu.Unlock()
 			}
-		}()
+			return nil
+		})
 	}
-	wg.Wait()
+	if err := g.Wait(); err != nil {
+		sc.Fatalf("writing roles: %v", err)
+	}
 	writeTime := time.Since(t0)
-	if e := failed.Load(); e != nil {
-		sc.Fatalf("writing roles: %v", e)
-	}
 	var done []job
 	for i, j := range jobs {
 		if ok[i] {
@@ -131,8 +117,7 @@ func scalePhase(t *vaulttest.Program, bins binaries, opts options) section {
 		bigPaths = append(bigPaths, j.mount+"/static-creds/"+j.name)
 	}
 	before := f.Stats().LoginAttempts
-	ld := &loader{client: newHTTPClient(128), addr: v.Addr, token: token}
-	warm := ld.readAll(bigPaths, 64)
+	warm := ld.runN(bigPaths, 64, len(bigPaths))
 	if warm.Errors > 0 {
 		sc.Fatalf("first reads of the roles: %d failed (first: %s)", warm.Errors, warm.FirstErr)
 	}
@@ -259,39 +244,4 @@ func scalePhase(t *vaulttest.Program, bins binaries, opts options) section {
 	}
 	b.WriteString(table([]string{"path", "roles read", "reads/s", "ratio", "p50", "Vault CPU µs/read", "plugin CPU µs/read"}, rrows))
 	return section{order: 40, title: fmt.Sprintf("Plugin memory and read cost with %s roles", fmtInt(len(jobs))), body: b.String()}
-}
-
-// readAll reads every path once, conc at a time.
-func (l *loader) readAll(paths []string, conc int) loadResult {
-	var next atomic.Int64
-	var mu sync.Mutex
-	res := loadResult{}
-	var wg sync.WaitGroup
-	t0 := time.Now()
-	for range conc {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				i := int(next.Add(1)) - 1
-				if i >= len(paths) {
-					return
-				}
-				r := l.runOne(paths[i])
-				mu.Lock()
-				if r != "" {
-					if res.Errors == 0 {
-						res.FirstErr = r
-					}
-					res.Errors++
-				} else {
-					res.Reads++
-				}
-				mu.Unlock()
-			}
-		}()
-	}
-	wg.Wait()
-	res.Elapsed = time.Since(t0)
-	return res
 }

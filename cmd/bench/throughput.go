@@ -17,35 +17,30 @@ type mainEnv struct {
 	v     *vault
 	fake  *fake
 	token string // the clients' token: never printed
-	bins  binaries
 }
 
 func setupMain(t *vaulttest.Program, bins binaries, opts options) *mainEnv {
 	logf("starting the main Vault dev server")
 	v := startDev(t, bins)
 	f := startFake(t, fakeiadvize.Options{}, opts.upstreamLatency)
-	v.mountPlugin(t, "iadvize", vaulttest.PluginName)
-	v.mountPlugin(t, "noop", noopPluginName)
-	v.must(t, "POST", "sys/mounts/kv1", map[string]any{"type": "kv", "options": map[string]any{"version": "1"}}, nil)
-	v.configure(t, "iadvize", f, nil)
-	v.addRole(t, "iadvize", "app", f)
+	v.mountIadvize(t, "iadvize", f, nil, "app")
+	v.mount(t, "noop", noopPluginName, nil)
+	v.mount(t, "kv1", "kv", map[string]string{"version": "1"})
 	token := v.benchToken(t, "iadvize/*", "iadvize-short/*", "kv1/*", "noop/*")
 
 	// The first read logs in; the KV secret then gets data of the same size.
-	var creds struct {
-		Data map[string]any `json:"data"`
+	creds, err := v.Client.Logical().Read("iadvize/static-creds/app")
+	if err != nil || creds == nil {
+		t.Fatalf("reading static-creds/app: %v", err)
 	}
-	v.must(t, "GET", "iadvize/static-creds/app", nil, &creds)
 	at, _ := creds.Data["access_token"].(string)
 	tt, _ := creds.Data["token_type"].(string)
 	et, _ := creds.Data["expire_time"].(string)
 	if at == "" || tt == "" || et == "" {
 		t.Fatalf("static-creds/app answered without access_token, token_type or expire_time")
 	}
-	v.must(t, "POST", "kv1/app", map[string]any{
-		"access_token": strings.Repeat("k", len(at)), "token_type": tt, "expire_time": et,
-	}, nil)
-	return &mainEnv{t: t, v: v, fake: f, token: token, bins: bins}
+	v.write(t, "kv1/app", map[string]any{"access_token": strings.Repeat("k", len(at)), "token_type": tt, "expire_time": et})
+	return &mainEnv{t: t, v: v, fake: f, token: token}
 }
 
 // benchPath is one of the paths the throughput phase compares.
@@ -64,7 +59,7 @@ var throughputPaths = []benchPath{
 var concurrencies = []int{1, 8, 64}
 
 func throughputPhase(m *mainEnv, opts options) section {
-	ld := &loader{client: newHTTPClient(256), addr: m.v.Addr, token: m.token}
+	ld := newLoader(m.v.Addr, m.token, 256)
 	vpid := m.v.Pid()
 	leases0, heap0 := m.v.leaseCount(m.t, "iadvize/creds/app/"), m.v.liveHeap()
 
@@ -76,10 +71,7 @@ func throughputPhase(m *mainEnv, opts options) section {
 		}
 	}
 
-	res := map[string]map[int][]loadResult{}
-	for _, p := range throughputPaths {
-		res[p.key] = map[int][]loadResult{}
-	}
+	res := map[string]map[int][]loadResult{"creds": {}, "static": {}, "kv": {}, "noop": {}}
 	for round := range opts.rounds {
 		for _, c := range concurrencies {
 			// Each round starts with another path, so that none always runs first.
@@ -106,31 +98,22 @@ func throughputPhase(m *mainEnv, opts options) section {
 	var rows [][]string
 	for _, c := range concurrencies {
 		for _, p := range throughputPaths {
-			rs := res[p.key][c]
 			var rates, vsKV, vsNoop, vcpu, pcpu []float64
 			var p50s, p99s []time.Duration
-			errs, reads := 0, 0
-			var bytes int64
-			for i, r := range rs {
-				rates = append(rates, r.rate())
-				vsKV = append(vsKV, r.rate()/res["kv"][c][i].rate())
-				vsNoop = append(vsNoop, r.rate()/res["noop"][c][i].rate())
-				vcpu = append(vcpu, r.perRead(r.VaultCPU))
-				pcpu = append(pcpu, r.perRead(r.PluginCPU))
-				p50s = append(p50s, r.pct(0.50))
-				p99s = append(p99s, r.pct(0.99))
-				errs += r.Errors
-				reads += r.Reads
-				bytes += r.Bytes
+			var errs, reads int
+			var bytes uint64
+			for i, r := range res[p.key][c] {
+				rates, vcpu, pcpu = append(rates, r.rate()), append(vcpu, r.perRead(r.VaultCPU)), append(pcpu, r.perRead(r.PluginCPU))
+				vsKV, vsNoop = append(vsKV, r.rate()/res["kv"][c][i].rate()), append(vsNoop, r.rate()/res["noop"][c][i].rate())
+				p50s, p99s = append(p50s, r.pct(0.50)), append(p99s, r.pct(0.99))
+				errs, reads, bytes = errs+r.Errors, reads+r.Reads, bytes+r.Bytes
 			}
-			plug := fmt.Sprintf("%.0f", median(pcpu))
+			plug := f0(median(pcpu))
 			if p.plugin == "" {
 				plug = "–"
 			}
-			rows = append(rows, []string{p.label, fmt.Sprint(c), fmt.Sprintf("%.0f", median(rates)),
-				fmtDur(medianDur(p50s)), fmtDur(medianDur(p99s)),
-				fmt.Sprintf("%.2f", median(vsKV)), fmt.Sprintf("%.2f", median(vsNoop)),
-				fmt.Sprintf("%.0f", median(vcpu)), plug, fmt.Sprint(bytes / int64(max(reads+errs, 1))), fmt.Sprint(errs)})
+			rows = append(rows, []string{p.label, fmt.Sprint(c), f0(median(rates)), fmtDur(medianDur(p50s)), fmtDur(medianDur(p99s)),
+				f2(median(vsKV)), f2(median(vsNoop)), f0(median(vcpu)), plug, fmt.Sprint(bytes / uint64(max(reads+errs, 1))), fmt.Sprint(errs)})
 		}
 	}
 	b.WriteString(table(head, rows))
@@ -164,16 +147,15 @@ func replicationStateExperiment(m *mainEnv, ld *loader, opts options) string {
 	for _, c := range concs {
 		var ratio, vcpu0, vcpu1, pcpu0, pcpu1 []float64
 		var p50a, p50b []time.Duration
-		for i := range res[paths[0]][c] {
-			a, b := res[paths[0]][c][i], res[paths[1]][c][i]
+		for i, a := range res[paths[0]][c] {
+			b := res[paths[1]][c][i]
 			ratio = append(ratio, b.rate()/a.rate())
 			vcpu0, vcpu1 = append(vcpu0, a.perRead(a.VaultCPU)), append(vcpu1, b.perRead(b.VaultCPU))
 			pcpu0, pcpu1 = append(pcpu0, a.perRead(a.PluginCPU)), append(pcpu1, b.perRead(b.PluginCPU))
 			p50a, p50b = append(p50a, a.pct(0.5)), append(p50b, b.pct(0.5))
 		}
-		rows = append(rows, []string{fmt.Sprint(c), fmt.Sprintf("%.2f", median(ratio)),
-			fmtDur(medianDur(p50a)) + " / " + fmtDur(medianDur(p50b)),
-			fmt.Sprintf("%.0f / %.0f", median(vcpu0), median(vcpu1)), fmt.Sprintf("%.0f / %.0f", median(pcpu0), median(pcpu1))})
+		rows = append(rows, []string{fmt.Sprint(c), f2(median(ratio)), fmtDur(medianDur(p50a)) + " / " + fmtDur(medianDur(p50b)),
+			f0(median(vcpu0)) + " / " + f0(median(vcpu1)), f0(median(pcpu0)) + " / " + f0(median(pcpu1))})
 	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "\n**The sdk's per-request ReplicationState call.** For every request to a path declared with `Operations`,\n"+
