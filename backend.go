@@ -7,15 +7,12 @@ package iadvize
 import (
 	"context"
 	"encoding/json"
-	"fmt"
 	"sort"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/vault/sdk/framework"
-	"github.com/hashicorp/vault/sdk/helper/consts"
 	"github.com/hashicorp/vault/sdk/helper/errutil"
 	"github.com/hashicorp/vault/sdk/helper/locksutil"
 	"github.com/hashicorp/vault/sdk/logical"
@@ -47,7 +44,8 @@ func FactoryWith(limits *Limits) logical.Factory {
 	}
 }
 
-// backend is one mount of the plugin. All state lives here (never in globals), as
+// backend is one mount of the plugin (docs/README.md maps the design: storage,
+// read path, login policy, locks, HA). All state lives here (never in globals), as
 // plugin.ServeMultiplex serves every mount from one process.
 type backend struct {
 	*framework.Backend
@@ -57,27 +55,48 @@ type backend struct {
 	now   func() time.Time
 	sleep func(ctx context.Context, d time.Duration) error
 
-	// writeMu serialises config writes.
+	// Locks, outermost first (docs/locks.md). None is held across an upstream
+	// call (login, verify) or a sleep; each may be taken with only the locks
+	// listed after it, never the other way round:
+	//
+	//	writeMu  ->  storageCache.mu, schedule.mu
+	//	role lock (roleLocks)  ->  mountBudgets.saveMu  ->  loginLimiter.mu
+	//	role lock  ->  loginLimiter.mu, storageCache.mu, schedule.mu
+	//	mountBudgets.restoreMu  ->  loginLimiter.mu
+	//	Limits.mu, loginLimiter.mu, storageCache.mu, schedule.mu: leaves
+	//	(periodicRefresh's mu, over its retry list: a leaf of its own)
+	//
+	// writeMu guards the config's read-modify-write (config/ write and delete):
+	// held across the storage read and write and the cache drop (storageCache.mu,
+	// then schedule.mu, one after the other).
 	writeMu sync.Mutex
-	// roleLocks serialise the storage writes of one role (role writes, token
-	// persistence). Never held across an upstream call.
+	// roleLocks hold one lock per role name (locksutil.LockForKey, lockRole): it
+	// guards the role's storage writes (roles/<name>, tokens/<name>, its
+	// principals/ entry), so that a login's outcome is recorded only under the
+	// credentials it was sent with. Held across storage reads and writes of that
+	// role and the cache update; under it recordLogin may take
+	// mountBudgets.saveMu (saving the budgets after a 429) and loginLimiter.mu
+	// (blocking the principal). Never two role locks at once.
 	roleLocks []*locksutil.LockEntry
 
-	// The in-memory cache in front of storage. A hit reads only these.
-	cacheMu  sync.Mutex    // serialises cache stores with cacheGen
-	cacheGen atomic.Uint64 // bumped by every change, so a stale load is not cached
-	entries  sync.Map      // role name -> *cacheEntry
-	cfg      atomic.Pointer[configEntry]
+	// cache is the in-memory copy of config and roles in front of storage.
+	cache storageCache
 
-	// flights makes concurrent logins of one role share one upstream request.
-	flights singleflight.Group
+	// One singleflight group per kind of flight, each keyed by role name
+	// (docs/read-path.md). loginFlights: reads and the background refresh of a
+	// role share one refreshRole, so a role has at most one login at a time;
+	// rotateFlights: concurrent rotate-role calls of a role share one login;
+	// verifyFlights: concurrent verify/ checks of a role share one upstream check.
+	loginFlights  singleflight.Group
+	rotateFlights singleflight.Group
+	verifyFlights singleflight.Group
 	// detached holds the roles whose refresh runs on its own for a read
 	// (refreshDetached): at most one each. detachedWG counts them running.
 	detached   sync.Map // role name -> struct{}
 	detachedWG sync.WaitGroup
 	// detachedFailed remembers why a role's last detached refresh failed when its
 	// token state does not say (storage errors), for the warning of later reads.
-	detachedFailed sync.Map // role name -> *unavailable
+	detachedFailed sync.Map // role name -> *loginRefusal
 	// lifetime ends when Vault cleans the mount up; it cancels detached refreshes.
 	lifetime    context.Context
 	endLifetime context.CancelFunc
@@ -88,12 +107,6 @@ type backend struct {
 	limits *mountBudgets
 	// verifies remembers the last verify/ answer per role (role name -> *verifyResult).
 	verifies sync.Map
-}
-
-// configEntry is the cached config with the HTTP client built for it.
-type configEntry struct {
-	*config
-	client *tokenClient
 }
 
 // newBackend builds a mount that counts its logins in limits (nil: budgets of its
@@ -131,6 +144,14 @@ func newBackend(now func() time.Time, limits *Limits) *backend {
 	return b
 }
 
+// lockRole takes the role's lock (roleLocks) and returns it, for the caller to
+// unlock: defer b.lockRole(name).Unlock().
+func (b *backend) lockRole(name string) *locksutil.LockEntry {
+	lock := locksutil.LockForKey(b.roleLocks, name)
+	lock.Lock()
+	return lock
+}
+
 // sleepCtx waits for d, or until ctx ends (its error).
 func sleepCtx(ctx context.Context, d time.Duration) error {
 	t := time.NewTimer(d)
@@ -140,18 +161,6 @@ func sleepCtx(ctx context.Context, d time.Duration) error {
 		return nil
 	case <-ctx.Done():
 		return ctx.Err()
-	}
-}
-
-// invalidate drops what another node changed in storage.
-func (b *backend) invalidate(_ context.Context, key string) {
-	switch {
-	case key == configStoragePath:
-		b.dropConfig()
-	case strings.HasPrefix(key, rolesStoragePrefix):
-		b.dropEntry(strings.TrimPrefix(key, rolesStoragePrefix))
-	case strings.HasPrefix(key, tokensStoragePrefix):
-		b.dropEntry(strings.TrimPrefix(key, tokensStoragePrefix))
 	}
 }
 
@@ -174,104 +183,6 @@ func (b *backend) initialize(ctx context.Context, req *logical.InitializationReq
 func (b *backend) clean(context.Context) {
 	b.endLifetime()
 	b.detachedWG.Wait()
-}
-
-// getConfig returns the config, from memory when cached.
-func (b *backend) getConfig(ctx context.Context, s logical.Storage) (*configEntry, error) {
-	if c := b.cfg.Load(); c != nil {
-		return c, nil
-	}
-	gen := b.cacheGen.Load()
-	cfg, err := b.readConfig(ctx, s)
-	if err != nil {
-		return nil, err
-	}
-	client, err := newTokenClient(cfg)
-	if err != nil {
-		return nil, fmt.Errorf("building the upstream client: %w", err)
-	}
-	c := &configEntry{config: cfg, client: client}
-	b.limits.use(upstreamHost(cfg.TokenURL))
-	b.cacheMu.Lock()
-	if b.cacheGen.Load() == gen {
-		b.cfg.Store(c)
-	}
-	b.cacheMu.Unlock()
-	return c, nil
-}
-
-func (b *backend) dropConfig() {
-	b.cacheMu.Lock()
-	b.cacheGen.Add(1)
-	b.cfg.Store(nil)
-	b.cacheMu.Unlock()
-	b.sched.reset() // refresh_before may have changed every due time
-}
-
-// cached returns a role's in-memory entry, or nil.
-func (b *backend) cached(name string) *cacheEntry {
-	if v, ok := b.entries.Load(name); ok {
-		return v.(*cacheEntry)
-	}
-	return nil
-}
-
-// loadEntry returns a role's entry from memory, else from storage (and caches it).
-// It returns nil when the role does not exist.
-func (b *backend) loadEntry(ctx context.Context, s logical.Storage, name string) (*cacheEntry, error) {
-	if e := b.cached(name); e != nil {
-		return e, nil
-	}
-	gen := b.cacheGen.Load()
-	r, err := b.getRole(ctx, s, name)
-	if err != nil || r == nil {
-		return nil, err
-	}
-	st, err := b.readTokenState(ctx, s, name)
-	if err != nil {
-		return nil, err
-	}
-	if st.Generation != r.Generation {
-		st = &tokenState{Generation: r.Generation} // retired with the old credentials
-	}
-	e := newCacheEntry(r, st)
-	b.cacheMu.Lock()
-	if b.cacheGen.Load() == gen {
-		b.entries.Store(name, e)
-	}
-	b.cacheMu.Unlock()
-	return e, nil
-}
-
-// storeEntry replaces a role's in-memory entry with state that was just written.
-func (b *backend) storeEntry(name string, e *cacheEntry) {
-	b.cacheMu.Lock()
-	b.cacheGen.Add(1)
-	b.entries.Store(name, e)
-	b.cacheMu.Unlock()
-	b.sched.update(name, e.state)
-}
-
-// dropEntry forgets a role's in-memory entry; the next use reads storage.
-func (b *backend) dropEntry(name string) {
-	b.cacheMu.Lock()
-	b.cacheGen.Add(1)
-	b.entries.Delete(name)
-	b.cacheMu.Unlock()
-	b.verifies.Delete(name)
-	b.detachedFailed.Delete(name)
-	b.sched.touch(name) // the next periodic run reads it again
-}
-
-// canWrite reports whether this node may write storage, and so may log in. On a
-// performance standby or secondary a needed login returns logical.ErrReadOnly, so
-// Vault forwards the request to the active node before any upstream call.
-func (b *backend) canWrite() bool {
-	if b.System() == nil {
-		return true
-	}
-	return !b.System().ReplicationState().HasState(
-		consts.ReplicationPerformanceStandby | consts.ReplicationPerformanceSecondary | consts.ReplicationDRSecondary)
 }
 
 // HandleRequest refuses a password or client_secret that is not a string before

@@ -25,9 +25,7 @@ func TestBudgetSpentBeforeARestartStillHoldsAfterIt(t *testing.T) {
 	after := newTestEnv(t, e.storage, e.clock) // the new active node
 	_, err := after.do(logical.UpdateOperation, "rotate-role/app", nil)
 	expectCodedError(t, err, http.StatusTooManyRequests, `role "app"`, "login budget")
-	if u.count() != 3 {
-		t.Fatalf("upstream logins = %d, want 3: the restarted backend forgot the budget", u.count())
-	}
+	u.wantCount(t, 3, ": the restarted backend forgot the budget")
 
 	// The first login leaves the window 61 s after it (counted at the whole
 	// second after it was sent): then one more login fits.
@@ -35,9 +33,7 @@ func TestBudgetSpentBeforeARestartStillHoldsAfterIt(t *testing.T) {
 	if resp, err := after.do(logical.UpdateOperation, "rotate-role/app", nil); err != nil || resp.IsError() {
 		t.Fatalf("rotate once the first login left the window: %v %v", err, respErr(resp))
 	}
-	if u.count() != 4 {
-		t.Fatalf("upstream logins = %d, want 4", u.count())
-	}
+	u.wantCount(t, 4, "")
 }
 
 // An upstream 429 blocks the username on the node that follows, for every role
@@ -56,9 +52,7 @@ func TestBudgetUpstream429BlockHoldsAfterARestartForEveryRoleOfTheUser(t *testin
 	after.clock.Advance(2 * time.Minute)
 	_, err = after.read("creds/b")
 	expectCodedError(t, err, http.StatusTooManyRequests, `role "b"`, "429")
-	if u.count() != 1 {
-		t.Fatalf("upstream requests = %d, want 1: role b was sent during the user's 429 block", u.count())
-	}
+	u.wantCount(t, 1, ": role b was sent during the user's 429 block")
 	after.clock.Advance(3*time.Minute + time.Second)
 	after.mustRead("creds/b")
 }
@@ -103,18 +97,13 @@ func TestBudgetRecordStaysSmallAtHighVolume(t *testing.T) {
 
 // A budget that cannot be read refuses the login rather than guessing.
 func TestBudgetUnreadableRefusesTheLogin(t *testing.T) {
-	u := newUpstream(t, issuing(24*time.Hour))
 	s := newFaultyStorage()
-	e := newTestEnv(t, s, nil)
-	e.configure(u, nil)
-	e.addRole("app", "svc@example.com", "pw")
+	e, u := newAppEnv(t, s, issuing(24*time.Hour), "pw")
 	e.mustRead("roles/app") // the role is readable
 	s.failGets(budgetsStoragePrefix, true)
 	_, err := e.read("creds/app")
 	expectCodedError(t, err, http.StatusInternalServerError, `role "app"`, "login budget")
-	if u.count() != 0 {
-		t.Fatalf("upstream requests = %d, want 0", u.count())
-	}
+	u.wantCount(t, 0, "")
 	s.failGets("", false)
 	e.mustRead("creds/app")
 }

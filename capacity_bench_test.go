@@ -17,7 +17,7 @@ import (
 
 	hclog "github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/vault/sdk/logical"
-
+	"github.com/iadvize/vault-plugin-secrets-iadvize/internal/fakeclock"
 	"github.com/iadvize/vault-plugin-secrets-iadvize/internal/fakeiadvize"
 )
 
@@ -32,13 +32,13 @@ import (
 type benchMount struct {
 	b       *backend
 	storage logical.Storage
-	clock   *fakeClock
+	clock   *fakeclock.Clock
 }
 
-func newBenchMount(tb testing.TB, clock *fakeClock, storage logical.Storage) *benchMount {
+func newBenchMount(tb testing.TB, clock *fakeclock.Clock, storage logical.Storage) *benchMount {
 	tb.Helper()
 	b := newBackend(clock.Now, nil)
-	b.sleep = clock.sleep
+	b.sleep = clock.Sleep
 	conf := &logical.BackendConfig{
 		Logger:      hclog.NewNullLogger(),
 		System:      &logical.StaticSystemView{DefaultLeaseTTLVal: 768 * time.Hour, MaxLeaseTTLVal: 768 * time.Hour},
@@ -70,7 +70,7 @@ type userLog struct {
 	times map[string][]time.Time
 }
 
-func (l *userLog) wrap(clock *fakeClock, h http.Handler) http.Handler {
+func (l *userLog) wrap(clock *fakeclock.Clock, h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/oauth2/token" {
 			body, _ := io.ReadAll(r.Body)
@@ -105,7 +105,7 @@ func BenchmarkCapacity(b *testing.B) {
 }
 
 func runCapacity(b *testing.B, roles, days, readsPerMinute int, step time.Duration) {
-	clock := newFakeClock()
+	clock := fakeclock.New()
 	fake := fakeiadvize.New(fakeiadvize.Options{Now: clock.Now})
 	logins := &userLog{times: make(map[string][]time.Time)}
 	srv := httptest.NewServer(logins.wrap(clock, fake))
@@ -144,7 +144,7 @@ func runCapacity(b *testing.B, roles, days, readsPerMinute int, step time.Durati
 		afterDay1 := now.Sub(start) > 24*time.Hour
 		for range readsPerMinute * int(step) / int(time.Minute) {
 			name := names[rng.IntN(roles)]
-			e := m.b.cached(name)
+			e := m.b.cache.role(name)
 			// A read waits on upstream when its role has no usable token: a
 			// cold role (never logged in: its first read must), or a token
 			// the refresh did not replace in time (which must not happen).
@@ -216,7 +216,7 @@ func runCapacity(b *testing.B, roles, days, readsPerMinute int, step time.Durati
 	maxPerMinute := fake.MaxAttemptsInWindow(time.Minute)
 	maxPerUser := 0
 	for _, ts := range logins.times {
-		maxPerUser = max(maxPerUser, maxInAnySpan(ts, time.Minute))
+		maxPerUser = max(maxPerUser, fakeiadvize.MaxInWindow(ts, time.Minute))
 	}
 	// Logins per role per day in the steady state: a day over the mean time
 	// between two logins of a role after its first (a count of logins within
@@ -290,7 +290,7 @@ func runCapacity(b *testing.B, roles, days, readsPerMinute int, step time.Durati
 func BenchmarkPeriodicRunNoneDue(b *testing.B) {
 	for _, n := range []int{1_000, 10_000, 100_000} {
 		b.Run(fmt.Sprintf("roles=%d", n), func(b *testing.B) {
-			clock := newFakeClock()
+			clock := fakeclock.New()
 			s := &countingStorage{Storage: &logical.InmemStorage{}}
 			ctx := context.Background()
 			issued := clock.Now()

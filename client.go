@@ -50,7 +50,7 @@ func newTokenClient(cfg *config) (*tokenClient, error) {
 // login exchanges a role's credentials for a token at tokenURL, presenting a
 // client secret as clientAuth says. It returns a *loginError for every failure;
 // upstream text in its message has passed redact.
-func (c *tokenClient) login(ctx context.Context, tokenURL, clientAuth string, r *role, rules answerRules) (*token, error) {
+func (c *tokenClient) login(ctx context.Context, tokenURL, clientAuth string, r *role, rules answerRules) (*issuedToken, error) {
 	req, err := newTokenRequest(ctx, tokenURL, r, clientAuth)
 	switch {
 	case errors.Is(err, errColonInClientID):

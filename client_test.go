@@ -244,10 +244,8 @@ func TestMalformedUpstreamAnswersAre502NamingRoleAndCauseAndNeverCached(t *testi
 			if n := redirectHits.Load() - hitsBefore; n != 0 {
 				t.Fatalf("the redirect target received %d requests: redirects must not be followed", n)
 			}
-			if u.count() != 1 {
-				t.Fatalf("upstream requests = %d, want 1", u.count())
-			}
-			if c := e.b.cached("app"); c != nil && c.state.AccessToken != "" {
+			u.wantCount(t, 1, "")
+			if c := e.b.cache.role("app"); c != nil && c.state.AccessToken != "" {
 				t.Fatal("a refused answer was cached in memory")
 			}
 			if st := storedToken(t, e.storage, "app"); st != nil && st.AccessToken != "" {

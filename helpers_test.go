@@ -1,67 +1,14 @@
 package iadvize
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
-	"net/http"
-	"net/http/httptest"
-	"strconv"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	hclog "github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/vault/sdk/logical"
+	"github.com/iadvize/vault-plugin-secrets-iadvize/internal/fakeclock"
 )
-
-// fakeClock is the injected clock of the unit tests: time moves only when a test
-// says so.
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func newFakeClock() *fakeClock {
-	return &fakeClock{t: time.Date(2026, 1, 5, 9, 0, 0, 0, time.UTC)}
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
-
-// sleep is a wait on the fake clock: the time passes at once.
-func (c *fakeClock) sleep(_ context.Context, d time.Duration) error {
-	c.Advance(d)
-	return nil
-}
-
-// syncBuffer is a log sink safe for concurrent writers.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.buf.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.buf.String()
-}
 
 // testEnv is one mount of the plugin over in-memory storage, on a fake clock, with
 // its log captured at trace level.
@@ -69,14 +16,14 @@ type testEnv struct {
 	t       *testing.T
 	b       *backend
 	storage logical.Storage
-	clock   *fakeClock
+	clock   *fakeclock.Clock
 	logs    *syncBuffer
 	system  *logical.StaticSystemView
 }
 
 // newTestEnv builds a backend. Pass a storage to share it with another backend
 // (a restart, another node), or nil for a new one.
-func newTestEnv(t *testing.T, storage logical.Storage, clock *fakeClock) *testEnv {
+func newTestEnv(t *testing.T, storage logical.Storage, clock *fakeclock.Clock) *testEnv {
 	t.Helper()
 	return newTestEnvWith(t, storage, clock, nil)
 }
@@ -84,18 +31,18 @@ func newTestEnv(t *testing.T, storage logical.Storage, clock *fakeClock) *testEn
 // newTestEnvWith builds a backend that counts its logins in limits, shared with
 // the other backends built with it (mounts of one plugin process); nil gives it
 // budgets of its own. It is initialised as Vault does after mounting it.
-func newTestEnvWith(t *testing.T, storage logical.Storage, clock *fakeClock, limits *Limits) *testEnv {
+func newTestEnvWith(t *testing.T, storage logical.Storage, clock *fakeclock.Clock, limits *Limits) *testEnv {
 	t.Helper()
 	if storage == nil {
 		storage = &logical.InmemStorage{}
 	}
 	if clock == nil {
-		clock = newFakeClock()
+		clock = fakeclock.New()
 	}
 	logs := &syncBuffer{}
 	system := &logical.StaticSystemView{DefaultLeaseTTLVal: 768 * time.Hour, MaxLeaseTTLVal: 768 * time.Hour}
 	b := newBackend(clock.Now, limits)
-	b.sleep = clock.sleep
+	b.sleep = clock.Sleep
 	conf := &logical.BackendConfig{
 		Logger:      hclog.New(&hclog.LoggerOptions{Output: logs, Level: hclog.Trace}),
 		System:      system,
@@ -165,63 +112,10 @@ func respErr(resp *logical.Response) error {
 	return resp.Error()
 }
 
-// upstream is a counting httptest token endpoint whose answer a test can change.
-type upstream struct {
-	srv      *httptest.Server
-	requests atomic.Int64
-	mu       sync.Mutex
-	handler  http.HandlerFunc
-}
-
-// newUpstream starts a token endpoint that answers every request with handler.
-func newUpstream(t *testing.T, handler http.HandlerFunc) *upstream {
-	u := &upstream{handler: handler}
-	u.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		u.requests.Add(1)
-		u.mu.Lock()
-		h := u.handler
-		u.mu.Unlock()
-		h(w, r)
-	}))
-	t.Cleanup(u.srv.Close)
-	return u
-}
-
-func (u *upstream) setHandler(h http.HandlerFunc) {
-	u.mu.Lock()
-	u.handler = h
-	u.mu.Unlock()
-}
-
-func (u *upstream) count() int64 { return u.requests.Load() }
-
-// tokenURL is the upstream's token endpoint.
-func (u *upstream) tokenURL() string { return u.srv.URL + "/oauth2/token" }
-
-// issuing answers every login with a new token "tok-N" of the given lifetime.
-func issuing(lifetime time.Duration) http.HandlerFunc {
-	var n atomic.Int64
-	return func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "application/json")
-		json.NewEncoder(w).Encode(map[string]any{
-			"access_token":  "tok-" + itoa(n.Add(1)),
-			"expires_in":    int(lifetime.Seconds()),
-			"token_type":    "Bearer",
-			"refresh_token": "none",
-		})
-	}
-}
-
-func itoa(n int64) string { return strconv.FormatInt(n, 10) }
-
 // configure points the mount at an upstream.
 func (e *testEnv) configure(u *upstream, extra map[string]any) {
 	e.t.Helper()
-	data := map[string]any{"token_url": u.tokenURL(), "verify_url": u.srv.URL + "/_authenticated"}
-	for k, v := range extra {
-		data[k] = v
-	}
-	e.mustWrite("config", data)
+	e.configureBase(u.url, extra)
 }
 
 // addRole writes a password-grant role.

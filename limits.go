@@ -22,6 +22,8 @@ const budgetWindow = time.Minute + time.Second
 // in main and hand it to FactoryWith; tests build their own. Safe for concurrent
 // use.
 type Limits struct {
+	// mu guards hosts, the map only: a leaf, released before a limiter is used
+	// (docs/locks.md).
 	mu    sync.Mutex
 	hosts map[string]*loginLimiter
 }
@@ -65,9 +67,16 @@ type mountBudgets struct {
 	own     *Limits // this mount's logins only
 	current atomic.Pointer[hostBudgets]
 
+	// restoreMu guards restored, and makes the stored record's merge happen once
+	// per host (restoreBudgets): held across the storage read of budgets/ and the
+	// merge, under which it takes loginLimiter.mu. Taken with no other lock held.
 	restoreMu sync.Mutex
 	restored  map[string]bool // token host -> this mount's record was merged
-	saveMu    sync.Mutex      // orders the writes to storage
+	// saveMu orders the writes of budgets/recent (saveBudgets), so an older
+	// snapshot never overwrites a newer one: held across the snapshot
+	// (loginLimiter.mu) and the storage write. May be taken under a role lock
+	// (recordLogin after a 429), never the other way round. See docs/locks.md.
+	saveMu sync.Mutex
 }
 
 // hostBudgets is one token host's shared limiter and this mount's own logins to it.
@@ -160,6 +169,9 @@ func upstreamHost(tokenURL string) string {
 // serves the decisions; each mount keeps a copy of its own logins in storage
 // (budget_store.go) so that a restart or failover does not reset the minute.
 type loginLimiter struct {
+	// mu guards the windows and blocks: a leaf, held for in-memory work only; it
+	// may be taken under a role lock, mountBudgets.saveMu or restoreMu
+	// (docs/locks.md).
 	mu         sync.Mutex
 	total      slidingWindow
 	principals map[string]*principalBudget

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/vault/sdk/logical"
+	"github.com/iadvize/vault-plugin-secrets-iadvize/internal/fakeclock"
 	"github.com/iadvize/vault-plugin-secrets-iadvize/internal/fakeiadvize"
 )
 
@@ -34,7 +35,7 @@ func TestUpstreamHostIsLowerCaseHostAndPort(t *testing.T) {
 
 // twoMounts builds two mounts of one plugin process (separate storage, one set of
 // budgets) against the same upstream.
-func twoMounts(t *testing.T, clock *fakeClock, base string, extra map[string]any) (a, b *testEnv, limits *Limits) {
+func twoMounts(t *testing.T, clock *fakeclock.Clock, base string, extra map[string]any) (a, b *testEnv, limits *Limits) {
 	t.Helper()
 	limits = NewLimits()
 	a = newTestEnvWith(t, nil, clock, limits)
@@ -49,9 +50,9 @@ func twoMounts(t *testing.T, clock *fakeClock, base string, extra map[string]any
 // minute, upstream never answers 429, and every role is served within two
 // minutes.
 func TestLimitsTwoMountsOverOneUpstreamNeverExceedTheSharedBudget(t *testing.T) {
-	clock := newFakeClock()
-	fake, base := startFakeIAdvize(t, clock, fakeiadvize.Options{}, nil)
-	a, b, _ := twoMounts(t, clock, base, nil)
+	clock := fakeclock.New()
+	fake := startFakeIAdvize(t, clock, fakeiadvize.Options{})
+	a, b, _ := twoMounts(t, clock, fake.url, nil)
 	type role struct {
 		env  *testEnv
 		name string
@@ -120,9 +121,9 @@ func TestLimitsTwoMountsOverOneUpstreamNeverExceedTheSharedBudget(t *testing.T) 
 // One username in two mounts has one window: user_logins_per_minute holds over
 // both, and a 429 for that user in one mount holds in the other.
 func TestLimitsSameUsernameInTwoMountsSharesOneWindow(t *testing.T) {
-	clock := newFakeClock()
+	clock := fakeclock.New()
 	u := newUpstream(t, issuing(24*time.Hour))
-	a, b, _ := twoMounts(t, clock, u.srv.URL, map[string]any{"user_logins_per_minute": 3})
+	a, b, _ := twoMounts(t, clock, u.url, map[string]any{"user_logins_per_minute": 3})
 	a.addRole("app", "shared@example.com", "pw")
 	b.addRole("app", "shared@example.com", "pw")
 	rotate := func(e *testEnv) error {
@@ -135,9 +136,7 @@ func TestLimitsSameUsernameInTwoMountsSharesOneWindow(t *testing.T) {
 		}
 	}
 	expectCodedError(t, rotate(b), http.StatusTooManyRequests, "login budget of username", "counting every mount")
-	if u.count() != 3 {
-		t.Fatalf("upstream logins = %d, want 3", u.count())
-	}
+	u.wantCount(t, 3, "")
 
 	u.setHandler(rateLimited(func() string { return "300" }))
 	clock.Advance(2 * time.Minute)
@@ -145,14 +144,12 @@ func TestLimitsSameUsernameInTwoMountsSharesOneWindow(t *testing.T) {
 	u.setHandler(issuing(24 * time.Hour))
 	clock.Advance(time.Minute)
 	expectCodedError(t, rotate(b), http.StatusTooManyRequests, "429")
-	if u.count() != 4 {
-		t.Fatalf("upstream logins = %d, want 4: the other mount logged in during the user's 429 block", u.count())
-	}
+	u.wantCount(t, 4, ": the other mount logged in during the user's 429 block")
 }
 
 // Mounts that log in to different hosts do not share: each host has its budget.
 func TestLimitsDifferentHostsDoNotShare(t *testing.T) {
-	clock := newFakeClock()
+	clock := fakeclock.New()
 	u1, u2 := newUpstream(t, issuing(24*time.Hour)), newUpstream(t, issuing(24*time.Hour))
 	limits := NewLimits()
 	a, b := newTestEnvWith(t, nil, clock, limits), newTestEnvWith(t, nil, clock, limits)
@@ -180,9 +177,9 @@ func TestLimitsDifferentHostsDoNotShare(t *testing.T) {
 // 60 + 30 before, so 10 more fit, not more (a mount forgot) and not fewer (a
 // mount counted another's logins as well as its own).
 func TestBudgetSharedAcrossMountsRestoredExactlyAfterAProcessRestart(t *testing.T) {
-	clock := newFakeClock()
+	clock := fakeclock.New()
 	u := newUpstream(t, issuing(24*time.Hour))
-	a, b, _ := twoMounts(t, clock, u.srv.URL, nil)
+	a, b, _ := twoMounts(t, clock, u.url, nil)
 	for i := range 80 {
 		a.addRole(fmt.Sprintf("r%02d", i), fmt.Sprintf("a%02d@example.com", i), "pw")
 		b.addRole(fmt.Sprintf("r%02d", i), fmt.Sprintf("b%02d@example.com", i), "pw")
@@ -209,7 +206,5 @@ func TestBudgetSharedAcrossMountsRestoredExactlyAfterAProcessRestart(t *testing.
 	if served != 10 {
 		t.Fatalf("%d logins after the restart, want 10 (100 less the 90 of both mounts)", served)
 	}
-	if u.count() != 100 {
-		t.Fatalf("upstream logins = %d, want 100", u.count())
-	}
+	u.wantCount(t, 100, "")
 }

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/iadvize/vault-plugin-secrets-iadvize/internal/fakeclock"
 	"github.com/iadvize/vault-plugin-secrets-iadvize/internal/fakeiadvize"
 )
 
@@ -14,7 +15,7 @@ import (
 // bucket that would let 2N through around a minute boundary.
 func TestLimitsSlidingWindowNeverAllowsMoreThanLimitInAnyMinute(t *testing.T) {
 	l := newLoginLimiter()
-	start := newFakeClock().Now()
+	start := fakeclock.New().Now()
 	var granted []time.Time
 	// Try a login for one principal every 100 ms for ten minutes.
 	for now := start; now.Before(start.Add(10 * time.Minute)); now = now.Add(100 * time.Millisecond) {
@@ -22,7 +23,7 @@ func TestLimitsSlidingWindowNeverAllowsMoreThanLimitInAnyMinute(t *testing.T) {
 			granted = append(granted, now)
 		}
 	}
-	if got := maxInAnySpan(granted, time.Minute); got > 10 {
+	if got := fakeiadvize.MaxInWindow(granted, time.Minute); got > 10 {
 		t.Fatalf("%d logins granted within one minute, limit 10", got)
 	}
 	if len(granted) < 90 {
@@ -32,7 +33,7 @@ func TestLimitsSlidingWindowNeverAllowsMoreThanLimitInAnyMinute(t *testing.T) {
 
 func TestLimitsOverBudgetReturnsTheEarliestFreeTimeAndTakesNothing(t *testing.T) {
 	l := newLoginLimiter()
-	t0 := newFakeClock().Now()
+	t0 := fakeclock.New().Now()
 	for i := range 3 {
 		if _, _, ok := l.reserve("user:a", t0.Add(time.Duration(i)*time.Second), 3, 100); !ok {
 			t.Fatalf("login %d refused within the budget", i+1)
@@ -63,9 +64,8 @@ func TestLimitsOverBudgetReturnsTheEarliestFreeTimeAndTakesNothing(t *testing.T)
 // Reads of one username over five minutes with short tokens: logins never exceed
 // user_logins_per_minute, and over budget no upstream call happens.
 func TestLimitsUserLoginsPerMinuteNeverExceededAndNoCallOverBudget(t *testing.T) {
-	clock := newFakeClock()
-	var log loginLog
-	u := newUpstream(t, log.wrap(clock, issuing(10*time.Second)))
+	clock := fakeclock.New()
+	u := newUpstreamOn(t, clock, issuing(10*time.Second))
 	e := newTestEnv(t, nil, clock)
 	e.configure(u, map[string]any{"user_logins_per_minute": 3})
 	e.addRole("app", "svc@example.com", "pw-budget")
@@ -89,8 +89,8 @@ func TestLimitsUserLoginsPerMinuteNeverExceededAndNoCallOverBudget(t *testing.T)
 		}
 		clock.Advance(time.Second)
 	}
-	times := log.all()
-	if got := maxInAnySpan(times, time.Minute); got > 3 {
+	times := u.LoginTimes()
+	if got := fakeiadvize.MaxInWindow(times, time.Minute); got > 3 {
 		t.Fatalf("%d logins for one username within a minute, user_logins_per_minute is 3", got)
 	}
 	if len(times) < 12 {
@@ -104,9 +104,8 @@ func TestLimitsUserLoginsPerMinuteNeverExceededAndNoCallOverBudget(t *testing.T)
 // Many users' reads over five minutes with short tokens: logins never exceed
 // logins_per_minute for the mount.
 func TestLimitsMountLoginsPerMinuteNeverExceededAndNoCallOverBudget(t *testing.T) {
-	clock := newFakeClock()
-	var log loginLog
-	u := newUpstream(t, log.wrap(clock, issuing(20*time.Second)))
+	clock := fakeclock.New()
+	u := newUpstreamOn(t, clock, issuing(20*time.Second))
 	e := newTestEnv(t, nil, clock)
 	e.configure(u, map[string]any{"logins_per_minute": 5})
 	for i := range 12 {
@@ -125,8 +124,8 @@ func TestLimitsMountLoginsPerMinuteNeverExceededAndNoCallOverBudget(t *testing.T
 		}
 		clock.Advance(5 * time.Second)
 	}
-	times := log.all()
-	if got := maxInAnySpan(times, time.Minute); got > 5 {
+	times := u.LoginTimes()
+	if got := fakeiadvize.MaxInWindow(times, time.Minute); got > 5 {
 		t.Fatalf("%d logins within a minute, logins_per_minute is 5", got)
 	}
 	if len(times) < 20 || refused == 0 {
@@ -139,18 +138,10 @@ func TestLimitsMountLoginsPerMinuteNeverExceededAndNoCallOverBudget(t *testing.T
 // any minute, upstream never answers 429, the other reads get a 429 with a retry
 // time, and every role is served within two minutes.
 func TestLimits130ColdRolesAtOnceStayUnderUpstreamIPLimit(t *testing.T) {
-	clock := newFakeClock()
-	fake, base := startFakeIAdvize(t, clock, fakeiadvize.Options{}, nil)
-	e := newTestEnv(t, nil, clock)
-	e.configureBase(base, nil)
+	e, fake := newFakeEnv(t, fakeiadvize.Options{})
+	clock := e.clock
 	const roles = 130
-	names := make([]string, roles)
-	for i := range roles {
-		names[i] = fmt.Sprintf("role-%03d", i)
-		user, pw := fmt.Sprintf("user-%03d@example.com", i), fmt.Sprintf("pw-%03d", i)
-		fake.AddUser(user, pw)
-		e.addRole(names[i], user, pw)
-	}
+	names := addFakeRoles(e, fake, "role", roles)
 	start := clock.Now()
 
 	var wg sync.WaitGroup
@@ -205,7 +196,7 @@ func TestLimits130ColdRolesAtOnceStayUnderUpstreamIPLimit(t *testing.T) {
 	if got := fake.MaxAttemptsInWindow(time.Minute); got > 100 {
 		t.Fatalf("upstream saw %d logins within a minute, limit 100", got)
 	}
-	if got := maxInAnySpan(fake.LoginTimes(), time.Minute); got > 100 {
+	if got := fakeiadvize.MaxInWindow(fake.LoginTimes(), time.Minute); got > 100 {
 		t.Fatalf("%d logins within a minute, limit 100", got)
 	}
 	if stats.LoginAttempts != roles || stats.LoginSuccesses != roles {

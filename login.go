@@ -8,7 +8,6 @@ import (
 	"net/http"
 	"time"
 
-	"github.com/hashicorp/vault/sdk/helper/locksutil"
 	"github.com/hashicorp/vault/sdk/logical"
 )
 
@@ -41,25 +40,28 @@ const (
 	modeBackground
 )
 
-// served is what a read gets: the role's entry, the config it was judged under, and
-// a warning when the token is served while its refresh fails.
-type served struct {
+// servedToken is what a read of creds/ or static-creds/ gets (serveToken): the
+// role's entry, the config it was judged under, and a warning when the token is
+// served while its refresh fails.
+type servedToken struct {
 	entry   *cacheEntry
 	cfg     *configEntry
 	warning string
 }
 
-// attempt is the outcome of refresh, whatever the mode: the role's entry after it,
-// and, when no login could happen or the login failed, why. Callers that share one
-// flight each build their own answer from it.
-type attempt struct {
-	entry  *cacheEntry
-	cfg    *configEntry
-	failed *unavailable
+// refreshOutcome is what refreshRole returns, whatever the mode: the role's entry
+// after it, and, when no login could happen or the login failed, why (refusal).
+// Callers that share one flight (refreshOnce) each build their own answer from it.
+type refreshOutcome struct {
+	entry   *cacheEntry
+	cfg     *configEntry
+	refusal *loginRefusal
 }
 
-// unavailable is why no login may happen now, or why it failed, and until when.
-type unavailable struct {
+// loginRefusal is why no token could be had: the login policy refused a login now
+// (budget, backoff, rejected credentials: mayLogin), or upstream refused the one
+// sent (upstreamRefusal), and until when.
+type loginRefusal struct {
 	status   int       // 429 (rate limit, budget, backoff), 502 (upstream failure), 500
 	cause    string    // safe to show: never holds a secret
 	retryAt  time.Time // zero: not until the credentials are rewritten
@@ -67,7 +69,7 @@ type unavailable struct {
 }
 
 // message names the role, the cause and when the next attempt may happen.
-func (u *unavailable) message(name string) string {
+func (u *loginRefusal) message(name string) string {
 	next := "no login until the role's credentials are rewritten or rotate-role is called"
 	if !u.retryAt.IsZero() {
 		next = "next login attempt not before " + ceilSecond(u.retryAt).UTC().Format(time.RFC3339)
@@ -82,64 +84,65 @@ func ceilSecond(t time.Time) time.Time {
 	return t.Add(time.Second - 1).Truncate(time.Second)
 }
 
-// token returns a role's token for a read. A hit is served from memory: no lock,
+// serveToken returns a role's token for a read of creds/ or static-creds/: the
+// first step of the read path (docs/read-path.md). A hit is served from memory: no lock,
 // no storage, no network. A token inside its refresh window that still has more
 // than the skew margin to live is served at once too, and its login runs on its
 // own (refreshDetached): no read waits on upstream while its token is usable.
 // Only a read with no usable token waits: concurrent ones share one call of
-// refresh, and so at most one login. While a refresh fails, a token with time
+// refreshRole (refreshOnce), and so at most one login. While a refresh fails, a token with time
 // left is served with a warning (README, "When the plugin logs in"); without one,
 // the read fails with the status the README names.
-func (b *backend) token(ctx context.Context, s logical.Storage, name string) (served, error) {
-	cfg, e := b.cfg.Load(), b.cached(name)
+func (b *backend) serveToken(ctx context.Context, s logical.Storage, name string) (servedToken, error) {
+	cfg, e := b.cache.config(), b.cache.role(name)
 	if cfg != nil && e != nil && e.state.fresh(b.now(), cfg.RefreshBefore) {
-		return served{entry: e, cfg: cfg}, nil
+		return servedToken{entry: e, cfg: cfg}, nil
 	}
 	if cfg == nil || e == nil {
 		var err error
 		if cfg, err = b.getConfig(ctx, s); err != nil {
-			return served{}, err
+			return servedToken{}, err
 		}
 		if e, err = b.loadEntry(ctx, s, name); err != nil {
-			return served{}, err
+			return servedToken{}, err
 		}
 		if e == nil {
-			return served{}, errRoleNotFound
+			return servedToken{}, errRoleNotFound
 		}
 	}
 	switch now := b.now(); {
 	case e.state.fresh(now, cfg.RefreshBefore):
-		return served{entry: e, cfg: cfg}, nil
+		return servedToken{entry: e, cfg: cfg}, nil
 	case e.state.usable(now):
 		return b.serveWhileRefreshing(ctx, s, name, e, cfg, now), nil
 	}
 
-	res, err := b.shared(ctx, s, name, modeRead)
-	if err == nil && res.failed == nil && !res.entry.state.alive(b.now()) {
+	res, err := b.refreshOnce(ctx, s, name, modeRead)
+	if err == nil && res.refusal == nil && !res.entry.state.alive(b.now()) {
 		// Joined a background flight that found nothing to do, and the token went
 		// meanwhile (credentials rewritten, verify dropped it): judge as a read.
-		res, err = b.shared(ctx, s, name, modeRead)
+		res, err = b.refreshOnce(ctx, s, name, modeRead)
 	}
 	if err != nil {
-		return served{}, err
+		return servedToken{}, err
 	}
-	srv := served{entry: res.entry, cfg: res.cfg}
+	srv := servedToken{entry: res.entry, cfg: res.cfg}
 	alive := res.entry.state.alive(b.now())
 	switch {
-	case res.failed == nil && alive:
+	case res.refusal == nil && alive:
 		return srv, nil
-	case res.failed == nil:
-		return served{}, logical.CodedError(http.StatusBadGateway, fmt.Sprintf("role %q: no token could be obtained; read again", name))
+	case res.refusal == nil:
+		return servedToken{}, logical.CodedError(http.StatusBadGateway, fmt.Sprintf("role %q: no token could be obtained; read again", name))
 	case !alive:
-		return served{}, logical.CodedError(res.failed.status, res.failed.message(name))
+		return servedToken{}, logical.CodedError(res.refusal.status, res.refusal.message(name))
 	}
-	srv.warning = servingWarning(res.failed, res.entry, name)
+	srv.warning = servingWarning(res.refusal, res.entry, name)
 	return srv, nil
 }
 
 // servingWarning is the warning of a read served the cached token while its
 // refresh fails.
-func servingWarning(u *unavailable, e *cacheEntry, name string) string {
+func servingWarning(u *loginRefusal, e *cacheEntry, name string) string {
 	return fmt.Sprintf("%s; serving the cached token, which expires at %s", u.message(name), e.expireTime)
 }
 
@@ -147,17 +150,17 @@ func servingWarning(u *unavailable, e *cacheEntry, name string) string {
 // the token at once, with a warning only when its refresh has failed, and a login
 // started on its own when one may happen now. A node that cannot write starts
 // none: the active node refreshes the token.
-func (b *backend) serveWhileRefreshing(ctx context.Context, s logical.Storage, name string, e *cacheEntry, cfg *configEntry, now time.Time) served {
-	srv := served{entry: e, cfg: cfg}
+func (b *backend) serveWhileRefreshing(ctx context.Context, s logical.Storage, name string, e *cacheEntry, cfg *configEntry, now time.Time) servedToken {
+	srv := servedToken{entry: e, cfg: cfg}
 	next := b.nextLogin(e, cfg, now)
 	if u := refreshFailure(e, cfg.config, now); u != nil {
 		srv.warning = servingWarning(u, e, name)
 	} else if v, ok := b.detachedFailed.Load(name); ok {
-		u := v.(*unavailable)
+		u := v.(*loginRefusal)
 		srv.warning = servingWarning(u, e, name)
 		next = latest(next, u.retryAt)
 	}
-	if _, busy := b.detached.Load(name); !busy && !next.After(now) && b.canWrite() {
+	if _, busy := b.detached.Load(name); !busy && !next.After(now) && b.WriteSafeReplicationState() {
 		b.refreshDetached(ctx, s, name)
 	}
 	return srv
@@ -165,17 +168,17 @@ func (b *backend) serveWhileRefreshing(ctx context.Context, s logical.Storage, n
 
 // refreshFailure is why the token's refresh has failed, or nil when no attempt
 // since the token was issued has failed (none yet, or one in flight).
-func refreshFailure(e *cacheEntry, cfg *config, now time.Time) *unavailable {
+func refreshFailure(e *cacheEntry, cfg *config, now time.Time) *loginRefusal {
 	st := e.state
 	switch {
 	case st.LastOutcome == "" || st.LastOutcome == outcomeSuccess:
 		return nil
 	case e.rejectedUnder(cfg):
-		return &unavailable{status: http.StatusBadGateway, cause: st.LastError}
+		return &loginRefusal{status: http.StatusBadGateway, cause: st.LastError}
 	case now.Before(st.NextAttempt):
-		return &unavailable{status: http.StatusTooManyRequests, cause: "backing off after: " + st.LastError, retryAt: st.NextAttempt}
+		return &loginRefusal{status: http.StatusTooManyRequests, cause: "backing off after: " + st.LastError, retryAt: st.NextAttempt}
 	}
-	return &unavailable{status: http.StatusBadGateway, cause: "the last login failed: " + st.LastError, retryAt: now}
+	return &loginRefusal{status: http.StatusBadGateway, cause: "the last login failed: " + st.LastError, retryAt: now}
 }
 
 // nextLogin is the earliest time the policy lets a login of the role happen
@@ -195,9 +198,10 @@ var farFuture = time.Date(9999, 1, 1, 0, 0, 0, 0, time.UTC)
 
 // refreshDetached runs a read's refresh of the role on its own, detached from the
 // reader's request (its values kept, its cancellation not), so the reader is
-// answered at once. It shares the role's flight with waiting readers and the
-// background refresh, and runs at most one per role at a time. The upstream call
-// is bounded by request_timeout; the mount's cleanup cancels the rest.
+// answered at once. It shares the role's flight (loginFlights) with waiting
+// readers and the background refresh, and runs at most one per role at a time.
+// The upstream call is bounded by request_timeout; the mount's cleanup cancels
+// the rest.
 func (b *backend) refreshDetached(ctx context.Context, s logical.Storage, name string) {
 	if _, busy := b.detached.LoadOrStore(name, struct{}{}); busy {
 		return
@@ -210,7 +214,7 @@ func (b *backend) refreshDetached(ctx context.Context, s logical.Storage, name s
 		defer cancel()
 		stop := context.AfterFunc(b.lifetime, cancel)
 		defer stop()
-		res, err := b.shared(ctx, s, name, modeRead)
+		res, err := b.refreshOnce(ctx, s, name, modeRead)
 		// A failure the token state does not record (storage, a role changed
 		// twice during the login) is remembered for the warning of the reads
 		// that follow, and holds the next detached login back for a second.
@@ -218,65 +222,73 @@ func (b *backend) refreshDetached(ctx context.Context, s logical.Storage, name s
 		switch {
 		case err != nil && !errors.Is(err, errRoleNotFound):
 			b.Logger().Warn("refreshing the token in the background failed", "role", name, "error", err)
-			b.detachedFailed.Store(name, &unavailable{status: http.StatusInternalServerError,
+			b.detachedFailed.Store(name, &loginRefusal{status: http.StatusInternalServerError,
 				cause: "refreshing the token failed", retryAt: retryAt})
-		case err == nil && res.failed != nil && res.failed.status == http.StatusInternalServerError:
-			b.detachedFailed.Store(name, &unavailable{status: res.failed.status, cause: res.failed.cause, retryAt: retryAt})
-		case err == nil && res.failed == nil:
+		case err == nil && res.refusal != nil && res.refusal.status == http.StatusInternalServerError:
+			b.detachedFailed.Store(name, &loginRefusal{status: res.refusal.status, cause: res.refusal.cause, retryAt: retryAt})
+		case err == nil && res.refusal == nil:
 			b.detachedFailed.Delete(name)
 		}
 	}()
 }
 
-// shared runs refresh once for all concurrent callers of a role. Reads and the
-// background refresh share a flight (a read needs a login only when the background
-// would log in too); rotate-role has its own, as it always logs in.
-func (b *backend) shared(ctx context.Context, s logical.Storage, name string, mode loginMode) (attempt, error) {
-	key := name
+// refreshOnce runs refreshRole once for all concurrent callers of a role in the
+// same kind of flight, keyed by role name. Reads and the background refresh share
+// loginFlights (a read needs a login only when the background would log in too,
+// and a role has one login at a time); rotate-role has rotateFlights, as it
+// always logs in.
+func (b *backend) refreshOnce(ctx context.Context, s logical.Storage, name string, mode loginMode) (refreshOutcome, error) {
+	flights := &b.loginFlights
 	if mode == modeRotate {
-		key = "rotate\x00" + name
+		flights = &b.rotateFlights
 	}
-	v, err, _ := b.flights.Do(key, func() (any, error) {
-		return b.refresh(ctx, s, name, mode)
+	v, err, _ := flights.Do(name, func() (any, error) {
+		return b.refreshRole(ctx, s, name, mode)
 	})
 	if err != nil {
-		return attempt{}, err
+		return refreshOutcome{}, err
 	}
-	return v.(attempt), nil
+	return v.(refreshOutcome), nil
 }
 
-// refresh decides whether the role needs a login, logs in if it may, and records
-// the outcome. It never holds a lock across the upstream call. Its error is for
+// refreshRole decides whether the role needs a login, logs in if it may (mayLogin,
+// login) and records the outcome (recordLogin). It never holds a lock across the
+// upstream call. Its error is for
 // what no policy answers (storage, a missing role, a node that cannot write).
-func (b *backend) refresh(ctx context.Context, s logical.Storage, name string, mode loginMode) (attempt, error) {
+func (b *backend) refreshRole(ctx context.Context, s logical.Storage, name string, mode loginMode) (refreshOutcome, error) {
 	for tries := 0; ; tries++ {
 		cfg, err := b.getConfig(ctx, s)
 		if err != nil {
-			return attempt{}, err
+			return refreshOutcome{}, err
 		}
 		e, err := b.loadEntry(ctx, s, name)
 		if err != nil {
-			return attempt{}, err
+			return refreshOutcome{}, err
 		}
 		if e == nil {
-			return attempt{}, errRoleNotFound
+			return refreshOutcome{}, errRoleNotFound
 		}
 		now := b.now()
 		switch mode {
 		case modeRead:
 			if e.state.fresh(now, cfg.RefreshBefore) {
-				return attempt{entry: e, cfg: cfg}, nil
+				return refreshOutcome{entry: e, cfg: cfg}, nil
 			}
 		case modeBackground:
 			if !dueForBackground(e.state, cfg.RefreshBefore, now) {
-				return attempt{entry: e, cfg: cfg}, nil
+				return refreshOutcome{entry: e, cfg: cfg}, nil
 			}
 		}
-		if !b.canWrite() {
-			return attempt{}, logical.ErrReadOnly
+		// A node that may not write storage (performance standby, DR secondary,
+		// a replicated mount on a performance secondary: the SDK's
+		// WriteSafeReplicationState) logs in nowhere: logical.ErrReadOnly makes
+		// Vault forward the request to the active node before any upstream call
+		// (docs/ha.md).
+		if !b.WriteSafeReplicationState() {
+			return refreshOutcome{}, logical.ErrReadOnly
 		}
 		if u := b.mayLogin(ctx, s, e, cfg, now, mode); u != nil {
-			return attempt{entry: e, cfg: cfg, failed: u}, nil
+			return refreshOutcome{entry: e, cfg: cfg, refusal: u}, nil
 		}
 
 		sent := b.now()
@@ -284,25 +296,25 @@ func (b *backend) refresh(ctx context.Context, s logical.Storage, name string, m
 		next, err := b.recordLogin(ctx, s, name, e, loginSettings(cfg.config, e.role), sent, tok, loginErr)
 		switch {
 		case errors.Is(err, errRoleNotFound):
-			return attempt{}, err // deleted during the login
+			return refreshOutcome{}, err // deleted during the login
 		case errors.Is(err, errRoleChanged) && tries < 2:
 			continue // judge again under the new credentials
 		case errors.Is(err, errRoleChanged):
-			return attempt{}, logical.CodedError(http.StatusConflict,
+			return refreshOutcome{}, logical.CodedError(http.StatusConflict,
 				fmt.Sprintf("role %q: its credentials were rewritten during the login; read again", name))
 		case err != nil && loginErr == nil:
 			// The new token could not be stored: it is not cached, and the next
 			// read tries again within the budget.
 			b.Logger().Error("storing a new token failed", "role", name, "error", err)
-			return attempt{entry: e, cfg: cfg, failed: &unavailable{
+			return refreshOutcome{entry: e, cfg: cfg, refusal: &loginRefusal{
 				status: http.StatusInternalServerError, cause: "storing the new token failed", retryAt: b.now(),
 			}}, nil
 		case err != nil:
-			return attempt{}, err
+			return refreshOutcome{}, err
 		case loginErr != nil:
-			return attempt{entry: next, cfg: cfg, failed: loginFailure(loginErr, next.state)}, nil
+			return refreshOutcome{entry: next, cfg: cfg, refusal: upstreamRefusal(loginErr, next.state)}, nil
 		}
-		return attempt{entry: next, cfg: cfg}, nil
+		return refreshOutcome{entry: next, cfg: cfg}, nil
 	}
 }
 
@@ -316,21 +328,22 @@ func dueForBackground(st *tokenState, refreshBefore time.Duration, now time.Time
 	return !now.Before(st.refreshAt(refreshBefore).Add(-lead))
 }
 
-// mayLogin applies the login policy (README, "When the plugin logs in": budgets, 429, rejected credentials, backoff) and, when a login
-// may happen, reserves it from the budgets. It returns nil when the caller may log
-// in now.
-func (b *backend) mayLogin(ctx context.Context, s logical.Storage, e *cacheEntry, cfg *configEntry, now time.Time, mode loginMode) *unavailable {
+// mayLogin applies the login policy (README, "When the plugin logs in";
+// docs/login-policy.md: rejected credentials, backoff, budgets, upstream 429)
+// and, when a login may happen, reserves it from the budgets. It returns nil when
+// the caller may log in now.
+func (b *backend) mayLogin(ctx context.Context, s logical.Storage, e *cacheEntry, cfg *configEntry, now time.Time, mode loginMode) *loginRefusal {
 	st := e.state
 	if e.rejectedUnder(cfg.config) && mode != modeRotate {
-		return &unavailable{status: http.StatusBadGateway, cause: st.LastError}
+		return &loginRefusal{status: http.StatusBadGateway, cause: st.LastError}
 	}
 	// rotate-role may cut short a transient backoff, never a 429's.
 	if now.Before(st.NextAttempt) && !(mode == modeRotate && st.LastOutcome == outcomeUpstream) {
-		return &unavailable{status: http.StatusTooManyRequests, cause: "backing off after: " + st.LastError, retryAt: st.NextAttempt}
+		return &loginRefusal{status: http.StatusTooManyRequests, cause: "backing off after: " + st.LastError, retryAt: st.NextAttempt}
 	}
 	principal := e.role.principal()
 	if err := b.loadBudgets(ctx, s, principal); err != nil {
-		return &unavailable{status: http.StatusInternalServerError, cause: "reading the login budget failed", retryAt: now}
+		return &loginRefusal{status: http.StatusInternalServerError, cause: "reading the login budget failed", retryAt: now}
 	}
 	retryAt, hostFull, ok := b.limits.reserve(principal, now, cfg.UserLoginsPerMinute, cfg.LoginsPerMinute)
 	if ok {
@@ -351,12 +364,12 @@ func (b *backend) mayLogin(ctx context.Context, s logical.Storage, e *cacheEntry
 		// were rewritten) was answered 429 upstream.
 		cause = fmt.Sprintf("upstream rate limit (HTTP 429) for this %s", principalKind(e.role))
 	}
-	return &unavailable{status: http.StatusTooManyRequests, cause: cause, retryAt: retryAt, hostFull: hostFull}
+	return &loginRefusal{status: http.StatusTooManyRequests, cause: cause, retryAt: retryAt, hostFull: hostFull}
 }
 
-// loginFailure turns a failed login into the read's answer.
-func loginFailure(err error, st *tokenState) *unavailable {
-	u := &unavailable{status: http.StatusBadGateway, cause: st.LastError, retryAt: st.NextAttempt}
+// upstreamRefusal turns a failed login into the read's answer.
+func upstreamRefusal(err error, st *tokenState) *loginRefusal {
+	u := &loginRefusal{status: http.StatusBadGateway, cause: st.LastError, retryAt: st.NextAttempt}
 	var le *loginError
 	if errors.As(err, &le) && le.kind == kindRateLimited {
 		u.status = http.StatusTooManyRequests
@@ -366,7 +379,7 @@ func loginFailure(err error, st *tokenState) *unavailable {
 
 // login performs the upstream call, bounded by request_timeout and detached from
 // the first reader's cancellation: other readers share its result.
-func (b *backend) login(ctx context.Context, cfg *configEntry, r *role) (*token, error) {
+func (b *backend) login(ctx context.Context, cfg *configEntry, r *role) (*issuedToken, error) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.RequestTimeout)
 	defer cancel()
 	return cfg.client.login(ctx, cfg.TokenURL, cfg.clientAuth(), r, answerRules{
@@ -380,12 +393,10 @@ func (b *backend) login(ctx context.Context, cfg *configEntry, r *role) (*token,
 // credentials of used and the config's login settings, and returns the new entry. A failed login is recorded too
 // (backoff, rejected credentials), in memory even if storage refuses it.
 func (b *backend) recordLogin(ctx context.Context, s logical.Storage, name string, used *cacheEntry,
-	settings string, sent time.Time, tok *token, loginErr error) (*cacheEntry, error) {
-	lock := locksutil.LockForKey(b.roleLocks, name)
-	lock.Lock()
-	defer lock.Unlock()
+	settings string, sent time.Time, tok *issuedToken, loginErr error) (*cacheEntry, error) {
+	defer b.lockRole(name).Unlock()
 
-	r, err := b.getRole(ctx, s, name)
+	r, err := getRole(ctx, s, name)
 	if err != nil {
 		return nil, err
 	}
@@ -410,7 +421,7 @@ func (b *backend) recordLogin(ctx context.Context, s logical.Storage, name strin
 			LastOutcome: outcomeSuccess,
 			Generation:  r.Generation,
 		}
-		if err := b.writeTokenState(ctx, s, name, &st); err != nil {
+		if err := writeTokenState(ctx, s, name, &st); err != nil {
 			return nil, err
 		}
 		b.Logger().Info("logged in", "role", name, "expires_at", st.ExpiresAt.UTC().Format(time.RFC3339))
@@ -452,7 +463,7 @@ func (b *backend) recordLogin(ctx context.Context, s logical.Storage, name strin
 	}
 	b.Logger().Warn("login failed", "role", name, "outcome", outcome, "error", le.Error(),
 		"next_attempt", st.NextAttempt.UTC().Format(time.RFC3339))
-	if err := b.writeTokenState(ctx, s, name, &st); err != nil {
+	if err := writeTokenState(ctx, s, name, &st); err != nil {
 		b.Logger().Error("storing the login bookkeeping failed; it holds in memory", "role", name, "error", err)
 	}
 	e := newCacheEntry(r, &st)

@@ -3,17 +3,14 @@ package iadvize
 import (
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
-	"net/http/httptest"
-	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/hashicorp/vault/sdk/logical"
-	"github.com/iadvize/vault-plugin-secrets-iadvize/internal/fakeiadvize"
+	"github.com/iadvize/vault-plugin-secrets-iadvize/internal/fakeclock"
 )
 
 // ---- helpers shared by the login-policy tests (login, limits, periodic, rotate,
@@ -70,92 +67,6 @@ func tokenIn(t *testing.T, resp *logical.Response) string {
 
 // rfc3339At formats t as the plugin's answers do.
 func rfc3339At(t time.Time) string { return t.UTC().Format(time.RFC3339) }
-
-// failWith answers every request with status, content type and body.
-func failWith(status int, contentType, body string) http.HandlerFunc {
-	return func(w http.ResponseWriter, _ *http.Request) {
-		w.Header().Set("Content-Type", contentType)
-		w.WriteHeader(status)
-		io.WriteString(w, body)
-	}
-}
-
-// rateLimited answers 429, with the Retry-After header when retryAfter is set.
-func rateLimited(retryAfter func() string) http.HandlerFunc {
-	return func(w http.ResponseWriter, _ *http.Request) {
-		if retryAfter != nil {
-			w.Header().Set("Retry-After", retryAfter())
-		}
-		w.Header().Set("Content-Type", "application/json")
-		w.WriteHeader(http.StatusTooManyRequests)
-		io.WriteString(w, `{"error":"too_many_requests","error_description":"retry later"}`)
-	}
-}
-
-// loginLog records the fake-clock time of every request an upstream receives.
-type loginLog struct {
-	mu    sync.Mutex
-	times []time.Time
-}
-
-// wrap returns h, recording each request's time on clock first.
-func (l *loginLog) wrap(clock *fakeClock, h http.HandlerFunc) http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) {
-		l.mu.Lock()
-		l.times = append(l.times, clock.Now())
-		l.mu.Unlock()
-		h(w, r)
-	}
-}
-
-func (l *loginLog) count() int {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return len(l.times)
-}
-
-func (l *loginLog) all() []time.Time {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return slices.Clone(l.times)
-}
-
-// maxInAnySpan is the largest number of times that fall in one span shorter than
-// d: "at most N in any minute" holds when maxInAnySpan(times, time.Minute) <= N.
-func maxInAnySpan(times []time.Time, d time.Duration) int {
-	ts := slices.Clone(times)
-	slices.SortFunc(ts, time.Time.Compare)
-	best, lo := 0, 0
-	for hi := range ts {
-		for ts[hi].Sub(ts[lo]) >= d {
-			lo++
-		}
-		best = max(best, hi-lo+1)
-	}
-	return best
-}
-
-// startFakeIAdvize serves the fake iAdvize upstream on the test's fake clock.
-// When log is not nil, it records the time of every token request.
-func startFakeIAdvize(t *testing.T, clock *fakeClock, opts fakeiadvize.Options, log *loginLog) (*fakeiadvize.Server, string) {
-	t.Helper()
-	opts.Now = clock.Now
-	fake := fakeiadvize.New(opts)
-	var h http.Handler = fake
-	if log != nil {
-		h = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			if r.URL.Path == "/oauth2/token" {
-				log.wrap(clock, fake.ServeHTTP)(w, r)
-				return
-			}
-			fake.ServeHTTP(w, r)
-		})
-	}
-	ts := httptest.NewServer(h)
-	t.Cleanup(ts.Close)
-	t.Cleanup(fake.Close) // runs first: releases any held request
-	return fake, ts.URL
-}
 
 // configureBase points the mount at an upstream served at base (the fake's URL
 // layout: /oauth2/token and /_authenticated).
@@ -243,9 +154,7 @@ func TestLoginConcurrentColdReadersShareOneLogin(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if got := u.count(); got != 1 {
-		t.Fatalf("upstream logins = %d, want 1", got)
-	}
+	u.wantCount(t, 1, "")
 	for _, tok := range tokens[1:] {
 		if tok != tokens[0] {
 			t.Fatalf("readers got different tokens")
@@ -345,7 +254,7 @@ func TestLoginUpstream429HonoursRetryAfter(t *testing.T) {
 		{"http-date", 90 * time.Second, func(now time.Time) string { return now.Add(90 * time.Second).UTC().Format(http.TimeFormat) }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			clock := newFakeClock()
+			clock := fakeclock.New()
 			u := newUpstream(t, rateLimited(func() string { return tc.value(clock.Now()) }))
 			e := newTestEnv(t, nil, clock)
 			e.configure(u, nil)
@@ -368,18 +277,13 @@ func TestLoginUpstream429HonoursRetryAfter(t *testing.T) {
 				t.Fatalf("read after the Retry-After delay failed: %v", err)
 			}
 			tokenIn(t, resp)
-			if got := u.count(); got != 2 {
-				t.Fatalf("upstream logins = %d, want 2", got)
-			}
+			u.wantCount(t, 2, "")
 		})
 	}
 }
 
 func TestLoginUpstream429WithoutRetryAfterBacksOffDoublingFrom60sTo30Min(t *testing.T) {
-	u := newUpstream(t, rateLimited(nil))
-	e := newTestEnv(t, nil, nil)
-	e.configure(u, nil)
-	e.addRole("app", "svc@example.com", "pw-429")
+	e, u := newAppEnv(t, nil, rateLimited(nil), "pw-429")
 	e.addRole("twin", "svc@example.com", "pw-429") // same username: same upstream budget
 
 	_, err := e.read("creds/app")
@@ -439,18 +343,13 @@ func TestLoginRetryTimeNamedInTheErrorIsWhenTheNextAttemptMayHappen(t *testing.T
 	if _, err := e.read("creds/app"); err != nil {
 		t.Fatalf("read at the named retry time %s failed: %v", rfc3339At(named), err)
 	}
-	if u.count() != 2 {
-		t.Fatalf("upstream logins = %d, want 2", u.count())
-	}
+	u.wantCount(t, 2, "")
 }
 
 // ---- Transient failures and malformed answers ----
 
 func TestLoginTransientFailuresBackOffDoublingFrom1sTo5Min(t *testing.T) {
-	u := newUpstream(t, failWith(http.StatusServiceUnavailable, "application/json", `{"error":"server_error"}`))
-	e := newTestEnv(t, nil, nil)
-	e.configure(u, nil)
-	e.addRole("app", "svc@example.com", "pw-5xx")
+	e, u := newAppEnv(t, nil, failWith(http.StatusServiceUnavailable, "application/json", `{"error":"server_error"}`), "pw-5xx")
 
 	_, err := e.read("creds/app")
 	expectCodedError(t, err, http.StatusBadGateway, `role "app"`, "HTTP 503", "not before "+rfc3339At(e.clock.Now().Add(time.Second)))
@@ -512,27 +411,10 @@ func TestLoginTransientFailureKindsBackOffAndNeverCacheAnError(t *testing.T) {
 }
 
 func TestLoginTimeoutIsTransientAndBacksOff(t *testing.T) {
-	release := make(chan struct{})
-	var once sync.Once
-	t.Cleanup(func() { once.Do(func() { close(release) }) })
-	ok := issuing(24 * time.Hour)
-	var hold sync.Mutex
-	holding := true
-	u := newUpstream(t, func(w http.ResponseWriter, r *http.Request) {
-		hold.Lock()
-		h := holding
-		hold.Unlock()
-		if h {
-			select { // answer nothing until released or the client gives up
-			case <-release:
-			case <-r.Context().Done():
-			}
-			return
-		}
-		ok(w, r)
-	})
+	u := newHoldingUpstream(t)
+	u.hold() // answer nothing until released or the client gives up
 	e := newTestEnv(t, nil, nil)
-	e.configure(u, map[string]any{"request_timeout": "1s"})
+	e.configure(u.upstream, map[string]any{"request_timeout": "1s"})
 	e.addRole("app", "svc@example.com", "pw-timeout")
 
 	began := time.Now()
@@ -541,34 +423,24 @@ func TestLoginTimeoutIsTransientAndBacksOff(t *testing.T) {
 		t.Fatalf("a login was not bounded by request_timeout: %v", took)
 	}
 	expectCodedError(t, err, http.StatusBadGateway, `role "app"`, "request_timeout")
-	hold.Lock()
-	holding = false
-	hold.Unlock()
-	once.Do(func() { close(release) })
+	u.release(u.issue)
 
 	// Reads in the backoff do not call upstream.
 	for range 5 {
 		_, err := e.read("creds/app")
 		expectCodedError(t, err, http.StatusTooManyRequests, `role "app"`, "backing off", "request_timeout")
 	}
-	if got := u.count(); got != 1 {
-		t.Fatalf("upstream calls during the backoff = %d, want 1", got)
-	}
+	u.wantCount(t, 1, " during the backoff")
 	e.clock.Advance(time.Second)
 	tokenIn(t, e.mustRead("creds/app"))
-	if got := u.count(); got != 2 {
-		t.Fatalf("upstream calls = %d, want 2", got)
-	}
+	u.wantCount(t, 2, "")
 }
 
 // ---- A token with time left is served while a refresh fails ----
 
 func TestLoginTokenWithTimeLeftServedWithWarningWhileRefreshFails(t *testing.T) {
 	ok := issuing(24 * time.Hour)
-	u := newUpstream(t, ok)
-	e := newTestEnv(t, nil, nil)
-	e.configure(u, nil)
-	e.addRole("app", "svc@example.com", "pw-warn")
+	e, u := newAppEnv(t, nil, ok, "pw-warn")
 	first := tokenIn(t, e.mustRead("creds/app"))
 	issued := e.clock.Now()
 

@@ -4,78 +4,22 @@ import (
 	"context"
 	"net/http"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/hashicorp/vault/sdk/logical"
 )
 
-// holdingUpstream issues 24-hour tokens until hold is called; from then on each
-// login waits until the test answers them all with release. entered receives one
-// value per login that arrived while held.
-type holdingUpstream struct {
-	*upstream
-	entered chan struct{}
-	issue   http.HandlerFunc // the normal answer: a new token
-
-	mu     sync.Mutex
-	gate   chan struct{} // nil: not holding
-	answer http.HandlerFunc
-}
-
-func newHoldingUpstream(t *testing.T) *holdingUpstream {
-	h := &holdingUpstream{entered: make(chan struct{}, 100), issue: issuing(24 * time.Hour)}
-	h.upstream = newUpstream(t, func(w http.ResponseWriter, r *http.Request) {
-		h.mu.Lock()
-		gate := h.gate
-		h.mu.Unlock()
-		if gate == nil {
-			h.issue(w, r)
-			return
-		}
-		h.entered <- struct{}{}
-		select {
-		case <-gate:
-			h.mu.Lock()
-			answer := h.answer
-			h.mu.Unlock()
-			answer(w, r)
-		case <-r.Context().Done():
-		}
-	})
-	t.Cleanup(func() { h.release(nil) }) // before the server closes (cleanups run last-in first-out)
-	return h
-}
-
-func (h *holdingUpstream) hold() {
-	h.mu.Lock()
-	h.gate = make(chan struct{})
-	h.mu.Unlock()
-}
-
-// release answers the held logins with answer (nil: 503) and stops holding.
-func (h *holdingUpstream) release(answer http.HandlerFunc) {
-	if answer == nil {
-		answer = func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusServiceUnavailable) }
-	}
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if h.gate != nil {
-		h.answer = answer
-		close(h.gate)
-		h.gate = nil
-	}
-}
-
-// waitEntered waits until a held login reached upstream.
-func (h *holdingUpstream) waitEntered(t *testing.T) {
+// newWindowEnv is a mount on a holding upstream with a request timeout long
+// enough that a read waiting on upstream would show, and role "app" with its
+// first token.
+func newWindowEnv(t *testing.T) (e *testEnv, u *holdingUpstream, first string) {
 	t.Helper()
-	select {
-	case <-h.entered:
-	case <-time.After(waitFor):
-		t.Fatal("no login reached upstream")
-	}
+	u = newHoldingUpstream(t)
+	e = newTestEnv(t, nil, nil)
+	e.configure(u.upstream, map[string]any{"request_timeout": "60s"})
+	e.addRole("app", "svc@example.com", "pw-window")
+	return e, u, tokenIn(t, e.mustRead("creds/app"))
 }
 
 // readAsync reads path in a goroutine; the channel yields the answer.
@@ -115,11 +59,7 @@ func awaitRead(t *testing.T, done <-chan readResult, what string) *logical.Respo
 // gets the cached token at once and without a warning, the readers together start
 // one login, and the first read after that login gets the new token.
 func TestWindowReadAgainstHangingUpstreamAnswersAtOnceWithCachedToken(t *testing.T) {
-	u := newHoldingUpstream(t)
-	e := newTestEnv(t, nil, nil)
-	e.configure(u.upstream, map[string]any{"request_timeout": "60s"}) // a wait would show
-	e.addRole("app", "svc@example.com", "pw-window")
-	first := tokenIn(t, e.mustRead("creds/app"))
+	e, u, first := newWindowEnv(t)
 
 	u.hold()
 	e.clock.Advance(23*time.Hour + time.Second) // inside the refresh window
@@ -158,19 +98,13 @@ func TestWindowReadAgainstHangingUpstreamAnswersAtOnceWithCachedToken(t *testing
 	if tokenIn(t, resp) == first || len(resp.Warnings) != 0 {
 		t.Fatalf("the read after the login: old token, or warnings %q", resp.Warnings)
 	}
-	if got := u.count(); got != 2 {
-		t.Fatalf("upstream logins = %d, want 2", got)
-	}
+	u.wantCount(t, 2, "")
 }
 
 // A warning comes only once the refresh has failed; the cached token is served
 // all along, and the failed login's backoff holds further logins back.
 func TestWindowReadWarnsOnlyAfterTheRefreshFailed(t *testing.T) {
-	u := newHoldingUpstream(t)
-	e := newTestEnv(t, nil, nil)
-	e.configure(u.upstream, map[string]any{"request_timeout": "60s"})
-	e.addRole("app", "svc@example.com", "pw-window")
-	first := tokenIn(t, e.mustRead("creds/app"))
+	e, u, first := newWindowEnv(t)
 
 	u.hold()
 	e.clock.Advance(23*time.Hour + time.Second)
@@ -197,19 +131,13 @@ func TestWindowReadWarnsOnlyAfterTheRefreshFailed(t *testing.T) {
 		}
 	}
 	e.settle()
-	if got := u.count(); got != 2 {
-		t.Fatalf("upstream logins = %d, want 2 (none during the backoff)", got)
-	}
+	u.wantCount(t, 2, " (none during the backoff)")
 }
 
 // Only a read with no usable token waits: within the skew margin of expiry, the
 // read waits for the login and gets the new token.
 func TestReadWithinSkewMarginWaitsForTheLogin(t *testing.T) {
-	u := newHoldingUpstream(t)
-	e := newTestEnv(t, nil, nil)
-	e.configure(u.upstream, map[string]any{"request_timeout": "60s"})
-	e.addRole("app", "svc@example.com", "pw-window")
-	first := tokenIn(t, e.mustRead("creds/app"))
+	e, u, first := newWindowEnv(t)
 
 	u.hold()
 	e.clock.Advance(24*time.Hour - 29*time.Second) // 29 s left, the skew margin is 30 s

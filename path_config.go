@@ -16,8 +16,6 @@ import (
 )
 
 const (
-	configStoragePath = "config"
-
 	fieldTokenURL             = "token_url"
 	fieldVerifyURL            = "verify_url"
 	fieldRefreshBefore        = "refresh_before"
@@ -35,38 +33,6 @@ const (
 	defaultRequestTimeout     = 10 * time.Second
 	maxLoginsPerMinuteSetting = 1_000_000
 )
-
-// config is the mount-wide upstream and login-policy settings (README, "config").
-// It holds no secret.
-type config struct {
-	TokenURL            string        `json:"token_url"`
-	VerifyURL           string        `json:"verify_url"`
-	RefreshBefore       time.Duration `json:"refresh_before"`
-	UserLoginsPerMinute int           `json:"user_logins_per_minute"`
-	LoginsPerMinute     int           `json:"logins_per_minute"`
-	RequestTimeout      time.Duration `json:"request_timeout"`
-	CAPEM               string        `json:"ca_pem"`
-	// ClientAuth is how a role's client secret is presented: clientAuthBasic,
-	// clientAuthBasicURLEncoded or clientAuthPost. Empty (a config stored before
-	// the field existed) means clientAuthBasic.
-	ClientAuth string `json:"client_auth,omitempty"`
-	// DefaultExpiresIn is the lifetime assumed for a token answer without
-	// expires_in (RFC 6749 §5.1 only recommends it); 0 keeps such an answer
-	// malformed.
-	DefaultExpiresIn time.Duration `json:"default_expires_in,omitempty"`
-}
-
-func defaultConfig() *config {
-	return &config{
-		TokenURL:            defaultTokenURL,
-		VerifyURL:           defaultVerifyURL,
-		RefreshBefore:       defaultRefreshBefore,
-		UserLoginsPerMinute: defaultUserLoginsPerMin,
-		LoginsPerMinute:     defaultLoginsPerMin,
-		RequestTimeout:      defaultRequestTimeout,
-		ClientAuth:          clientAuthBasic,
-	}
-}
 
 func pathConfig(b *backend) *framework.Path {
 	return &framework.Path{
@@ -151,46 +117,24 @@ func pathConfig(b *backend) *framework.Path {
 		},
 		ExistenceCheck: b.configExists,
 		Operations: map[logical.Operation]framework.OperationHandler{
-			logical.ReadOperation: &framework.PathOperation{
-				Callback: b.pathConfigRead,
-				Summary:  pathConfigReadSummary,
-				DisplayAttrs: &framework.DisplayAttributes{
-					OperationSuffix: "configuration",
-				},
-			},
-			logical.CreateOperation: &framework.PathOperation{
-				Callback: b.pathConfigWrite,
-				Summary:  pathConfigWriteSummary,
-				DisplayAttrs: &framework.DisplayAttributes{
-					OperationVerb: "configure",
-				},
-			},
-			logical.UpdateOperation: &framework.PathOperation{
-				Callback: b.pathConfigWrite,
-				Summary:  pathConfigWriteSummary,
-				DisplayAttrs: &framework.DisplayAttributes{
-					OperationVerb: "configure",
-				},
-			},
-			logical.DeleteOperation: &framework.PathOperation{
-				Callback: b.pathConfigDelete,
-				Summary:  pathConfigDeleteSummary,
-				DisplayAttrs: &framework.DisplayAttributes{
-					OperationSuffix: "configuration",
-				},
-			},
+			logical.ReadOperation:   configOperation(b.pathConfigRead, pathConfigReadSummary, framework.DisplayAttributes{OperationSuffix: "configuration"}),
+			logical.CreateOperation: configOperation(b.pathConfigWrite, pathConfigWriteSummary, framework.DisplayAttributes{OperationVerb: "configure"}),
+			logical.UpdateOperation: configOperation(b.pathConfigWrite, pathConfigWriteSummary, framework.DisplayAttributes{OperationVerb: "configure"}),
+			logical.DeleteOperation: configOperation(b.pathConfigDelete, pathConfigDeleteSummary, framework.DisplayAttributes{OperationSuffix: "configuration"}),
 		},
 		HelpSynopsis:    pathConfigHelpSynopsis,
 		HelpDescription: pathConfigHelpDescription,
 	}
 }
 
+// configOperation is one operation of config/, named in Vault's OpenAPI document
+// by attrs.
+func configOperation(cb framework.OperationFunc, summary string, attrs framework.DisplayAttributes) *framework.PathOperation {
+	return &framework.PathOperation{Callback: cb, Summary: summary, DisplayAttrs: &attrs}
+}
+
 func (b *backend) configExists(ctx context.Context, req *logical.Request, _ *framework.FieldData) (bool, error) {
-	entry, err := req.Storage.Get(ctx, configStoragePath)
-	if err != nil {
-		return false, fmt.Errorf("reading config: %w", err)
-	}
-	return entry != nil, nil
+	return configStored(ctx, req.Storage)
 }
 
 func (b *backend) pathConfigRead(ctx context.Context, req *logical.Request, _ *framework.FieldData) (*logical.Response, error) {
@@ -218,7 +162,7 @@ func (b *backend) pathConfigWrite(ctx context.Context, req *logical.Request, d *
 	b.writeMu.Lock()
 	defer b.writeMu.Unlock()
 
-	cfg, err := b.readConfig(ctx, req.Storage)
+	cfg, err := readConfig(ctx, req.Storage)
 	if err != nil {
 		return nil, err
 	}
@@ -282,12 +226,8 @@ func (b *backend) pathConfigWrite(ctx context.Context, req *logical.Request, d *
 		}
 	}
 
-	entry, err := logical.StorageEntryJSON(configStoragePath, cfg)
-	if err != nil {
-		return nil, fmt.Errorf("encoding config: %w", err)
-	}
-	if err := req.Storage.Put(ctx, entry); err != nil {
-		return nil, fmt.Errorf("storing config: %w", err)
+	if err := writeConfig(ctx, req.Storage, cfg); err != nil {
+		return nil, err
 	}
 	b.dropConfig()
 	return nil, nil
@@ -296,47 +236,11 @@ func (b *backend) pathConfigWrite(ctx context.Context, req *logical.Request, d *
 func (b *backend) pathConfigDelete(ctx context.Context, req *logical.Request, _ *framework.FieldData) (*logical.Response, error) {
 	b.writeMu.Lock()
 	defer b.writeMu.Unlock()
-	if err := req.Storage.Delete(ctx, configStoragePath); err != nil {
-		return nil, fmt.Errorf("deleting config: %w", err)
+	if err := deleteConfig(ctx, req.Storage); err != nil {
+		return nil, err
 	}
 	b.dropConfig()
 	return nil, nil
-}
-
-// readConfig reads the stored config, defaults filled in, bypassing the cache.
-func (b *backend) readConfig(ctx context.Context, s logical.Storage) (*config, error) {
-	cfg := defaultConfig()
-	entry, err := s.Get(ctx, configStoragePath)
-	if err != nil {
-		return nil, fmt.Errorf("reading config: %w", err)
-	}
-	if entry != nil {
-		if err := entry.DecodeJSON(cfg); err != nil {
-			return nil, fmt.Errorf("decoding config: %w", err)
-		}
-	}
-	return cfg, nil
-}
-
-// clientAuth is the configured client authentication style, clientAuthBasic for
-// a config stored before the field existed.
-func (c *config) clientAuth() string {
-	if c.ClientAuth == "" {
-		return clientAuthBasic
-	}
-	return c.ClientAuth
-}
-
-// loginSettings fingerprints what the config changes in a role's token request:
-// the token endpoint, and how the client is presented when the role has a client
-// secret. A "credentials rejected" verdict reached under other settings does not
-// stop a login under these; a config change that cannot change the request
-// (client_auth for a role without a client secret) keeps it.
-func loginSettings(c *config, r *role) string {
-	if r.ClientSecret == "" {
-		return c.TokenURL
-	}
-	return c.TokenURL + " " + c.clientAuth()
 }
 
 // checkUpstreamURL allows https://, and http:// to loopback hosts only.

@@ -82,12 +82,12 @@ func (b *backend) secretTokenRevoke(context.Context, *logical.Request, *framewor
 	return nil, nil
 }
 
-// readToken serves a read of creds/ or static-creds/: the role's token, or the
-// error a caller can act on.
-func (b *backend) readToken(ctx context.Context, req *logical.Request, name string) (served, *logical.Response, error) {
-	srv, err := b.token(ctx, req.Storage, name)
+// readRoleToken is the shared part of the creds/ and static-creds/ handlers: the
+// role's token (serveToken), or the error a caller can act on.
+func (b *backend) readRoleToken(ctx context.Context, req *logical.Request, name string) (servedToken, *logical.Response, error) {
+	srv, err := b.serveToken(ctx, req.Storage, name)
 	if errors.Is(err, errRoleNotFound) {
-		return served{}, logical.ErrorResponse("role %q does not exist", name), nil
+		return servedToken{}, logical.ErrorResponse("role %q does not exist", name), nil
 	}
 	return srv, nil, err
 }
@@ -101,7 +101,7 @@ func tokenData(e *cacheEntry, size int) map[string]any {
 }
 
 func (b *backend) pathCredsRead(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
-	srv, resp, err := b.readToken(ctx, req, d.Get(fieldName).(string))
+	srv, resp, err := b.readRoleToken(ctx, req, d.Get(fieldName).(string))
 	if resp != nil || err != nil {
 		return resp, err
 	}
@@ -119,7 +119,7 @@ func (b *backend) pathCredsRead(ctx context.Context, req *logical.Request, d *fr
 }
 
 func (b *backend) pathStaticCredsRead(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
-	srv, resp, err := b.readToken(ctx, req, d.Get(fieldName).(string))
+	srv, resp, err := b.readRoleToken(ctx, req, d.Get(fieldName).(string))
 	if resp != nil || err != nil {
 		return resp, err
 	}

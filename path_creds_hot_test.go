@@ -9,6 +9,7 @@ import (
 	hclog "github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/vault/sdk/helper/consts"
 	"github.com/hashicorp/vault/sdk/logical"
+	"github.com/iadvize/vault-plugin-secrets-iadvize/internal/fakeclock"
 )
 
 // countingSystemView counts ReplicationState calls: in a plugin process each one
@@ -27,7 +28,7 @@ func (v *countingSystemView) ReplicationState() consts.ReplicationState {
 // replication state.
 func TestCredsCacheHitAsksVaultNoReplicationState(t *testing.T) {
 	u := newUpstream(t, issuing(24*time.Hour))
-	clock := newFakeClock()
+	clock := fakeclock.New()
 	storage := &logical.InmemStorage{}
 	view := &countingSystemView{StaticSystemView: logical.StaticSystemView{DefaultLeaseTTLVal: time.Hour, MaxLeaseTTLVal: time.Hour}}
 	b := newBackend(clock.Now, nil)
@@ -48,7 +49,5 @@ func TestCredsCacheHitAsksVaultNoReplicationState(t *testing.T) {
 	if n := view.calls.Load() - before; n != 0 {
 		t.Fatalf("100 cache hits made %d ReplicationState calls, want 0", n)
 	}
-	if u.count() != 1 {
-		t.Fatalf("upstream requests = %d, want 1", u.count())
-	}
+	u.wantCount(t, 1, "")
 }

@@ -12,16 +12,11 @@ import (
 )
 
 func TestCredsTwoReadsMakeOneLoginAndServeOneToken(t *testing.T) {
-	u := newUpstream(t, issuing(24*time.Hour))
-	e := newTestEnv(t, nil, nil)
-	e.configure(u, nil)
-	e.addRole("app", "svc@example.com", "pw-one")
+	e, u := newAppEnv(t, nil, issuing(24*time.Hour), "pw-one")
 
 	r1 := e.mustRead("creds/app")
 	r2 := e.mustRead("creds/app")
-	if u.count() != 1 {
-		t.Fatalf("upstream requests = %d, want 1", u.count())
-	}
+	u.wantCount(t, 1, "")
 	if accessToken(t, r1) != accessToken(t, r2) {
 		t.Fatal("two reads served different tokens")
 	}
@@ -71,9 +66,7 @@ func TestCredsLeaseIsRemainingLifetimeMinusSkewCappedByRole(t *testing.T) {
 			e.mustRead("creds/app") // log in at the start
 			e.clock.Advance(tc.advance)
 			resp := e.mustRead("creds/app")
-			if u.count() != 1 {
-				t.Fatalf("upstream requests = %d, want 1", u.count())
-			}
+			u.wantCount(t, 1, "")
 			if resp.Secret.TTL != tc.want {
 				t.Fatalf("lease TTL = %s, want %s", resp.Secret.TTL, tc.want)
 			}
@@ -98,9 +91,7 @@ func TestCredsLeaseNeverBelowOneSecondNearExpiry(t *testing.T) {
 			e.mustRead("creds/app")
 			e.clock.Advance(24*time.Hour - left)
 			resp := e.mustRead("creds/app")
-			if u.count() != 1 {
-				t.Fatalf("upstream requests = %d, want 1", u.count())
-			}
+			u.wantCount(t, 1, "")
 			want := max((left - 30*time.Second).Truncate(time.Second), time.Second)
 			if resp.Secret.TTL != want {
 				t.Fatalf("lease TTL with %s left = %s, want %s", left, resp.Secret.TTL, want)
@@ -115,10 +106,7 @@ func TestCredsLeaseNeverBelowOneSecondNearExpiry(t *testing.T) {
 // Inside the refresh window, with upstream failing, the old token is served with a
 // warning, and its lease is still at least 1 s.
 func TestCredsNearExpiryTokenServedWithWarningWhileRefreshFails(t *testing.T) {
-	u := newUpstream(t, issuing(24*time.Hour))
-	e := newTestEnv(t, nil, nil)
-	e.configure(u, nil)
-	e.addRole("app", "svc@example.com", "pw-one")
+	e, u := newAppEnv(t, nil, issuing(24*time.Hour), "pw-one")
 	tok := accessToken(t, e.mustRead("creds/app"))
 
 	u.setHandler(func(w http.ResponseWriter, _ *http.Request) {
@@ -126,9 +114,7 @@ func TestCredsNearExpiryTokenServedWithWarningWhileRefreshFails(t *testing.T) {
 	})
 	e.clock.Advance(24*time.Hour - 5*time.Second)
 	resp := e.mustRead("creds/app")
-	if u.count() != 2 {
-		t.Fatalf("upstream requests = %d, want 2", u.count())
-	}
+	u.wantCount(t, 2, "")
 	if accessToken(t, resp) != tok {
 		t.Fatal("the still-valid token was not served while the refresh failed")
 	}
@@ -151,10 +137,7 @@ func TestCredsNearExpiryTokenServedWithWarningWhileRefreshFails(t *testing.T) {
 }
 
 func TestCredsLeaseIsNotRenewable(t *testing.T) {
-	u := newUpstream(t, issuing(24*time.Hour))
-	e := newTestEnv(t, nil, nil)
-	e.configure(u, nil)
-	e.addRole("app", "svc@example.com", "pw-one")
+	e, u := newAppEnv(t, nil, issuing(24*time.Hour), "pw-one")
 	resp := e.mustRead("creds/app")
 	if resp.Secret.Renewable {
 		t.Fatal("creds/ lease is renewable")
@@ -165,16 +148,11 @@ func TestCredsLeaseIsNotRenewable(t *testing.T) {
 	if err == nil {
 		t.Fatal("renewing the lease succeeded; the token cannot be extended")
 	}
-	if u.count() != 1 {
-		t.Fatalf("upstream requests = %d, want 1", u.count())
-	}
+	u.wantCount(t, 1, "")
 }
 
 func TestCredsRevokeSucceedsAndLeavesSharedTokenServed(t *testing.T) {
-	u := newUpstream(t, issuing(24*time.Hour))
-	e := newTestEnv(t, nil, nil)
-	e.configure(u, nil)
-	e.addRole("app", "svc@example.com", "pw-one")
+	e, u := newAppEnv(t, nil, issuing(24*time.Hour), "pw-one")
 	resp := e.mustRead("creds/app")
 	tok := accessToken(t, resp)
 	before := storageSnapshot(t, e.storage)
@@ -192,9 +170,7 @@ func TestCredsRevokeSucceedsAndLeavesSharedTokenServed(t *testing.T) {
 	if got := accessToken(t, e.mustRead("static-creds/app")); got != tok {
 		t.Fatal("after a revoke static-creds served another token")
 	}
-	if u.count() != 1 {
-		t.Fatalf("upstream requests = %d, want 1: revoking does nothing upstream", u.count())
-	}
+	u.wantCount(t, 1, ": revoking does nothing upstream")
 }
 
 func TestStaticCredsHasNoLeaseAndIntegerTTLs(t *testing.T) {
@@ -234,9 +210,7 @@ func TestStaticCredsHasNoLeaseAndIntegerTTLs(t *testing.T) {
 	if c.Data["expire_time"] != s.Data["expire_time"] || s.Data["token_type"] != "Bearer" {
 		t.Fatal("static-creds data differs from creds data")
 	}
-	if u.count() != 1 {
-		t.Fatalf("upstream requests = %d, want 1", u.count())
-	}
+	u.wantCount(t, 1, "")
 }
 
 func TestStaticCredsTTLDecreasesAsClockMovesUntilRotation(t *testing.T) {
@@ -282,16 +256,11 @@ func TestStaticCredsTTLDecreasesAsClockMovesUntilRotation(t *testing.T) {
 	if s.Data["ttl"] != int64(82800) {
 		t.Fatalf("ttl right after rotation = %v, want 82800", s.Data["ttl"])
 	}
-	if u.count() != 2 {
-		t.Fatalf("upstream requests = %d, want 2", u.count())
-	}
+	u.wantCount(t, 2, "")
 }
 
 func TestReadsOfUnknownRoleAre400NamingTheRole(t *testing.T) {
-	u := newUpstream(t, issuing(24*time.Hour))
-	e := newTestEnv(t, nil, nil)
-	e.configure(u, nil)
-	e.addRole("app", "svc@example.com", "pw-one")
+	e, u := newAppEnv(t, nil, issuing(24*time.Hour), "pw-one")
 	before := storageSnapshot(t, e.storage)
 	for _, path := range []string{"creds/", "static-creds/", "status/"} {
 		for _, name := range []string{"ghost", "App", "no such role"} {
@@ -309,8 +278,6 @@ func TestReadsOfUnknownRoleAre400NamingTheRole(t *testing.T) {
 			}
 		}
 	}
-	if u.count() != 0 {
-		t.Fatalf("upstream requests = %d, want 0", u.count())
-	}
+	u.wantCount(t, 0, "")
 	assertStorageUnchanged(t, e.storage, before)
 }

@@ -23,18 +23,13 @@ func (e *testEnv) staticTTLOf(name string) int64 {
 // lets the login that a read starts there meet answer.
 func failedRefresh(t *testing.T, answer http.HandlerFunc) (*testEnv, *upstream) {
 	t.Helper()
-	u := newUpstream(t, issuing(24*time.Hour))
-	e := newTestEnv(t, nil, nil)
-	e.configure(u, nil)
-	e.addRole("app", "svc@example.com", "pw-ttl")
+	e, u := newAppEnv(t, nil, issuing(24*time.Hour), "pw-ttl")
 	e.mustRead("creds/app")
 	u.setHandler(answer)
 	e.clock.Advance(23*time.Hour + time.Second) // 59m59s left
 	e.mustRead("creds/app")                     // starts the login
 	e.settle()
-	if u.count() != 2 {
-		t.Fatalf("upstream logins = %d, want 2", u.count())
-	}
+	u.wantCount(t, 2, "")
 	return e, u
 }
 
@@ -84,9 +79,7 @@ func TestStaticCredsTTLInEachState(t *testing.T) {
 			e.mustRead("creds/app") // the next attempt
 			e.settle()
 		}
-		if got := u.count(); got != 7 {
-			t.Fatalf("upstream logins = %d, want 7", got)
-		}
+		u.wantCount(t, 7, "")
 	})
 
 	t.Run("in the window, login budget spent: until it frees", func(t *testing.T) {
@@ -107,9 +100,7 @@ func TestStaticCredsTTLInEachState(t *testing.T) {
 			t.Fatalf("ttl = %d, want 50 (the user's login leaves the 61 s window then)", got)
 		}
 		e.settle()
-		if got := u.count(); got != 3 {
-			t.Fatalf("upstream logins = %d, want 3: a read over budget started a login", got)
-		}
+		u.wantCount(t, 3, ": a read over budget started a login")
 	})
 
 	t.Run("in the window, upstream 429 block: to its end", func(t *testing.T) {
@@ -132,9 +123,7 @@ func TestStaticCredsTTLInEachState(t *testing.T) {
 			e.clock.Advance(61 * time.Second)
 		}
 		e.settle()
-		if got := u.count(); got != 2 {
-			t.Fatalf("upstream logins = %d, want 2", got)
-		}
+		u.wantCount(t, 2, "")
 	})
 
 	t.Run("capped by the remaining life less the skew margin", func(t *testing.T) {

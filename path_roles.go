@@ -2,23 +2,15 @@ package iadvize
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"regexp"
 	"time"
 
 	"github.com/hashicorp/vault/sdk/framework"
-	"github.com/hashicorp/vault/sdk/helper/locksutil"
 	"github.com/hashicorp/vault/sdk/logical"
 )
 
 const (
-	rolesStoragePrefix = "roles/"
-	// principalsStoragePrefix indexes roles by the principal they log in as
-	// (principals/<hash>/<role>), so a role write finds the roles that share its
-	// login budget without reading every role.
-	principalsStoragePrefix = "principals/"
-
 	fieldName         = "name"
 	fieldGrantType    = "grant_type"
 	fieldUsername     = "username"
@@ -35,40 +27,6 @@ const (
 
 // roleNamePattern is a role name (README, "roles"): lower-case letters, digits, -, _ and .
 var roleNamePattern = regexp.MustCompile(`^[a-z0-9_.-]{1,128}$`)
-
-// errRoleNotFound is returned when a path names a role that does not exist.
-var errRoleNotFound = errors.New("role does not exist")
-
-// role is one integration: the credentials of its service user (or OAuth2 client)
-// and the caps on the leases creds/ hands out. Password and ClientSecret are
-// write-only: no response, log line or error ever carries them.
-type role struct {
-	GrantType    string        `json:"grant_type"`
-	Username     string        `json:"username,omitempty"`
-	Password     string        `json:"password,omitempty"`
-	ClientID     string        `json:"client_id,omitempty"`
-	ClientSecret string        `json:"client_secret,omitempty"`
-	Scope        string        `json:"scope,omitempty"`
-	TTL          time.Duration `json:"ttl,omitempty"`
-	MaxTTL       time.Duration `json:"max_ttl,omitempty"`
-	// Generation changes on every write that names a credential, so that a login
-	// which raced with that write is not cached under the new credentials.
-	Generation uint64 `json:"generation"`
-}
-
-// principal is the identity upstream counts logins against.
-func (r *role) principal() string {
-	if r.GrantType == grantClientCredentials {
-		return "client:" + r.ClientID
-	}
-	return "user:" + r.Username
-}
-
-// secrets lists the role's secret values, to scrub them from any text that might
-// echo them.
-func (r *role) secrets() []string {
-	return []string{r.Password, r.ClientSecret}
-}
 
 func pathRoles(b *backend) []*framework.Path {
 	return []*framework.Path{
@@ -146,6 +104,28 @@ func pathRoles(b *backend) []*framework.Path {
 	}
 }
 
+// rolePath is the path prefix<name> on one role, with one operation whose summary
+// is the path's help synopsis (status/, verify/, rotate-role/). verb and suffix
+// name the operation in Vault's OpenAPI document.
+func rolePath(prefix, verb, suffix string, op logical.Operation, cb framework.OperationFunc, synopsis, description string) *framework.Path {
+	return &framework.Path{
+		Pattern: prefix + framework.MatchAllRegex(fieldName),
+		DisplayAttrs: &framework.DisplayAttributes{
+			OperationPrefix: operationPrefix,
+			OperationVerb:   verb,
+			OperationSuffix: suffix,
+		},
+		Fields: map[string]*framework.FieldSchema{
+			fieldName: {Type: framework.TypeString, Description: "Name of the role.", Required: true},
+		},
+		Operations: map[logical.Operation]framework.OperationHandler{
+			op: &framework.PathOperation{Callback: cb, Summary: synopsis},
+		},
+		HelpSynopsis:    synopsis,
+		HelpDescription: description,
+	}
+}
+
 // checkRoleName answers 400 for a name outside roleNamePattern's alphabet.
 func checkRoleName(name string) *logical.Response {
 	if !roleNamePattern.MatchString(name) || name == "." || name == ".." {
@@ -155,40 +135,24 @@ func checkRoleName(name string) *logical.Response {
 }
 
 func (b *backend) roleExists(ctx context.Context, req *logical.Request, d *framework.FieldData) (bool, error) {
-	r, err := b.getRole(ctx, req.Storage, d.Get(fieldName).(string))
+	r, err := getRole(ctx, req.Storage, d.Get(fieldName).(string))
 	if err != nil {
 		return false, err
 	}
 	return r != nil, nil
 }
 
-// getRole reads a role from storage; (nil, nil) when it does not exist.
-func (b *backend) getRole(ctx context.Context, s logical.Storage, name string) (*role, error) {
-	entry, err := s.Get(ctx, rolesStoragePrefix+name)
-	if err != nil {
-		return nil, fmt.Errorf("reading role %q: %w", name, err)
-	}
-	if entry == nil {
-		return nil, nil
-	}
-	r := new(role)
-	if err := entry.DecodeJSON(r); err != nil {
-		return nil, fmt.Errorf("decoding role %q: %w", name, err)
-	}
-	return r, nil
-}
-
 func (b *backend) pathRolesList(ctx context.Context, req *logical.Request, _ *framework.FieldData) (*logical.Response, error) {
-	names, err := req.Storage.List(ctx, rolesStoragePrefix)
+	names, err := listRoles(ctx, req.Storage)
 	if err != nil {
-		return nil, fmt.Errorf("listing roles: %w", err)
+		return nil, err
 	}
 	return logical.ListResponse(names), nil
 }
 
 func (b *backend) pathRoleRead(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
 	name := d.Get(fieldName).(string)
-	r, err := b.getRole(ctx, req.Storage, name)
+	r, err := getRole(ctx, req.Storage, name)
 	if err != nil {
 		return nil, err
 	}
@@ -218,11 +182,9 @@ func (b *backend) pathRoleWrite(ctx context.Context, req *logical.Request, d *fr
 	if resp := refuseUnknownFields(req, d); resp != nil {
 		return resp, nil
 	}
-	lock := locksutil.LockForKey(b.roleLocks, name)
-	lock.Lock()
-	defer lock.Unlock()
+	defer b.lockRole(name).Unlock()
 
-	r, err := b.getRole(ctx, req.Storage, name)
+	r, err := getRole(ctx, req.Storage, name)
 	if err != nil {
 		return nil, err
 	}
@@ -281,25 +243,21 @@ func (b *backend) pathRoleWrite(ctx context.Context, req *logical.Request, d *fr
 		// even if deleting them below fails.
 		r.Generation++
 	}
-	entry, err := logical.StorageEntryJSON(rolesStoragePrefix+name, r)
-	if err != nil {
-		return nil, fmt.Errorf("encoding role %q: %w", name, err)
-	}
-	if err := req.Storage.Put(ctx, entry); err != nil {
-		return nil, fmt.Errorf("storing role %q: %w", name, err)
+	if err := putRole(ctx, req.Storage, name, r); err != nil {
+		return nil, err
 	}
 	b.dropEntry(name)
 	if credentialsNamed {
-		if err := req.Storage.Delete(ctx, tokensStoragePrefix+name); err != nil {
+		if err := deleteTokenState(ctx, req.Storage, name); err != nil {
 			return nil, fmt.Errorf("deleting the retired token of role %q: %w", name, err)
 		}
 	}
-	if err := b.indexRole(ctx, req.Storage, name, oldPrincipal, r.principal()); err != nil {
+	if err := indexRole(ctx, req.Storage, name, oldPrincipal, r.principal()); err != nil {
 		return nil, err
 	}
 
 	resp := &logical.Response{}
-	if shared, err := b.rolesSharingPrincipal(ctx, req.Storage, name, r); err != nil {
+	if shared, err := rolesSharingPrincipal(ctx, req.Storage, name, r); err != nil {
 		b.Logger().Warn("could not check for roles sharing a login", "role", name, "error", err)
 	} else if len(shared) > 0 {
 		resp.AddWarning(fmt.Sprintf("roles %v log in as the same %s: they share one login budget; "+
@@ -341,65 +299,20 @@ func validateRole(r *role) *logical.Response {
 	return nil
 }
 
-func principalKind(r *role) string {
-	if r.GrantType == grantClientCredentials {
-		return fieldClientID
-	}
-	return fieldUsername
-}
-
-// principalIndexKey is a role's entry in the index of its principal.
-func principalIndexKey(principal, name string) string {
-	return principalsStoragePrefix + principalHash(principal) + "/" + name
-}
-
-// indexRole files a role under its principal, and out of its previous one.
-func (b *backend) indexRole(ctx context.Context, s logical.Storage, name, oldPrincipal, principal string) error {
-	if oldPrincipal != principal {
-		if err := s.Delete(ctx, principalIndexKey(oldPrincipal, name)); err != nil {
-			return fmt.Errorf("updating the principal index of role %q: %w", name, err)
-		}
-	}
-	if err := s.Put(ctx, &logical.StorageEntry{Key: principalIndexKey(principal, name), Value: []byte("{}")}); err != nil {
-		return fmt.Errorf("updating the principal index of role %q: %w", name, err)
-	}
-	return nil
-}
-
-// rolesSharingPrincipal names the other roles that log in as the same user/client.
-func (b *backend) rolesSharingPrincipal(ctx context.Context, s logical.Storage, name string, r *role) ([]string, error) {
-	names, err := s.List(ctx, principalsStoragePrefix+principalHash(r.principal())+"/")
-	if err != nil {
-		return nil, err
-	}
-	var shared []string
-	for _, other := range names {
-		if other != name {
-			shared = append(shared, other)
-		}
-	}
-	return shared, nil
-}
-
 func (b *backend) pathRoleDelete(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
 	name := d.Get(fieldName).(string)
-	lock := locksutil.LockForKey(b.roleLocks, name)
-	lock.Lock()
-	defer lock.Unlock()
-	r, err := b.getRole(ctx, req.Storage, name)
+	defer b.lockRole(name).Unlock()
+	r, err := getRole(ctx, req.Storage, name)
 	if err != nil {
 		return nil, err
 	}
-	if err := req.Storage.Delete(ctx, tokensStoragePrefix+name); err != nil {
-		return nil, fmt.Errorf("deleting the cached token of role %q: %w", name, err)
-	}
-	if err := req.Storage.Delete(ctx, rolesStoragePrefix+name); err != nil {
-		return nil, fmt.Errorf("deleting role %q: %w", name, err)
+	if err := deleteRole(ctx, req.Storage, name); err != nil {
+		return nil, err
 	}
 	b.dropEntry(name)
 	if r != nil {
-		if err := req.Storage.Delete(ctx, principalIndexKey(r.principal(), name)); err != nil {
-			return nil, fmt.Errorf("deleting role %q from the principal index: %w", name, err)
+		if err := unindexRole(ctx, req.Storage, name, r.principal()); err != nil {
+			return nil, err
 		}
 	}
 	return nil, nil

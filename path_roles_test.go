@@ -37,6 +37,28 @@ func checkingUpstream(t *testing.T, password, clientSecret string) *upstream {
 }
 
 // errorMessage is the message of a 400 answer, or "" when the answer is no 400.
+// refusedWrite writes data to path and fails the test unless the write is
+// refused with a 400 whose message names names, storage left unchanged. It
+// returns the message.
+func (e *testEnv) refusedWrite(path string, data map[string]any, names string) string {
+	t := e.t
+	t.Helper()
+	before := storageSnapshot(t, e.storage)
+	resp, err := e.write(path, data)
+	if err != nil {
+		t.Fatalf("error %v, want a 400 response", err)
+	}
+	msg := errorMessage(resp, err)
+	if msg == "" {
+		t.Fatal("bad input accepted")
+	}
+	if !strings.Contains(msg, names) {
+		t.Errorf("message %q does not name %q", msg, names)
+	}
+	assertStorageUnchanged(t, e.storage, before)
+	return msg
+}
+
 func errorMessage(resp *logical.Response, err error) string {
 	if err != nil || resp == nil || !resp.IsError() {
 		return ""
@@ -106,27 +128,12 @@ func TestRoleBadInputIs400NamingFieldAndLeavesStorageUnchanged(t *testing.T) {
 			e.mustWrite("roles/cc", cc)
 			tokApp := accessToken(t, e.mustRead("creds/app"))
 			tokCC := accessToken(t, e.mustRead("creds/cc"))
-			before := storageSnapshot(t, e.storage)
-
-			resp, err := e.write(tc.path, tc.data)
-			if err != nil {
-				t.Fatalf("error %v, want a 400 response", err)
-			}
-			msg := errorMessage(resp, err)
-			if msg == "" {
-				t.Fatal("bad input accepted")
-			}
-			if !strings.Contains(msg, tc.names) {
-				t.Errorf("message %q does not name %q", msg, tc.names)
-			}
-			assertStorageUnchanged(t, e.storage, before)
+			e.refusedWrite(tc.path, tc.data, tc.names)
 			// The in-memory state is unchanged too: same tokens, no login.
 			if accessToken(t, e.mustRead("creds/app")) != tokApp || accessToken(t, e.mustRead("creds/cc")) != tokCC {
 				t.Fatal("a refused write changed the served tokens")
 			}
-			if u.count() != 2 {
-				t.Fatalf("upstream requests = %d, want 2", u.count())
-			}
+			u.wantCount(t, 2, "")
 		})
 	}
 }
@@ -171,10 +178,7 @@ func TestRolePartialUpdateChangesOnlyNamedFields(t *testing.T) {
 }
 
 func TestRoleExistenceCheckTellsCreateFromUpdate(t *testing.T) {
-	u := newUpstream(t, issuing(24*time.Hour))
-	e := newTestEnv(t, nil, nil)
-	e.configure(u, nil)
-	e.addRole("app", "svc@example.com", "pw-good")
+	e, _ := newAppEnv(t, nil, issuing(24*time.Hour), "pw-good")
 
 	for name, want := range map[string]bool{"app": true, "ghost": false} {
 		found, exists, err := e.b.HandleExistenceCheck(context.Background(), &logical.Request{
@@ -204,10 +208,7 @@ func TestRoleExistenceCheckTellsCreateFromUpdate(t *testing.T) {
 }
 
 func TestRoleNewCredentialsDiscardCachedTokenButTTLUpdateKeepsIt(t *testing.T) {
-	u := newUpstream(t, issuing(24*time.Hour))
-	e := newTestEnv(t, nil, nil)
-	e.configure(u, nil)
-	e.addRole("app", "svc@example.com", "pw-one")
+	e, u := newAppEnv(t, nil, issuing(24*time.Hour), "pw-one")
 	e.mustWrite("roles/cc", map[string]any{"grant_type": "client_credentials", "client_id": "cid", "client_secret": "cs-one"})
 	tok := accessToken(t, e.mustRead("creds/app"))
 	ccTok := accessToken(t, e.mustRead("creds/cc"))
@@ -219,9 +220,7 @@ func TestRoleNewCredentialsDiscardCachedTokenButTTLUpdateKeepsIt(t *testing.T) {
 	if st := storedToken(t, e.storage, "app"); st == nil || st.AccessToken != tok {
 		t.Fatal("a ttl-only update removed the stored token")
 	}
-	if u.count() != 2 {
-		t.Fatalf("upstream requests = %d, want 2", u.count())
-	}
+	u.wantCount(t, 2, "")
 
 	for i, update := range []map[string]any{
 		{"password": "pw-two"},
@@ -263,18 +262,14 @@ func TestRoleRewrittenCredentialsClearRejectedState(t *testing.T) {
 			t.Fatal("a role with rejected credentials served a token")
 		}
 	}
-	if u.count() != 1 {
-		t.Fatalf("upstream requests = %d, want 1: rejected credentials are not retried", u.count())
-	}
+	u.wantCount(t, 1, ": rejected credentials are not retried")
 	if rej := e.mustRead("status/app").Data["credentials_rejected"]; rej != true {
 		t.Fatalf("status credentials_rejected = %v, want true", rej)
 	}
 
 	e.mustWrite("roles/app", map[string]any{"password": "pw-good"})
 	e.mustRead("creds/app")
-	if u.count() != 2 {
-		t.Fatalf("upstream requests = %d, want 2", u.count())
-	}
+	u.wantCount(t, 2, "")
 	if rej := e.mustRead("status/app").Data["credentials_rejected"]; rej != false {
 		t.Fatalf("status credentials_rejected = %v after the rewrite, want false", rej)
 	}

@@ -13,35 +13,20 @@ import (
 const fieldIssueTime = "issue_time"
 
 func pathRotateRole(b *backend) *framework.Path {
-	return &framework.Path{
-		Pattern: "rotate-role/" + framework.MatchAllRegex(fieldName),
-		DisplayAttrs: &framework.DisplayAttributes{
-			OperationPrefix: operationPrefix,
-			OperationVerb:   "rotate",
-			OperationSuffix: "role",
-		},
-		Fields: map[string]*framework.FieldSchema{
-			fieldName: {Type: framework.TypeString, Description: "Name of the role.", Required: true},
-		},
-		Operations: map[logical.Operation]framework.OperationHandler{
-			logical.UpdateOperation: &framework.PathOperation{Callback: b.pathRotateRoleWrite, Summary: pathRotateRoleHelpSynopsis},
-		},
-		HelpSynopsis:    pathRotateRoleHelpSynopsis,
-		HelpDescription: pathRotateRoleHelpDescription,
-	}
+	return rolePath("rotate-role/", "rotate", "role", logical.UpdateOperation, b.pathRotateRoleWrite, pathRotateRoleHelpSynopsis, pathRotateRoleHelpDescription)
 }
 
 func (b *backend) pathRotateRoleWrite(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
 	name := d.Get(fieldName).(string)
-	res, err := b.shared(ctx, req.Storage, name, modeRotate)
+	res, err := b.refreshOnce(ctx, req.Storage, name, modeRotate)
 	if errors.Is(err, errRoleNotFound) {
 		return logical.ErrorResponse("role %q does not exist", name), nil
 	}
 	if err != nil {
 		return nil, err
 	}
-	if res.failed != nil {
-		return nil, logical.CodedError(res.failed.status, rotateFailure(res.failed, name))
+	if res.refusal != nil {
+		return nil, logical.CodedError(res.refusal.status, rotateFailure(res.refusal, name))
 	}
 	st := res.entry.state
 	return &logical.Response{Data: map[string]any{
@@ -53,7 +38,7 @@ func (b *backend) pathRotateRoleWrite(ctx context.Context, req *logical.Request,
 // rotateFailure is rotate-role's error message. When upstream rejected the
 // credentials on this very call, "no login until ... rotate-role is called" would
 // point back at the call just made: say what was tried and what helps instead.
-func rotateFailure(u *unavailable, name string) string {
+func rotateFailure(u *loginRefusal, name string) string {
 	if !u.retryAt.IsZero() {
 		return u.message(name)
 	}

@@ -18,10 +18,7 @@ func (e *testEnv) doRotate(name string) (*logical.Response, error) {
 }
 
 func TestRotateRoleLogsInNowAndCredsServeTheNewToken(t *testing.T) {
-	u := newUpstream(t, issuing(24*time.Hour))
-	e := newTestEnv(t, nil, nil)
-	e.configure(u, nil)
-	e.addRole("app", "svc@example.com", "pw-rotate")
+	e, u := newAppEnv(t, nil, issuing(24*time.Hour), "pw-rotate")
 	old := tokenIn(t, e.mustRead("creds/app"))
 
 	e.clock.Advance(time.Hour)
@@ -29,9 +26,7 @@ func TestRotateRoleLogsInNowAndCredsServeTheNewToken(t *testing.T) {
 	if err != nil || resp == nil || resp.IsError() {
 		t.Fatalf("rotate-role: %v", err)
 	}
-	if got := u.count(); got != 2 {
-		t.Fatalf("upstream logins = %d, want 2", got)
-	}
+	u.wantCount(t, 2, "")
 	// The answer never holds the token, old or new; it says when it was issued.
 	now := rfc3339At(e.clock.Now())
 	if resp.Data["issue_time"] != now || resp.Data["expire_time"] != rfc3339At(e.clock.Now().Add(24*time.Hour)) {
@@ -98,15 +93,10 @@ func TestRotateRoleUnknownRoleIs400(t *testing.T) {
 func TestRotateRoleOnRejectedCredentialsTriesExactlyOnce(t *testing.T) {
 	rejecting := failWith(http.StatusUnauthorized, "application/json",
 		`{"error":"invalid_grant","error_description":"invalid username or password"}`)
-	u := newUpstream(t, rejecting)
-	e := newTestEnv(t, nil, nil)
-	e.configure(u, nil)
-	e.addRole("app", "svc@example.com", "pw-rejected")
+	e, u := newAppEnv(t, nil, rejecting, "pw-rejected")
 	_, err := e.read("creds/app")
 	expectCodedError(t, err, http.StatusBadGateway, `role "app"`, "rejected")
-	if u.count() != 1 {
-		t.Fatalf("upstream logins = %d, want 1", u.count())
-	}
+	u.wantCount(t, 1, "")
 
 	e.clock.Advance(time.Minute)
 	_, err = e.doRotate("app")
@@ -135,9 +125,7 @@ func TestRotateRoleOnRejectedCredentialsTriesExactlyOnce(t *testing.T) {
 		t.Fatalf("rotate-role after the upstream fix: %v", err)
 	}
 	tokenIn(t, e.mustRead("creds/app"))
-	if u.count() != 3 {
-		t.Fatalf("upstream logins = %d, want 3", u.count())
-	}
+	u.wantCount(t, 3, "")
 	if st := e.mustRead("status/app").Data; st["credentials_rejected"] != false {
 		t.Fatalf("status still says credentials_rejected after a successful rotate-role")
 	}
@@ -146,10 +134,7 @@ func TestRotateRoleOnRejectedCredentialsTriesExactlyOnce(t *testing.T) {
 // rotate-role may not cut short an upstream 429 block: that would burn the
 // username's budget upstream.
 func TestRotateRoleDuringUpstream429WaitsOutRetryAfter(t *testing.T) {
-	u := newUpstream(t, rateLimited(func() string { return "300" }))
-	e := newTestEnv(t, nil, nil)
-	e.configure(u, nil)
-	e.addRole("app", "svc@example.com", "pw-429")
+	e, u := newAppEnv(t, nil, rateLimited(func() string { return "300" }), "pw-429")
 	_, err := e.read("creds/app")
 	retryAt := rfc3339At(e.clock.Now().Add(300 * time.Second))
 	expectCodedError(t, err, http.StatusTooManyRequests, retryAt)

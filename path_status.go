@@ -9,22 +9,7 @@ import (
 )
 
 func pathStatus(b *backend) *framework.Path {
-	return &framework.Path{
-		Pattern: "status/" + framework.MatchAllRegex(fieldName),
-		DisplayAttrs: &framework.DisplayAttributes{
-			OperationPrefix: operationPrefix,
-			OperationVerb:   "read",
-			OperationSuffix: "status",
-		},
-		Fields: map[string]*framework.FieldSchema{
-			fieldName: {Type: framework.TypeString, Description: "Name of the role.", Required: true},
-		},
-		Operations: map[logical.Operation]framework.OperationHandler{
-			logical.ReadOperation: &framework.PathOperation{Callback: b.pathStatusRead, Summary: pathStatusHelpSynopsis},
-		},
-		HelpSynopsis:    pathStatusHelpSynopsis,
-		HelpDescription: pathStatusHelpDescription,
-	}
+	return rolePath("status/", "read", "status", logical.ReadOperation, b.pathStatusRead, pathStatusHelpSynopsis, pathStatusHelpDescription)
 }
 
 func (b *backend) pathStatusRead(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
@@ -33,12 +18,9 @@ func (b *backend) pathStatusRead(ctx context.Context, req *logical.Request, d *f
 	if err != nil {
 		return nil, err
 	}
-	e, err := b.loadEntry(ctx, req.Storage, name)
-	if err != nil {
-		return nil, err
-	}
-	if e == nil {
-		return logical.ErrorResponse("role %q does not exist", name), nil
+	e, resp, err := b.loadRoleEntry(ctx, req.Storage, name)
+	if resp != nil || err != nil {
+		return resp, err
 	}
 	st, now := e.state, b.now()
 

@@ -40,10 +40,7 @@ func expectStatus(t *testing.T, st map[string]any, want map[string]any) {
 }
 
 func TestStatusFreshTokenReportsTimesWithoutTheToken(t *testing.T) {
-	u := newUpstream(t, issuing(24*time.Hour))
-	e := newTestEnv(t, nil, nil)
-	e.configure(u, nil)
-	e.addRole("app", "svc@example.com", statusPassword)
+	e, _ := newAppEnv(t, nil, issuing(24*time.Hour), statusPassword)
 
 	// Before any login.
 	st := statusOf(t, e, "app")
@@ -72,40 +69,79 @@ func TestStatusFreshTokenReportsTimesWithoutTheToken(t *testing.T) {
 	})
 }
 
-func TestStatusAfterUpstream429ReportsBlockAndRetryTime(t *testing.T) {
-	u := newUpstream(t, rateLimited(func() string { return "120" }))
-	e := newTestEnv(t, nil, nil)
-	e.configure(u, nil)
-	e.addRole("app", "svc@example.com", statusPassword)
-	t0 := e.clock.Now()
-	if _, err := e.read("creds/app"); err == nil {
-		t.Fatalf("read through a 429 succeeded")
+// After a failed cold login, status reports the attempt, its outcome, the next
+// login planned and a last_error naming the cause; then what clears it.
+func TestStatusAfterFailedColdLogin(t *testing.T) {
+	cases := []struct {
+		name     string
+		answer   http.HandlerFunc
+		wait     time.Duration // between the read and the status read
+		want     func(t0 time.Time) map[string]any
+		errorHas string // in last_error
+		clear    func(e *testEnv)
+		cleared  map[string]any
+	}{{
+		name:   "429 reports the block and the retry time",
+		answer: rateLimited(func() string { return "120" }),
+		wait:   10 * time.Second,
+		want: func(t0 time.Time) map[string]any {
+			return map[string]any{
+				"last_outcome":         outcomeRateLimited,
+				"no_login_before":      rfc3339At(t0.Add(120 * time.Second)),
+				"next_login":           rfc3339At(t0.Add(120 * time.Second)),
+				"credentials_rejected": false,
+			}
+		},
+		errorHas: "429",
+		// Once the block is over, nothing stands in the way.
+		clear:   func(e *testEnv) { e.clock.Advance(2 * time.Minute) },
+		cleared: map[string]any{"no_login_before": ""},
+	}, {
+		name: "rejected credentials: no planned login",
+		answer: failWith(http.StatusUnauthorized, "application/json",
+			`{"error":"invalid_grant","error_description":"invalid username or password"}`),
+		wait: time.Minute,
+		want: func(time.Time) map[string]any {
+			return map[string]any{
+				"last_outcome":         outcomeRejected,
+				"credentials_rejected": true,
+				"next_login":           "", // none until the credentials are rewritten
+				"no_login_before":      "",
+			}
+		},
+		errorHas: "invalid_grant",
+		// Rewriting the credentials clears the verdict.
+		clear: func(e *testEnv) {
+			e.mustWrite("roles/app", map[string]any{"password": statusPassword + "-new"})
+		},
+		cleared: map[string]any{"credentials_rejected": false, "last_outcome": ""},
+	}}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			e, _ := newAppEnv(t, nil, tc.answer, statusPassword)
+			t0 := e.clock.Now()
+			if _, err := e.read("creds/app"); err == nil {
+				t.Fatalf("read through the failing login succeeded")
+			}
+			e.clock.Advance(tc.wait)
+			st := statusOf(t, e, "app")
+			want := tc.want(t0)
+			want["has_token"] = false
+			want["last_attempt"] = rfc3339At(t0)
+			want["consecutive_failures"] = 1
+			expectStatus(t, st, want)
+			if le, _ := st["last_error"].(string); !strings.Contains(le, tc.errorHas) {
+				t.Fatalf("status last_error = %q, want it to name %s", le, tc.errorHas)
+			}
+			tc.clear(e)
+			expectStatus(t, statusOf(t, e, "app"), tc.cleared)
+		})
 	}
-	e.clock.Advance(10 * time.Second)
-	st := statusOf(t, e, "app")
-	expectStatus(t, st, map[string]any{
-		"has_token":            false,
-		"last_attempt":         rfc3339At(t0),
-		"last_outcome":         outcomeRateLimited,
-		"consecutive_failures": 1,
-		"no_login_before":      rfc3339At(t0.Add(120 * time.Second)),
-		"next_login":           rfc3339At(t0.Add(120 * time.Second)),
-		"credentials_rejected": false,
-	})
-	if le, _ := st["last_error"].(string); !strings.Contains(le, "429") {
-		t.Fatalf("status last_error = %q, want it to name the 429", le)
-	}
-	// Once the block is over, nothing stands in the way.
-	e.clock.Advance(2 * time.Minute)
-	expectStatus(t, statusOf(t, e, "app"), map[string]any{"no_login_before": ""})
 }
 
 func TestStatusAfterTransientFailureWithTokenStillServed(t *testing.T) {
 	ok := issuing(24 * time.Hour)
-	u := newUpstream(t, ok)
-	e := newTestEnv(t, nil, nil)
-	e.configure(u, nil)
-	e.addRole("app", "svc@example.com", statusPassword)
+	e, u := newAppEnv(t, nil, ok, statusPassword)
 	t0 := e.clock.Now()
 	tok := tokenIn(t, e.mustRead("creds/app"))
 
@@ -148,35 +184,6 @@ func TestStatusAfterTransientFailureWithTokenStillServed(t *testing.T) {
 		"issue_time": rfc3339At(e.clock.Now()), "last_outcome": outcomeSuccess, "last_error": "",
 		"consecutive_failures": 0, "no_login_before": "",
 	})
-}
-
-func TestStatusAfterRejectedCredentialsReportsNoPlannedLogin(t *testing.T) {
-	u := newUpstream(t, failWith(http.StatusUnauthorized, "application/json",
-		`{"error":"invalid_grant","error_description":"invalid username or password"}`))
-	e := newTestEnv(t, nil, nil)
-	e.configure(u, nil)
-	e.addRole("app", "svc@example.com", statusPassword)
-	t0 := e.clock.Now()
-	if _, err := e.read("creds/app"); err == nil {
-		t.Fatalf("read with rejected credentials succeeded")
-	}
-	e.clock.Advance(time.Minute)
-	st := statusOf(t, e, "app")
-	expectStatus(t, st, map[string]any{
-		"has_token":            false,
-		"last_attempt":         rfc3339At(t0),
-		"last_outcome":         outcomeRejected,
-		"consecutive_failures": 1,
-		"credentials_rejected": true,
-		"next_login":           "", // none until the credentials are rewritten
-		"no_login_before":      "",
-	})
-	if le, _ := st["last_error"].(string); !strings.Contains(le, "invalid_grant") {
-		t.Fatalf("status last_error = %q, want it to name invalid_grant", le)
-	}
-	// Rewriting the credentials clears the verdict.
-	e.mustWrite("roles/app", map[string]any{"password": statusPassword + "-new"})
-	expectStatus(t, statusOf(t, e, "app"), map[string]any{"credentials_rejected": false, "last_outcome": ""})
 }
 
 func TestStatusUnknownRoleIs400(t *testing.T) {

@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/hashicorp/vault/sdk/framework"
-	"github.com/hashicorp/vault/sdk/helper/locksutil"
 	"github.com/hashicorp/vault/sdk/logical"
 )
 
@@ -25,39 +24,21 @@ type verifyResult struct {
 }
 
 func pathVerify(b *backend) *framework.Path {
-	return &framework.Path{
-		Pattern: "verify/" + framework.MatchAllRegex(fieldName),
-		DisplayAttrs: &framework.DisplayAttributes{
-			OperationPrefix: operationPrefix,
-			OperationVerb:   "verify",
-			OperationSuffix: "token",
-		},
-		Fields: map[string]*framework.FieldSchema{
-			fieldName: {Type: framework.TypeString, Description: "Name of the role.", Required: true},
-		},
-		Operations: map[logical.Operation]framework.OperationHandler{
-			logical.ReadOperation: &framework.PathOperation{Callback: b.pathVerifyRead, Summary: pathVerifyHelpSynopsis},
-		},
-		HelpSynopsis:    pathVerifyHelpSynopsis,
-		HelpDescription: pathVerifyHelpDescription,
-	}
+	return rolePath("verify/", "verify", "token", logical.ReadOperation, b.pathVerifyRead, pathVerifyHelpSynopsis, pathVerifyHelpDescription)
 }
 
 func (b *backend) pathVerifyRead(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
 	name := d.Get(fieldName).(string)
 	cfg, err := b.getConfig(ctx, req.Storage)
-	if err != nil {
+	switch {
+	case err != nil:
 		return nil, err
-	}
-	if cfg.VerifyURL == "" {
+	case cfg.VerifyURL == "":
 		return logical.ErrorResponse("verify is disabled: config has an empty %s", fieldVerifyURL), nil
 	}
-	e, err := b.loadEntry(ctx, req.Storage, name)
-	if err != nil {
-		return nil, err
-	}
-	if e == nil {
-		return logical.ErrorResponse("role %q does not exist", name), nil
+	e, resp, err := b.loadRoleEntry(ctx, req.Storage, name)
+	if resp != nil || err != nil {
+		return resp, err
 	}
 	if !e.state.alive(b.now()) {
 		// The token a recent check found invalid was dropped: checks in between
@@ -73,11 +54,11 @@ func (b *backend) pathVerifyRead(ctx context.Context, req *logical.Request, d *f
 		}
 		return verifyResponse(res, e.state, true), nil
 	}
-	if !b.canWrite() {
+	if !b.WriteSafeReplicationState() {
 		// A rejected token must be dropped from storage: let the active node check.
 		return nil, logical.ErrReadOnly
 	}
-	v, err, _ := b.flights.Do("verify\x00"+name, func() (any, error) {
+	v, err, _ := b.verifyFlights.Do(name, func() (any, error) {
 		if res := b.lastVerify(name, e.state.AccessToken); res != nil {
 			if res.err != nil {
 				return nil, res.err
@@ -131,14 +112,12 @@ func (b *backend) verify(ctx context.Context, s logical.Storage, name string, cf
 // dropToken forgets a role's token that upstream no longer accepts, if it is still
 // the cached one, so the next read logs in.
 func (b *backend) dropToken(ctx context.Context, s logical.Storage, name, accessToken string) error {
-	lock := locksutil.LockForKey(b.roleLocks, name)
-	lock.Lock()
-	defer lock.Unlock()
-	r, err := b.getRole(ctx, s, name)
+	defer b.lockRole(name).Unlock()
+	r, err := getRole(ctx, s, name)
 	if err != nil || r == nil {
 		return err
 	}
-	st, err := b.readTokenState(ctx, s, name)
+	st, err := readTokenState(ctx, s, name)
 	if err != nil {
 		return err
 	}
@@ -146,7 +125,7 @@ func (b *backend) dropToken(ctx context.Context, s logical.Storage, name, access
 		return nil // already replaced
 	}
 	st.AccessToken, st.TokenType, st.IssuedAt, st.ExpiresAt = "", "", time.Time{}, time.Time{}
-	if err := b.writeTokenState(ctx, s, name, st); err != nil {
+	if err := writeTokenState(ctx, s, name, st); err != nil {
 		return err
 	}
 	b.Logger().Info("token reported invalid by verify_url; dropped", "role", name)

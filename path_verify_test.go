@@ -19,13 +19,8 @@ import (
 // exists upstream.
 func verifyEnv(t *testing.T) (*testEnv, *fakeiadvize.Server) {
 	t.Helper()
-	clock := newFakeClock()
-	fake, base := startFakeIAdvize(t, clock, fakeiadvize.Options{}, nil)
-	fake.AddUser("svc@example.com", "pw-verify")
-	e := newTestEnv(t, nil, clock)
-	e.configureBase(base, nil)
-	e.addRole("app", "svc@example.com", "pw-verify")
-	return e, fake
+	e, fake := newFakeAppEnv(t, "pw-verify")
+	return e, fake.Server
 }
 
 func TestVerifyValidTokenReportsAuthenticatedWithCheckTime(t *testing.T) {
@@ -63,7 +58,7 @@ func TestVerifyRevokedTokenReportsFalseDropsItAndNextReadLogsIn(t *testing.T) {
 	if st := storedTokenState(t, e, "app"); st.AccessToken != "" {
 		t.Fatalf("the revoked token is still in storage")
 	}
-	if c := e.b.cached("app"); c != nil && c.state.AccessToken != "" {
+	if c := e.b.cache.role("app"); c != nil && c.state.AccessToken != "" {
 		t.Fatalf("the revoked token is still in memory")
 	}
 	if st := e.mustRead("status/app").Data; st["has_token"] != false {

@@ -24,7 +24,7 @@ const (
 )
 
 // periodicRefresh is the backend's PeriodicFunc (README, "When the plugin logs
-// in"). Vault runs it about once a minute on the active node. It logs in for the
+// in"; docs/login-policy.md). Vault runs it about once a minute on the active node. It logs in for the
 // roles whose token enters its refresh window before the next runs, so reads
 // find fresh tokens, up to periodicConcurrency at once. When the token host's
 // login budget is spent, it waits for the budget to have room if that comes
@@ -35,7 +35,7 @@ const (
 // schedule, so a run costs in proportion to the roles due; the first run after a
 // start, a reload or a config change builds the schedule from storage.
 func (b *backend) periodicRefresh(ctx context.Context, req *logical.Request) error {
-	if !b.canWrite() {
+	if !b.WriteSafeReplicationState() {
 		return nil
 	}
 	cfg, err := b.getConfig(ctx, req.Storage)
@@ -57,7 +57,8 @@ func (b *backend) periodicRefresh(ctx context.Context, req *logical.Request) err
 	// retry for a slot of this run.
 	queue := b.sched.takeDue(start)
 	var (
-		stop  atomic.Bool // the node cannot write
+		stop atomic.Bool // the node cannot write
+		// mu guards queue and retry: a leaf, not held while a role is refreshed.
 		mu    sync.Mutex
 		retry []scheduleItem
 	)
@@ -141,7 +142,7 @@ func (b *backend) waitForHostBudget(ctx context.Context, cfg *configEntry, start
 // login away (the caller tries again once the budget has room).
 func (b *backend) refreshScheduled(ctx context.Context, s logical.Storage, item scheduleItem, refreshBefore time.Duration, stop *atomic.Bool) (turnedAway bool) {
 	name := item.name
-	res, err := b.shared(ctx, s, name, modeBackground)
+	res, err := b.refreshOnce(ctx, s, name, modeBackground)
 	notBefore := time.Time{}
 	switch {
 	case errors.Is(err, errRoleNotFound):
@@ -154,12 +155,12 @@ func (b *backend) refreshScheduled(ctx context.Context, s logical.Storage, item 
 	case err != nil:
 		b.Logger().Warn("background refresh failed", "role", name, "error", err)
 		notBefore = b.now().Add(time.Second) // the next run
-	case res.failed != nil && res.failed.hostFull:
+	case res.refusal != nil && res.refusal.hostFull:
 		return true
-	case res.failed != nil:
-		notBefore = res.failed.retryAt
+	case res.refusal != nil:
+		notBefore = res.refusal.retryAt
 	}
-	e := b.cached(name)
+	e := b.cache.role(name)
 	if e == nil {
 		b.sched.touch(name) // dropped meanwhile: the next run reads it
 		return false

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/vault/sdk/logical"
+	"github.com/iadvize/vault-plugin-secrets-iadvize/internal/fakeclock"
 )
 
 // gatedUpstream issues 24-hour tokens; while gated, each login first announces
@@ -47,7 +48,7 @@ func newGatedUpstream(t *testing.T) *gatedUpstream {
 // them all answer. It stops when batch returns 0, and returns the logins answered.
 // It fails the test if fewer logins than expected are in flight at once, or if
 // the run ends early.
-func driveBatches(t *testing.T, g *gatedUpstream, clock *fakeClock, runDone <-chan error,
+func driveBatches(t *testing.T, g *gatedUpstream, clock *fakeclock.Clock, runDone <-chan error,
 	took time.Duration, batch func(done int) int) int {
 	t.Helper()
 	done := 0
@@ -195,7 +196,7 @@ func (s *countingStorage) List(ctx context.Context, prefix string) ([]string, er
 // when 10 of them are due, a run reads only what their logins need.
 func TestPeriodic10000RolesNoneDueReadNothingFromStorage(t *testing.T) {
 	u := newUpstream(t, issuing(24*time.Hour))
-	clock := newFakeClock()
+	clock := fakeclock.New()
 	s := &countingStorage{Storage: &logical.InmemStorage{}}
 	ctx := context.Background()
 	const roles = 10_000
@@ -233,15 +234,11 @@ func TestPeriodic10000RolesNoneDueReadNothingFromStorage(t *testing.T) {
 			t.Fatalf("a run with %d roles, none due, made %d storage reads and %d lists, want none", roles, g, l)
 		}
 	}
-	if u.count() != 0 {
-		t.Fatalf("upstream logins = %d, want 0", u.count())
-	}
+	u.wantCount(t, 0, "")
 	clock.Advance(22*time.Hour - backgroundLead - 4*time.Minute) // the 10 are due
 	gets, lists := s.gets.Load(), s.lists.Load()
 	e.runPeriodic()
-	if u.count() != 10 {
-		t.Fatalf("upstream logins = %d, want 10", u.count())
-	}
+	u.wantCount(t, 10, "")
 	// One read per login (the role, checked under its lock), and once the mount's
 	// stored budget for the configured host (at most 2 reads).
 	if g, l := s.gets.Load()-gets, s.lists.Load()-lists; g > 12 || l != 0 {
@@ -271,15 +268,11 @@ func TestPeriodicScheduleFollowsRoleChangesAndConfig(t *testing.T) {
 	if got := e.b.sched.len(); got != 1 {
 		t.Fatalf("schedule holds %d roles, want 1 (late)", got)
 	}
-	if u.count() != 3 {
-		t.Fatalf("upstream logins = %d, want 3", u.count())
-	}
+	u.wantCount(t, 3, "")
 	e.mustWrite("config", map[string]any{"refresh_before": "2h"})
 	e.clock.Advance(22*time.Hour - backgroundLead)
 	e.runPeriodic()
-	if u.count() != 4 {
-		t.Fatalf("upstream logins = %d, want 4 (late, due under the new refresh_before)", u.count())
-	}
+	u.wantCount(t, 4, " (late, due under the new refresh_before)")
 }
 
 // A run that finds the host's budget spent waits for it to have room, if that

@@ -9,6 +9,7 @@ import (
 
 	"github.com/hashicorp/vault/sdk/helper/consts"
 	"github.com/hashicorp/vault/sdk/logical"
+	"github.com/iadvize/vault-plugin-secrets-iadvize/internal/fakeclock"
 	"github.com/iadvize/vault-plugin-secrets-iadvize/internal/fakeiadvize"
 )
 
@@ -18,22 +19,13 @@ import (
 // background refresh (no read ever waits on a login), and upstream never answers
 // 429.
 func TestPeriodicWeekOfBackgroundRefreshOneLoginPerRotationPeriodNoReadWaits(t *testing.T) {
-	clock := newFakeClock()
-	var log loginLog
-	fake, base := startFakeIAdvize(t, clock, fakeiadvize.Options{TokenLifetime: 24 * time.Hour}, &log)
-	e := newTestEnv(t, nil, clock)
-	e.configureBase(base, nil) // refresh_before 1h by default
+	e, fake := newFakeEnv(t, fakeiadvize.Options{TokenLifetime: 24 * time.Hour}) // refresh_before 1h by default
+	clock := e.clock
 	const roles = 50
-	names := make([]string, roles)
-	for i := range roles {
-		names[i] = fmt.Sprintf("svc-%02d", i)
-		user, pw := fmt.Sprintf("svc-%02d@example.com", i), fmt.Sprintf("pw-%02d", i)
-		fake.AddUser(user, pw)
-		e.addRole(names[i], user, pw)
-	}
+	names := addFakeRoles(e, fake, "svc", roles)
 	ctx := context.Background()
 	periodicReq := &logical.Request{Storage: e.storage}
-	logins := log.count
+	logins := func() int { return len(fake.LoginTimes()) }
 
 	// The expected rotation: a token is refreshed in the background once it is
 	// within refresh_before (at most half its life) plus the background lead of
@@ -81,8 +73,8 @@ func TestPeriodicWeekOfBackgroundRefreshOneLoginPerRotationPeriodNoReadWaits(t *
 	if backgroundLogins != roles*(wantPerRole-1) {
 		t.Fatalf("background logins = %d, want %d (%d per role)", backgroundLogins, roles*(wantPerRole-1), wantPerRole-1)
 	}
-	for i := range roles {
-		user := fmt.Sprintf("svc-%02d@example.com", i)
+	for _, name := range names {
+		user := name + "@example.com"
 		if got := stats.UserAttempts[user]; got != wantPerRole {
 			t.Fatalf("%s logged in %d times in a week, want %d", user, got, wantPerRole)
 		}
@@ -99,9 +91,8 @@ func TestPeriodicWeekOfBackgroundRefreshOneLoginPerRotationPeriodNoReadWaits(t *
 // window, so no read waits on a login. The periodic function runs on its own
 // one-minute grid, half a minute off the moment the tokens were issued.
 func TestPeriodicRefreshSpreadsLoginsUnderMountBudget(t *testing.T) {
-	clock := newFakeClock()
-	var log loginLog
-	u := newUpstream(t, log.wrap(clock, issuing(24*time.Hour)))
+	clock := fakeclock.New()
+	u := newUpstreamOn(t, clock, issuing(24*time.Hour))
 	e := newTestEnv(t, nil, clock)
 	// A generous budget to get 150 tokens issued in the same second ...
 	e.configure(u, map[string]any{"logins_per_minute": 1000})
@@ -115,7 +106,7 @@ func TestPeriodicRefreshSpreadsLoginsUnderMountBudget(t *testing.T) {
 	e.mustWrite("config", map[string]any{"logins_per_minute": 100})
 	issued := clock.Now()
 	refreshAt := issued.Add(23 * time.Hour)
-	setup := log.count()
+	setup := len(u.LoginTimes())
 
 	readAll := func() {
 		t.Helper()
@@ -148,14 +139,14 @@ func TestPeriodicRefreshSpreadsLoginsUnderMountBudget(t *testing.T) {
 	}
 	t.Logf("background logins per run, from the first: %v", perRun)
 
-	times := log.all()[setup:]
+	times := u.LoginTimes()[setup:]
 	if len(times) != roles {
 		t.Fatalf("background logins = %d, want %d (each role once)", len(times), roles)
 	}
 	if len(perRun) == 0 || perRun[0] != 100 {
 		t.Fatalf("first background run logged in %v, want 100 (logins_per_minute)", perRun)
 	}
-	if got := maxInAnySpan(times, time.Minute); got > 100 {
+	if got := fakeiadvize.MaxInWindow(times, time.Minute); got > 100 {
 		t.Fatalf("%d background logins within a minute, logins_per_minute is 100", got)
 	}
 	for _, at := range times {
@@ -206,12 +197,8 @@ func TestPeriodicRefreshSkipsFreshTokensAndRolesNeverRead(t *testing.T) {
 // and verify answer logical.ErrReadOnly (Vault forwards them) without calling
 // upstream. A fresh token is still served locally.
 func TestPeriodicRotateVerifyDoNothingUpstreamOnPerformanceStandby(t *testing.T) {
-	clock := newFakeClock()
-	fake, base := startFakeIAdvize(t, clock, fakeiadvize.Options{}, nil)
-	fake.AddUser("svc@example.com", "pw-standby")
-	e := newTestEnv(t, nil, clock)
-	e.configureBase(base, nil)
-	e.addRole("app", "svc@example.com", "pw-standby")
+	e, fake := newFakeAppEnv(t, "pw-standby")
+	clock := e.clock
 	tok := tokenIn(t, e.mustRead("creds/app"))
 	clock.Advance(23*time.Hour - backgroundLead) // due for the background refresh
 

@@ -16,6 +16,9 @@ import (
 // date after that: every token stored updates its role, and every role dropped
 // from memory (role write or delete, Invalidate) is checked again by the next run.
 type schedule struct {
+	// mu guards every field: a leaf, held for in-memory work only; it may be
+	// taken under writeMu or a role lock (a cache change updates the schedule),
+	// never while storageCache.mu is held (docs/locks.md).
 	mu    sync.Mutex
 	state scheduleState
 	build uint64 // bumped by reset, so a build that raced with one is dropped
@@ -56,29 +59,30 @@ func backgroundDue(st *tokenState, refreshBefore time.Duration) (due time.Time, 
 
 // update files a role under its token state, or takes it out.
 func (s *schedule) update(name string, st *tokenState) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	switch s.state {
-	case scheduleBuilding:
-		s.touched[name] = struct{}{}
-	case scheduleReady:
+	s.change(name, func() {
 		if due, ok := backgroundDue(st, s.refreshBefore); ok {
 			s.setLocked(name, due)
 		} else {
 			s.removeLocked(name)
 		}
-	}
+	})
 }
 
 // touch makes the next run check a role whose state is no longer in memory.
 func (s *schedule) touch(name string) {
+	s.change(name, func() { s.setLocked(name, time.Time{}) })
+}
+
+// change applies a change of one role to a ready schedule (apply runs under
+// s.mu); while a build runs, it notes the role for the next run to check.
+func (s *schedule) change(name string, apply func()) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	switch s.state {
 	case scheduleBuilding:
 		s.touched[name] = struct{}{}
 	case scheduleReady:
-		s.setLocked(name, time.Time{})
+		apply()
 	}
 }
 

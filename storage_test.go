@@ -182,11 +182,8 @@ func accessToken(t *testing.T, resp *logical.Response) string {
 }
 
 func TestStorageFailedTokenPersistKeepsPreviousTokenAndServesItWithWarning(t *testing.T) {
-	u := newUpstream(t, issuing(24*time.Hour))
 	s := newFaultyStorage()
-	e := newTestEnv(t, s, nil)
-	e.configure(u, nil)
-	e.addRole("app", "svc@example.com", "pw-one")
+	e, u := newAppEnv(t, s, issuing(24*time.Hour), "pw-one")
 	first := accessToken(t, e.mustRead("creds/app"))
 	roleBefore := storedRole(t, s, "app")
 
@@ -197,9 +194,7 @@ func TestStorageFailedTokenPersistKeepsPreviousTokenAndServesItWithWarning(t *te
 	e.mustRead("creds/app")
 	e.settle()
 	resp, err := e.read("creds/app")
-	if u.count() != 2 {
-		t.Fatalf("upstream requests = %d, want 2 (the refresh was attempted)", u.count())
-	}
+	u.wantCount(t, 2, " (the refresh was attempted)")
 	switch {
 	case err != nil:
 		// An error is acceptable; a 200 with nothing is not.
@@ -225,9 +220,7 @@ func TestStorageFailedTokenPersistKeepsPreviousTokenAndServesItWithWarning(t *te
 	e.mustRead("creds/app")      // starts the next login
 	e.settle()
 	third := accessToken(t, e.mustRead("creds/app"))
-	if u.count() != 3 {
-		t.Fatalf("upstream requests = %d, want 3 (the read after the fault logs in again)", u.count())
-	}
+	u.wantCount(t, 3, " (the read after the fault logs in again)")
 	if third == first {
 		t.Fatal("the read after the fault served the old token")
 	}
@@ -240,11 +233,8 @@ func TestStorageFailedTokenPersistKeepsPreviousTokenAndServesItWithWarning(t *te
 }
 
 func TestStorageFailedTokenPersistOnColdReadIsAnErrorThenNextReadLogsIn(t *testing.T) {
-	u := newUpstream(t, issuing(24*time.Hour))
 	s := newFaultyStorage()
-	e := newTestEnv(t, s, nil)
-	e.configure(u, nil)
-	e.addRole("app", "svc@example.com", "pw-one")
+	e, u := newAppEnv(t, s, issuing(24*time.Hour), "pw-one")
 
 	s.failPuts(tokensStoragePrefix, true)
 	resp, err := e.read("creds/app")
@@ -266,20 +256,15 @@ func TestStorageFailedTokenPersistOnColdReadIsAnErrorThenNextReadLogsIn(t *testi
 
 	s.failPuts("", false)
 	tok := accessToken(t, e.mustRead("creds/app"))
-	if u.count() != 2 {
-		t.Fatalf("upstream requests = %d, want 2", u.count())
-	}
+	u.wantCount(t, 2, "")
 	if st := storedToken(t, s, "app"); st == nil || st.AccessToken != tok {
 		t.Fatal("the token served after the fault cleared is not the persisted one")
 	}
 }
 
 func TestStorageFailedRolePutLeavesRoleAndTokenUnchanged(t *testing.T) {
-	u := newUpstream(t, issuing(24*time.Hour))
 	s := newFaultyStorage()
-	e := newTestEnv(t, s, nil)
-	e.configure(u, nil)
-	e.addRole("app", "svc@example.com", "pw-one")
+	e, u := newAppEnv(t, s, issuing(24*time.Hour), "pw-one")
 	tok := accessToken(t, e.mustRead("creds/app"))
 	before := storageSnapshot(t, s)
 
@@ -299,33 +284,23 @@ func TestStorageFailedRolePutLeavesRoleAndTokenUnchanged(t *testing.T) {
 }
 
 func TestStorageGetFailureOnColdReadIsAnErrorNotAnEmptyAnswer(t *testing.T) {
-	u := newUpstream(t, issuing(24*time.Hour))
 	s := newFaultyStorage()
-	e := newTestEnv(t, s, nil)
-	e.configure(u, nil)
-	e.addRole("app", "svc@example.com", "pw-one")
+	e, u := newAppEnv(t, s, issuing(24*time.Hour), "pw-one")
 
 	s.failGets(tokensStoragePrefix, true)
 	resp, err := e.read("creds/app")
 	if err == nil {
 		t.Fatalf("a read whose storage Get failed answered without error (%v)", respErr(resp))
 	}
-	if u.count() != 0 {
-		t.Fatalf("upstream requests = %d, want 0: the token state could not be read", u.count())
-	}
+	u.wantCount(t, 0, ": the token state could not be read")
 	s.failGets("", false)
 	e.mustRead("creds/app")
-	if u.count() != 1 {
-		t.Fatalf("upstream requests = %d, want 1 after the fault cleared", u.count())
-	}
+	u.wantCount(t, 1, " after the fault cleared")
 }
 
 func TestStorageCacheHitTouchesNoStorage(t *testing.T) {
-	u := newUpstream(t, issuing(24*time.Hour))
 	s := newFaultyStorage()
-	e := newTestEnv(t, s, nil)
-	e.configure(u, nil)
-	e.addRole("app", "svc@example.com", "pw-one")
+	e, u := newAppEnv(t, s, issuing(24*time.Hour), "pw-one")
 	tok := accessToken(t, e.mustRead("creds/app"))
 
 	s.failGets("", true)
@@ -339,16 +314,11 @@ func TestStorageCacheHitTouchesNoStorage(t *testing.T) {
 	if s.getCount() != gets {
 		t.Fatalf("cache hits made %d storage reads, want 0", s.getCount()-gets)
 	}
-	if u.count() != 1 {
-		t.Fatalf("upstream requests = %d, want 1", u.count())
-	}
+	u.wantCount(t, 1, "")
 }
 
 func TestStorageDeleteRoleDeletesItsCachedToken(t *testing.T) {
-	u := newUpstream(t, issuing(24*time.Hour))
-	e := newTestEnv(t, nil, nil)
-	e.configure(u, nil)
-	e.addRole("app", "svc@example.com", "pw-one")
+	e, u := newAppEnv(t, nil, issuing(24*time.Hour), "pw-one")
 	old := accessToken(t, e.mustRead("creds/app"))
 	if storedToken(t, e.storage, "app") == nil {
 		t.Fatal("no token stored after a read")
@@ -373,16 +343,11 @@ func TestStorageDeleteRoleDeletesItsCachedToken(t *testing.T) {
 	if got := accessToken(t, e.mustRead("creds/app")); got == old {
 		t.Fatal("a re-created role served the token of the deleted one")
 	}
-	if u.count() != 2 {
-		t.Fatalf("upstream requests = %d, want 2", u.count())
-	}
+	u.wantCount(t, 2, "")
 }
 
 func TestStorageRestartServesPersistedTokenWithoutLogin(t *testing.T) {
-	u := newUpstream(t, issuing(24*time.Hour))
-	e := newTestEnv(t, nil, nil)
-	e.configure(u, nil)
-	e.addRole("app", "svc@example.com", "pw-one")
+	e, u := newAppEnv(t, nil, issuing(24*time.Hour), "pw-one")
 	tok := accessToken(t, e.mustRead("creds/app"))
 
 	e.clock.Advance(12 * time.Hour)
@@ -393,9 +358,7 @@ func TestStorageRestartServesPersistedTokenWithoutLogin(t *testing.T) {
 	if got := accessToken(t, restarted.mustRead("static-creds/app")); got != tok {
 		t.Fatal("after a restart static-creds served another token")
 	}
-	if u.count() != 1 {
-		t.Fatalf("upstream requests = %d, want 1: a restart must not log in while the token is fresh", u.count())
-	}
+	u.wantCount(t, 1, ": a restart must not log in while the token is fresh")
 }
 
 // A login that fails upstream (500) with Put failing too keeps the backoff in
@@ -415,20 +378,15 @@ func TestStorageFailedBookkeepingPersistStillBacksOff(t *testing.T) {
 	if _, err := e.read("creds/app"); codedStatus(err) != http.StatusTooManyRequests {
 		t.Fatalf("read during backoff: status %d (%v), want 429", codedStatus(err), err)
 	}
-	if u.count() != 1 {
-		t.Fatalf("upstream requests = %d, want 1", u.count())
-	}
+	u.wantCount(t, 1, "")
 }
 
 // New credentials retire the cached token even when deleting it from storage
 // fails: a token of the old credentials is never served beside the new ones, on
 // this node or on one that loads the role from storage.
 func TestStorageFailedTokenDeleteAfterNewCredentialsNeverServesTheOldToken(t *testing.T) {
-	u := newUpstream(t, issuing(24*time.Hour))
 	s := newFaultyStorage()
-	e := newTestEnv(t, s, nil)
-	e.configure(u, nil)
-	e.addRole("app", "svc@example.com", "pw-one")
+	e, u := newAppEnv(t, s, issuing(24*time.Hour), "pw-one")
 	old := accessToken(t, e.mustRead("creds/app"))
 
 	s.failDeletes(true)
@@ -443,7 +401,5 @@ func TestStorageFailedTokenDeleteAfterNewCredentialsNeverServesTheOldToken(t *te
 			t.Fatal("the token of the old credentials was served after they were rewritten")
 		}
 	}
-	if u.count() != 2 {
-		t.Fatalf("upstream requests = %d, want 2 (one login under the new credentials)", u.count())
-	}
+	u.wantCount(t, 2, " (one login under the new credentials)")
 }

@@ -70,9 +70,10 @@ type loginError struct {
 func (e *loginError) Error() string { return e.msg + e.detail }
 func (e *loginError) Unwrap() error { return e.err }
 
-// token is what a successful login yields. expiresIn is the upstream's lifetime;
-// the caller turns it into an expiry from the moment the request was sent.
-type token struct {
+// issuedToken is what a successful login yields (RFC 6749 §5.1). expiresIn is
+// the upstream's lifetime; the caller turns it into an expiry from the moment the
+// request was sent.
+type issuedToken struct {
 	accessToken string
 	tokenType   string
 	expiresIn   time.Duration
@@ -138,7 +139,7 @@ func knownCode(code string) bool {
 //
 // The body may be JSON whatever its Content-Type (with a byte-order mark or not),
 // or form-encoded. See parseTokenFields for what a token answer may look like.
-func classifyAnswer(a tokenAnswer, rules answerRules) (*token, *loginError) {
+func classifyAnswer(a tokenAnswer, rules answerRules) (*issuedToken, *loginError) {
 	fields, parsed := parseAnswerBody(a.body)
 	code := errorCode(fields)
 	le := &loginError{status: a.status}
@@ -216,7 +217,7 @@ func parseAnswerBody(body []byte) (fields map[string]any, parsed bool) {
 // string; above maxTokenLifetime it is capped; missing or null, defaultExpiresIn
 // applies (0: malformed). token_type is "Bearer" whatever its case (RFC 6750 §4
 // registers it case-insensitively), "Bearer" when absent, else as sent.
-func parseTokenFields(fields map[string]any, defaultExpiresIn time.Duration) (*token, *loginError) {
+func parseTokenFields(fields map[string]any, defaultExpiresIn time.Duration) (*issuedToken, *loginError) {
 	accessToken, isString := fields["access_token"].(string)
 	switch {
 	case fields["access_token"] == nil:
@@ -241,7 +242,7 @@ func parseTokenFields(fields map[string]any, defaultExpiresIn time.Duration) (*t
 	case strings.IndexFunc(tokenType, unicode.IsControl) >= 0:
 		return nil, malformed("token_type holds control characters")
 	}
-	return &token{accessToken: accessToken, tokenType: tokenType, expiresIn: expiresIn}, nil
+	return &issuedToken{accessToken: accessToken, tokenType: tokenType, expiresIn: expiresIn}, nil
 }
 
 // parseExpiresIn turns expires_in (a json.Number, a string holding a decimal

@@ -16,18 +16,10 @@ import (
 const waitFor = 5 * time.Second
 
 func TestThousandConcurrentColdReadsMakeOneLoginAndShareOneToken(t *testing.T) {
-	release := make(chan struct{})
-	issue := issuing(24 * time.Hour)
-	u := newUpstream(t, func(w http.ResponseWriter, r *http.Request) {
-		select { // hold the login until every reader has been started
-		case <-release:
-		case <-r.Context().Done():
-			return
-		}
-		issue(w, r)
-	})
+	u := newHoldingUpstream(t)
+	u.hold() // the login waits until every reader has been started
 	e := newTestEnv(t, nil, nil)
-	e.configure(u, nil)
+	e.configure(u.upstream, nil)
 	e.addRole("app", "svc@example.com", "pw-one")
 
 	const readers = 1000
@@ -56,12 +48,10 @@ func TestThousandConcurrentColdReadsMakeOneLoginAndShareOneToken(t *testing.T) {
 		}()
 	}
 	started.Wait()
-	close(release)
+	u.release(u.issue)
 	done.Wait()
 
-	if u.count() != 1 {
-		t.Fatalf("upstream requests = %d, want 1", u.count())
-	}
+	u.wantCount(t, 1, "")
 	for i := range readers {
 		if errs[i] != nil {
 			t.Fatalf("reader %d: %v", i, errs[i])
@@ -149,9 +139,7 @@ func TestReadOfCachedRoleAnswersWhileAnotherRolesLoginHangs(t *testing.T) {
 	case <-time.After(waitFor):
 		t.Fatal("the slow read did not finish after its login was released")
 	}
-	if u.count() != 2 {
-		t.Fatalf("upstream requests = %d, want 2", u.count())
-	}
+	u.wantCount(t, 2, "")
 }
 
 func TestNoLoginBeforeRefreshWindowExactlyOneLoginInsideIt(t *testing.T) {
@@ -220,18 +208,13 @@ func TestRefreshBeforeLongerThanLifetimeIsCappedAtHalfTheLifetime(t *testing.T) 
 				t.Fatal("no new token past half the lifetime")
 			}
 			e.mustRead("creds/cc")
-			if u.count() != 2 {
-				t.Fatalf("upstream requests = %d, want 2", u.count())
-			}
+			u.wantCount(t, 2, "")
 		})
 	}
 }
 
 func TestSecondBackendOverSameStorageServesSameTokenWithoutLogin(t *testing.T) {
-	u := newUpstream(t, issuing(24*time.Hour))
-	e := newTestEnv(t, nil, nil)
-	e.configure(u, nil)
-	e.addRole("app", "svc@example.com", "pw-one")
+	e, u := newAppEnv(t, nil, issuing(24*time.Hour), "pw-one")
 	tok := accessToken(t, e.mustRead("creds/app"))
 
 	other := newTestEnv(t, e.storage, e.clock)
@@ -240,16 +223,11 @@ func TestSecondBackendOverSameStorageServesSameTokenWithoutLogin(t *testing.T) {
 			t.Fatalf("%s on the second backend served another token", path)
 		}
 	}
-	if u.count() != 1 {
-		t.Fatalf("upstream requests = %d, want 1 (zero from the second backend)", u.count())
-	}
+	u.wantCount(t, 1, " (zero from the second backend)")
 }
 
 func TestPerformanceStandbyColdReadReturnsErrReadOnlyWithoutUpstreamCall(t *testing.T) {
-	u := newUpstream(t, issuing(24*time.Hour))
-	e := newTestEnv(t, nil, nil)
-	e.configure(u, nil)
-	e.addRole("app", "svc@example.com", "pw-one")
+	e, u := newAppEnv(t, nil, issuing(24*time.Hour), "pw-one")
 	before := storageSnapshot(t, e.storage)
 
 	e.system.ReplicationStateVal = consts.ReplicationPerformanceStandby
@@ -259,17 +237,12 @@ func TestPerformanceStandbyColdReadReturnsErrReadOnlyWithoutUpstreamCall(t *test
 			t.Fatalf("%s on a performance standby: err=%v resp=%v, want exactly logical.ErrReadOnly", path, err, respErr(resp))
 		}
 	}
-	if u.count() != 0 {
-		t.Fatalf("upstream requests = %d, want 0", u.count())
-	}
+	u.wantCount(t, 0, "")
 	assertStorageUnchanged(t, e.storage, before)
 }
 
 func TestPerformanceStandbyServesFreshCachedTokenWithoutRequest(t *testing.T) {
-	u := newUpstream(t, issuing(24*time.Hour))
-	e := newTestEnv(t, nil, nil)
-	e.configure(u, nil)
-	e.addRole("app", "svc@example.com", "pw-one")
+	e, u := newAppEnv(t, nil, issuing(24*time.Hour), "pw-one")
 	tok := accessToken(t, e.mustRead("creds/app"))
 
 	// The same node, once it became a standby: served from memory.
@@ -286,9 +259,7 @@ func TestPerformanceStandbyServesFreshCachedTokenWithoutRequest(t *testing.T) {
 			t.Fatalf("%s on a standby served another token", path)
 		}
 	}
-	if u.count() != 1 {
-		t.Fatalf("upstream requests = %d, want 1", u.count())
-	}
+	u.wantCount(t, 1, "")
 
 	// Inside the refresh window the token is still usable: the standby serves it
 	// and starts no login (the active node refreshes it).
@@ -299,24 +270,17 @@ func TestPerformanceStandbyServesFreshCachedTokenWithoutRequest(t *testing.T) {
 		}
 	}
 	standby.settle()
-	if u.count() != 1 {
-		t.Fatalf("upstream requests = %d, want 1", u.count())
-	}
+	u.wantCount(t, 1, "")
 	// Within the skew margin of expiry the standby needs a login: ErrReadOnly, no request.
 	e.clock.Advance(time.Hour - 30*time.Second - time.Second)
 	if _, err := standby.read("creds/app"); err != logical.ErrReadOnly { //nolint:errorlint
 		t.Fatalf("standby with no usable token: err=%v, want exactly logical.ErrReadOnly", err)
 	}
-	if u.count() != 1 {
-		t.Fatalf("upstream requests = %d, want 1", u.count())
-	}
+	u.wantCount(t, 1, "")
 }
 
 func TestInvalidateMakesBackendServeTokenRotatedByAnotherNode(t *testing.T) {
-	u := newUpstream(t, issuing(24*time.Hour))
-	node1 := newTestEnv(t, nil, nil)
-	node1.configure(u, nil)
-	node1.addRole("app", "svc@example.com", "pw-one")
+	node1, u := newAppEnv(t, nil, issuing(24*time.Hour), "pw-one")
 	old := accessToken(t, node1.mustRead("creds/app"))
 
 	node2 := newTestEnv(t, node1.storage, node1.clock)
@@ -343,16 +307,11 @@ func TestInvalidateMakesBackendServeTokenRotatedByAnotherNode(t *testing.T) {
 	if got := accessToken(t, node1.mustRead("static-creds/app")); got != rotated {
 		t.Fatal("after Invalidate static-creds on node 1 still serves the old token")
 	}
-	if u.count() != 2 {
-		t.Fatalf("upstream requests = %d, want 2 (node 1 must not log in after the invalidation)", u.count())
-	}
+	u.wantCount(t, 2, " (node 1 must not log in after the invalidation)")
 }
 
 func TestInvalidateOfRoleKeyDropsCredentialsChangedByAnotherNode(t *testing.T) {
-	u := newUpstream(t, issuing(24*time.Hour))
-	node1 := newTestEnv(t, nil, nil)
-	node1.configure(u, nil)
-	node1.addRole("app", "svc@example.com", "pw-one")
+	node1, u := newAppEnv(t, nil, issuing(24*time.Hour), "pw-one")
 	old := accessToken(t, node1.mustRead("creds/app"))
 
 	node2 := newTestEnv(t, node1.storage, node1.clock)
@@ -362,7 +321,5 @@ func TestInvalidateOfRoleKeyDropsCredentialsChangedByAnotherNode(t *testing.T) {
 	if got := accessToken(t, node1.mustRead("creds/app")); got == old {
 		t.Fatal("node 1 kept serving the token of the old credentials after invalidation")
 	}
-	if u.count() != 2 {
-		t.Fatalf("upstream requests = %d, want 2", u.count())
-	}
+	u.wantCount(t, 2, "")
 }

@@ -189,9 +189,7 @@ func TestColonInClientIDWithRawBasic(t *testing.T) {
 	}
 	e.mustWrite("config", map[string]any{"client_auth": "basic_urlencoded"})
 	e.mustRead("creds/app")
-	if u.count() != 1 {
-		t.Fatalf("upstream requests = %d, want 1", u.count())
-	}
+	u.wantCount(t, 1, "")
 }
 
 // TestRejectedCredentialsRetriedAfterClientAuthChange: a rejection reached with
@@ -219,16 +217,11 @@ func TestRejectedCredentialsRetriedAfterClientAuthChange(t *testing.T) {
 		t.Errorf("status after the client_auth change: credentials_rejected = %v, want false", st["credentials_rejected"])
 	}
 	e.mustRead("creds/iceye")
-	if u.count() != 2 {
-		t.Fatalf("upstream requests = %d, want 2", u.count())
-	}
+	u.wantCount(t, 2, "")
 
 	// A role without a client secret sends the same request whatever
 	// client_auth says: changing it does not lift that role's rejection.
-	rejecting := newUpstream(t, rawAnswer(401, jsonType, nil, `{"error":"invalid_grant"}`))
-	e2 := newTestEnv(t, nil, nil)
-	e2.configure(rejecting, nil)
-	e2.addRole("app", "svc@example.com", "pw-Wrong-1")
+	e2, rejecting := newAppEnv(t, nil, rawAnswer(401, jsonType, nil, `{"error":"invalid_grant"}`), "pw-Wrong-1")
 	_, _ = e2.read("creds/app")
 	for _, style := range []string{"post", "basic_urlencoded", "basic"} {
 		e2.mustWrite("config", map[string]any{"client_auth": style})

@@ -70,6 +70,9 @@ const (
 	// HugeBodyPad is the size of the "pad" field of the huge_body fault.
 	HugeBodyPad = 2 << 20
 
+	tokenPath   = "/oauth2/token"
+	adminPrefix = "/_fake/"
+
 	maxFormBytes  = 64 << 10
 	maxAdminBytes = 64 << 10
 )
@@ -323,6 +326,9 @@ type Stats struct {
 	TokensIssued        int `json:"tokens_issued"`         // including by faulted 200 answers
 	VerifyCalls         int `json:"verify_calls"`          // GET /_authenticated requests
 	VerifyFailures      int `json:"verify_failures"`       // of which answered 401
+	// Handled counts the requests, on any path but the admin API, answered
+	// by the handler set with SetHandler; they are in no other counter.
+	Handled int `json:"handled"`
 	// MaxAttemptsInWindow is MaxAttemptsInWindow(Window).
 	MaxAttemptsInWindow int `json:"max_attempts_in_window"`
 	// UserAttempts and UserSuccesses count per username (password grant) or
@@ -368,6 +374,7 @@ type Server struct {
 	userBlocks  map[string]time.Time   // blocked until, per username
 	ipBlocks    map[string]time.Time   // blocked until, per IP
 
+	handler http.Handler  // answers in the fake's stead when set (SetHandler)
 	fault   Fault         // Mode "" when none
 	release chan struct{} // closed when the fault is cleared or replaced
 
@@ -463,7 +470,34 @@ func wholeSeconds(d time.Duration) time.Duration {
 
 // ServeHTTP implements http.Handler.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if !strings.HasPrefix(r.URL.Path, adminPrefix) {
+		s.mu.Lock()
+		h := s.handler
+		if h != nil {
+			s.stats.Handled++
+			if r.URL.Path == tokenPath {
+				s.loginTimes = append(s.loginTimes, s.now())
+			}
+		}
+		s.mu.Unlock()
+		if h != nil {
+			h.ServeHTTP(w, r)
+			return
+		}
+	}
 	s.mux.ServeHTTP(w, r)
+}
+
+// SetHandler makes h answer every request but those of the admin API
+// (/_fake/) from now on, in place of the fake's own token and verify
+// endpoints; nil gives them back. It serves tests that need an answer no
+// fault mode gives. The requests h answers count in Stats.Handled only, and
+// those to /oauth2/token also in LoginTimes; users, tokens, limits and the
+// active fault are neither used nor changed by them.
+func (s *Server) SetHandler(h http.Handler) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.handler = h
 }
 
 // Close releases every request held by the hang fault (they are answered 503)
@@ -606,7 +640,7 @@ func (s *Server) Stats() Stats {
 	st := s.stats
 	st.UserAttempts = maps.Clone(s.stats.UserAttempts)
 	st.UserSuccesses = maps.Clone(s.stats.UserSuccesses)
-	st.MaxAttemptsInWindow = maxInWindow(s.loginTimes, Window)
+	st.MaxAttemptsInWindow = MaxInWindow(s.loginTimes, Window)
 	st.Fault = s.fault
 	if st.Fault.Mode == "" {
 		st.Fault.Mode = FaultNone
@@ -615,7 +649,8 @@ func (s *Server) Stats() Stats {
 }
 
 // LoginTimes returns the time, per the injected clock, of every login attempt
-// since creation or the last Reset, in arrival order.
+// (those answered by the SetHandler handler included) since creation or the
+// last Reset, in arrival order.
 func (s *Server) LoginTimes() []time.Time {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -628,10 +663,13 @@ func (s *Server) LoginTimes() []time.Time {
 func (s *Server) MaxAttemptsInWindow(d time.Duration) int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return maxInWindow(s.loginTimes, d)
+	return MaxInWindow(s.loginTimes, d)
 }
 
-func maxInWindow(times []time.Time, d time.Duration) int {
+// MaxInWindow returns the largest number of times that fall within one span
+// shorter than d, in any order: "at most N in any minute" holds when
+// MaxInWindow(times, time.Minute) <= N. It is 0 when d <= 0.
+func MaxInWindow(times []time.Time, d time.Duration) int {
 	if d <= 0 {
 		return 0
 	}
@@ -1133,20 +1171,12 @@ func (s *Server) faultReplyLocked(f Fault, req tokenRequest) reply {
 		body.ExpiresIn = DecimalExpiresIn
 	case FaultStringExpiresIn:
 		body.ExpiresIn = StringExpiresIn
-	case FaultLowercaseTokenType:
-		body.TokenType = "bearer"
-	case FaultUppercaseTokenType:
-		body.TokenType = "BEARER"
-	case FaultNoTokenType:
-		body.TokenType = ""
-	case FaultJSONTextPlain:
-		rp.contentType = "text/plain"
-	case FaultJSONTextHTML:
-		rp.contentType = "text/html"
-	case FaultJSONNoContentType:
-		rp.contentType = ""
-	case FaultJSONCharset:
-		rp.contentType = "application/json; charset=utf-8"
+	case FaultLowercaseTokenType, FaultUppercaseTokenType, FaultNoTokenType:
+		body.TokenType = faultTokenTypes[f.Mode]
+	case FaultJSONTextPlain, FaultJSONTextHTML, FaultJSONNoContentType, FaultJSONCharset:
+		rp.contentType = faultContentTypes[f.Mode]
+		rp.raw = jsonBytes(body)
+		return rp
 	case FaultJSONBOM:
 		rp.contentType = "application/json"
 		rp.raw = append([]byte("\xEF\xBB\xBF"), jsonBytes(body)...)
@@ -1159,13 +1189,23 @@ func (s *Server) faultReplyLocked(f Fault, req tokenRequest) reply {
 		}.Encode())
 		return rp
 	}
-	switch f.Mode {
-	case FaultJSONTextPlain, FaultJSONTextHTML, FaultJSONNoContentType, FaultJSONCharset:
-		rp.raw = jsonBytes(body)
-	default:
-		rp.body = body
-	}
+	rp.body = body
 	return rp
+}
+
+// The token_type of the token-type faults.
+var faultTokenTypes = map[FaultMode]string{
+	FaultLowercaseTokenType: "bearer",
+	FaultUppercaseTokenType: "BEARER",
+	FaultNoTokenType:        "",
+}
+
+// The Content-Type of the JSON-under-another-type faults; "" sends none.
+var faultContentTypes = map[FaultMode]string{
+	FaultJSONTextPlain:     "text/plain",
+	FaultJSONTextHTML:      "text/html",
+	FaultJSONNoContentType: "",
+	FaultJSONCharset:       "application/json; charset=utf-8",
 }
 
 func (s *Server) handleAuthenticated(w http.ResponseWriter, r *http.Request) {

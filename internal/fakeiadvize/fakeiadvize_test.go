@@ -18,6 +18,8 @@ import (
 	"testing"
 	"testing/synctest"
 	"time"
+
+	"github.com/iadvize/vault-plugin-secrets-iadvize/internal/fakeclock"
 )
 
 // Test credentials. They are fake, but the tests still never print them (nor
@@ -29,32 +31,10 @@ const (
 	secret   = "s3cr:et/+&=%"
 )
 
-// testClock is a manually advanced clock, shared by a test and its fake.
-type testClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func newClock() *testClock {
-	return &testClock{t: time.Date(2025, 1, 1, 12, 0, 0, 0, time.UTC)}
-}
-
-func (c *testClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *testClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
-
 // newFake returns a fake on a test clock with one user and one client.
-func newFake(t *testing.T, opts Options) (*Server, *testClock) {
+func newFake(t *testing.T, opts Options) (*Server, *fakeclock.Clock) {
 	t.Helper()
-	clock := newClock()
+	clock := fakeclock.New()
 	if opts.Now == nil {
 		opts.Now = clock.Now
 	}
@@ -1521,4 +1501,39 @@ func TestResetWhileHanging(t *testing.T) {
 			t.Errorf("after release: %+v", st)
 		}
 	})
+}
+
+// SetHandler: the handler answers every request but the admin API's, counted
+// apart (and its token requests timed), until it is removed.
+func TestSetHandlerAnswersInTheFakesStead(t *testing.T) {
+	f, clock := newFake(t, Options{})
+	f.SetHandler(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.WriteHeader(http.StatusTeapot)
+	}))
+	if w := login(f, user, password, "10.0.0.1"); w.Code != http.StatusTeapot {
+		t.Fatalf("token request with a handler: %d, want 418", w.Code)
+	}
+	clock.Advance(time.Second)
+	if code := verify(f, "anything"); code != http.StatusTeapot {
+		t.Fatalf("verify with a handler: %d, want 418", code)
+	}
+	if w := serve(f, httptest.NewRequest(http.MethodGet, "/_fake/stats", nil)); w.Code != http.StatusOK {
+		t.Fatalf("admin API with a handler: %d, want 200", w.Code)
+	}
+	st := f.Stats()
+	if st.Handled != 2 || st.LoginAttempts != 0 || st.VerifyCalls != 0 || st.TokensIssued != 0 {
+		t.Fatalf("stats = %+v, want handled 2 and nothing else", st)
+	}
+	if times := f.LoginTimes(); len(times) != 1 || !times[0].Equal(fakeclock.Start) {
+		t.Fatalf("login times = %v, want the token request's alone", times)
+	}
+
+	f.SetHandler(nil)
+	w := login(f, user, password, "10.0.0.1")
+	if w.Code != http.StatusOK {
+		t.Fatalf("token request after SetHandler(nil): %d, want 200", w.Code)
+	}
+	if st := f.Stats(); st.Handled != 2 || st.LoginSuccesses != 1 {
+		t.Fatalf("stats = %+v, want handled 2 and one login", st)
+	}
 }

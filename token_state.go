@@ -1,89 +1,9 @@
 package iadvize
 
-import (
-	"context"
-	"fmt"
-	"time"
+import "time"
 
-	"github.com/hashicorp/vault/sdk/logical"
-)
-
-const tokensStoragePrefix = "tokens/"
-
-// Login outcomes, as status/ reports them.
-const (
-	outcomeSuccess     = "success"
-	outcomeRateLimited = "rate_limited"
-	outcomeRejected    = "credentials_rejected"
-	outcomeUpstream    = "upstream_error"
-)
-
-// tokenState is one role's cached token and its login bookkeeping. It is persisted
-// at tokens/<role> (seal-wrapped), so a restart neither logs in while the token is
-// fresh nor forgets a backoff or a "credentials rejected" verdict.
-type tokenState struct {
-	AccessToken string    `json:"access_token,omitempty"`
-	TokenType   string    `json:"token_type,omitempty"`
-	IssuedAt    time.Time `json:"issued_at,omitempty"`
-	ExpiresAt   time.Time `json:"expires_at,omitempty"`
-
-	LastAttempt time.Time `json:"last_attempt,omitempty"`
-	LastOutcome string    `json:"last_outcome,omitempty"`
-	LastError   string    `json:"last_error,omitempty"`
-	// NextAttempt: no login before this (backoff after a failure).
-	NextAttempt time.Time `json:"next_attempt,omitempty"`
-	// Failures counts consecutive failures of the kind in LastOutcome.
-	Failures            int  `json:"failures,omitempty"`
-	CredentialsRejected bool `json:"credentials_rejected,omitempty"`
-	// RejectedSettings are the config's login settings (config.loginSettings)
-	// under which the credentials were rejected: a new token URL or client
-	// authentication style deserves a try. Empty in state stored before the field
-	// existed, where the verdict stands whatever the config.
-	RejectedSettings string `json:"rejected_settings,omitempty"`
-	// Generation is the role generation (its credentials) this state belongs to.
-	// State of another generation is retired: never served, never judged by.
-	Generation uint64 `json:"generation"`
-}
-
-// cacheEntry is the in-memory view of one role: the role and its token state, both
-// as last read from or written to storage. Entries are immutable: a change stores
-// a new one, so readers never lock.
-type cacheEntry struct {
-	role  *role
-	state *tokenState
-	// expireTime is state.ExpiresAt in RFC 3339, formatted once rather than on
-	// every read.
-	expireTime string
-}
-
-func newCacheEntry(r *role, st *tokenState) *cacheEntry {
-	return &cacheEntry{role: r, state: st, expireTime: st.ExpiresAt.UTC().Format(time.RFC3339)}
-}
-
-func (b *backend) readTokenState(ctx context.Context, s logical.Storage, name string) (*tokenState, error) {
-	st := new(tokenState)
-	entry, err := s.Get(ctx, tokensStoragePrefix+name)
-	if err != nil {
-		return nil, fmt.Errorf("reading the cached token of role %q: %w", name, err)
-	}
-	if entry != nil {
-		if err := entry.DecodeJSON(st); err != nil {
-			return nil, fmt.Errorf("decoding the cached token of role %q: %w", name, err)
-		}
-	}
-	return st, nil
-}
-
-func (b *backend) writeTokenState(ctx context.Context, s logical.Storage, name string, st *tokenState) error {
-	entry, err := logical.StorageEntryJSON(tokensStoragePrefix+name, st)
-	if err != nil {
-		return fmt.Errorf("encoding the cached token of role %q: %w", name, err)
-	}
-	if err := s.Put(ctx, entry); err != nil {
-		return fmt.Errorf("storing the cached token of role %q: %w", name, err)
-	}
-	return nil
-}
+// What a role's tokenState (storage.go) says about its token: when it is fresh,
+// usable, due for a login; and the lease and ttl a read of it returns.
 
 // lifetime is the token's whole lifetime as upstream granted it.
 func (st *tokenState) lifetime() time.Duration {
@@ -105,14 +25,6 @@ func (st *tokenState) refreshAt(refreshBefore time.Duration) time.Time {
 // fresh reports whether the token can be served without a login.
 func (st *tokenState) fresh(now time.Time, refreshBefore time.Duration) bool {
 	return st.AccessToken != "" && now.Before(st.refreshAt(refreshBefore))
-}
-
-// rejectedUnder reports whether the role's credentials stand rejected under cfg:
-// no login until they are rewritten, rotate-role is called, or the config changes
-// the role's token request (loginSettings).
-func (e *cacheEntry) rejectedUnder(cfg *config) bool {
-	st := e.state
-	return st.CredentialsRejected && (st.RejectedSettings == "" || st.RejectedSettings == loginSettings(cfg, e.role))
 }
 
 // alive reports whether the token has time left, so it can still be served (with a
