@@ -1,12 +1,11 @@
 package main
 
 import (
-	"context"
 	"fmt"
 	"io"
 	"io/fs"
-	"net"
 	"net/http"
+	"net/http/httptest"
 	"os/exec"
 	"path/filepath"
 	"strconv"
@@ -24,18 +23,17 @@ import (
 // noopPluginName is the name the do-nothing plugin is registered under.
 const noopPluginName = "bench-noop-plugin"
 
-// binaries are the programs the benchmark runs. pluginDir holds both plugins,
-// copied once at the start: every server of the run gets the plugins as they
-// were then, even if the build directory is rebuilt meanwhile.
-type binaries struct{ vault, pluginDir string }
+// pluginDir holds both plugins, copied once at the start (pluginDirOf): every
+// server of the run gets the plugins as they were then.
+var pluginDir string
 
-func findBinaries(t *vaulttest.Program) binaries {
+func pluginDirOf(t *vaulttest.Program) string {
 	dir := vaulttest.PluginDir(t, vaulttest.PluginBin(t))
 	noop := vaulttest.Binary(t, "NOOP_PLUGIN_BIN", "./cmd/bench-noop-plugin")
 	if err := exec.Command("cp", noop, filepath.Join(dir, noopPluginName)).Run(); err != nil {
 		t.Fatalf("copying %s: %v", noop, err)
 	}
-	return binaries{vault: vaulttest.VaultBin(t), pluginDir: dir}
+	return dir
 }
 
 // sourceState names the commit of the working tree, and whether the plugin's
@@ -62,45 +60,26 @@ type vault struct {
 	dataDir string // file storage directory, "" for a dev server
 }
 
-// startDev starts a dev server (in-memory storage); dev mode registers both
-// plugins under their file names.
-func startDev(t vaulttest.TB, bins binaries) *vault {
-	return &vault{Server: vaulttest.Start(t, vaulttest.Options{Dev: true, PluginDir: bins.pluginDir, LogLevel: "warn"})}
-}
-
-// startFileServer starts a server with file storage, initialises and unseals it
-// and registers the iadvize plugin.
-func startFileServer(t vaulttest.TB, bins binaries) *vault {
+// startVault starts a dev server (in-memory storage; dev mode registers both
+// plugins), or with fileStorage a server with file storage, initialised and
+// unsealed, with the iadvize plugin registered.
+func startVault(t vaulttest.TB, fileStorage bool) *vault {
+	if !fileStorage {
+		return &vault{Server: vaulttest.Start(t, vaulttest.Options{Dev: true, PluginDir: pluginDir, LogLevel: "warn"})}
+	}
 	data, port := filepath.Join(t.TempDir(), "data"), vaulttest.FreePort(t)
-	hcl := fmt.Sprintf(`storage "file" { path = %q }
-listener "tcp" {
-  address     = "127.0.0.1:%d"
-  tls_disable = true
-}
-plugin_directory = %q
-api_addr         = "http://127.0.0.1:%d"
-disable_mlock    = true
-`, data, port, bins.pluginDir, port)
-	s := vaulttest.Start(t, vaulttest.Options{ConfigHCL: hcl, PluginDir: bins.pluginDir, Port: port, LogLevel: "warn"})
+	hcl := fmt.Sprintf("storage \"file\" { path = %q }\nlistener \"tcp\" {\n  address = \"127.0.0.1:%d\"\n  tls_disable = true\n}\n"+
+		"plugin_directory = %q\napi_addr = \"http://127.0.0.1:%[2]d\"\ndisable_mlock = true\n", data, port, pluginDir)
+	s := vaulttest.Start(t, vaulttest.Options{ConfigHCL: hcl, PluginDir: pluginDir, Port: port, LogLevel: "warn"})
 	s.InitAndUnseal()
 	s.RegisterPlugin()
 	return &vault{Server: s, dataDir: data}
 }
 
-// write writes as root and fails the benchmark on error (Vault's error
-// messages never hold a token).
-func (v *vault) write(t vaulttest.TB, path string, data map[string]any) *api.Secret {
-	s, err := v.Client.Logical().Write(path, data)
+// must fails the benchmark on error (Vault's error messages never hold a token).
+func must(t vaulttest.TB, err error) {
 	if err != nil {
 		t.Fatalf("%v", err)
-	}
-	return s
-}
-
-// mount enables a plugin (or a built-in engine) at path.
-func (v *vault) mount(t vaulttest.TB, path, plugin string, options map[string]string) {
-	if err := v.Client.Sys().Mount(path, &api.MountInput{Type: plugin, Options: options}); err != nil {
-		t.Fatalf("mounting %s at %s: %v", plugin, path, err)
 	}
 }
 
@@ -125,9 +104,7 @@ func (v *vault) benchToken(t vaulttest.TB, globs ...string) string {
 	for _, g := range globs {
 		fmt.Fprintf(&pol, "path %q {\n  capabilities = [\"read\", \"list\"]\n}\n", g)
 	}
-	if err := v.Client.Sys().PutPolicy("bench", pol.String()); err != nil {
-		t.Fatalf("%v", err)
-	}
+	must(t, v.Client.Sys().PutPolicy("bench", pol.String()))
 	s, err := v.Client.Auth().Token().Create(&api.TokenCreateRequest{Policies: []string{"bench"}, TTL: "24h", NoParent: true, DisplayName: "bench"})
 	if err != nil || s.Auth == nil || s.Auth.ClientToken == "" {
 		t.Fatalf("auth/token/create returned no token: %v", err)
@@ -152,9 +129,7 @@ func (v *vault) liveHeap() int64 {
 // leaseCount lists the leases under prefix (e.g. "iadvize/creds/app/").
 func (v *vault) leaseCount(t vaulttest.TB, prefix string) int {
 	s, err := v.Client.Logical().List("sys/leases/lookup/" + prefix)
-	if err != nil {
-		t.Fatalf("%v", err)
-	}
+	must(t, err)
 	if s == nil {
 		return 0
 	}
@@ -164,88 +139,66 @@ func (v *vault) leaseCount(t vaulttest.TB, prefix string) int {
 
 // fake is an in-process fake iAdvize upstream on a loopback port whose logins
 // take latency, as a real upstream's do (so that concurrent readers really
-// overlap with a login in flight).
+// overlap with a login in flight). It records a login when it answers it.
 type fake struct {
 	*fakeiadvize.Server
 	url string
 }
 
-func startFake(t vaulttest.TB, opts fakeiadvize.Options, latency time.Duration) *fake {
+func startFake(t vaulttest.TB, opts fakeiadvize.Options) *fake {
 	f := fakeiadvize.New(opts)
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("%v", err)
-	}
-	srv := &http.Server{ReadHeaderTimeout: 10 * time.Second, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/oauth2/token" {
 			select {
-			case <-time.After(latency):
+			case <-time.After(upstreamLatency):
 			case <-r.Context().Done():
 			}
 		}
 		f.ServeHTTP(w, r)
-	})}
-	go srv.Serve(l)
-	t.Cleanup(func() {
-		f.Close()
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = srv.Shutdown(ctx)
-	})
-	return &fake{Server: f, url: "http://" + l.Addr().String()}
+	}))
+	t.Cleanup(func() { f.Close(); srv.Close() })
+	return &fake{Server: f, url: srv.URL}
 }
 
 // mountIadvize mounts the plugin at mount, points it at the fake with extra
 // config fields, and creates the given roles (each with its own service user).
 func (v *vault) mountIadvize(t vaulttest.TB, mount string, f *fake, extra map[string]any, roles ...string) {
-	v.mount(t, mount, vaulttest.PluginName, nil)
+	must(t, v.Client.Sys().Mount(mount, &api.MountInput{Type: vaulttest.PluginName}))
 	cfg := map[string]any{"token_url": f.url + "/oauth2/token", "verify_url": f.url + "/_authenticated"}
 	for k, x := range extra {
 		cfg[k] = x
 	}
-	v.write(t, mount+"/config", cfg)
+	_, err := v.Client.Logical().Write(mount+"/config", cfg)
+	must(t, err)
 	for _, r := range roles {
-		v.addRole(t, mount, r, f)
+		must(t, v.addRole(mount, r, f))
 	}
 }
 
 // addRole creates a role with its own service user at the fake.
-func (v *vault) addRole(t vaulttest.TB, mount, name string, f *fake) {
-	f.AddUser(userOf(mount, name), "pw-"+name)
-	v.write(t, mount+"/roles/"+name, map[string]any{"username": userOf(mount, name), "password": "pw-" + name})
+func (v *vault) addRole(mount, name string, f *fake) error {
+	user := "svc-" + mount + "-" + name + "@bench.example"
+	f.AddUser(user, "pw-"+name)
+	_, err := v.Client.Logical().Write(mount+"/roles/"+name, map[string]any{"username": user, "password": "pw-" + name})
+	return err
 }
 
-// userOf is the fake's username of a role made by addRole.
-func userOf(mount, name string) string { return "svc-" + mount + "-" + name + "@bench.example" }
+// procStat reads a process's /proc/PID/stat; the zero value when it is gone.
+func procStat(pid int) procfs.ProcStat {
+	var st procfs.ProcStat
+	if p, err := procfs.NewProc(pid); pid != 0 && err == nil {
+		st, _ = p.Stat()
+	}
+	return st
+}
 
 // rss is a process's resident set size in bytes, 0 when it is gone.
-func rss(pid int) int64 {
-	st, err := procStat(pid)
-	if err != nil {
-		return 0
-	}
-	return int64(st.ResidentMemory())
-}
+func rss(pid int) int64 { return int64(procStat(pid).ResidentMemory()) }
 
 // cpuTime is a process's CPU time so far (user + system, all threads; 10 ms
 // ticks), 0 when it is gone.
 func cpuTime(pid int) time.Duration {
-	st, err := procStat(pid)
-	if err != nil {
-		return 0
-	}
-	return time.Duration(st.CPUTime() * float64(time.Second))
-}
-
-func procStat(pid int) (procfs.ProcStat, error) {
-	if pid == 0 {
-		return procfs.ProcStat{}, fs.ErrNotExist
-	}
-	p, err := procfs.NewProc(pid)
-	if err != nil {
-		return procfs.ProcStat{}, err
-	}
-	return p.Stat()
+	return time.Duration(procStat(pid).CPUTime() * float64(time.Second))
 }
 
 // dirUsage is what a directory tree holds: files, their bytes, and the disk
@@ -258,18 +211,14 @@ func usage(dir string) (u dirUsage) {
 			return nil
 		}
 		if info, err := d.Info(); err == nil {
-			u.Files++
-			u.Bytes += info.Size()
-			if st, ok := info.Sys().(*syscall.Stat_t); ok {
-				u.DiskBytes += st.Blocks * 512
-			}
+			u.Files, u.Bytes, u.DiskBytes = u.Files+1, u.Bytes+info.Size(), u.DiskBytes+info.Sys().(*syscall.Stat_t).Blocks*512
 		}
 		return nil
 	})
 	return u
 }
 
-// add returns u + sign × w.
-func (u dirUsage) add(w dirUsage, sign int64) dirUsage {
-	return dirUsage{u.Files + sign*w.Files, u.Bytes + sign*w.Bytes, u.DiskBytes + sign*w.DiskBytes}
+// addDelta adds after − before to u.
+func (u *dirUsage) addDelta(after, before dirUsage) {
+	u.Files, u.Bytes, u.DiskBytes = u.Files+after.Files-before.Files, u.Bytes+after.Bytes-before.Bytes, u.DiskBytes+after.DiskBytes-before.DiskBytes
 }

@@ -15,35 +15,72 @@ type loadResult struct {
 	Reads, Errors int
 	FirstErr      string
 	Elapsed       time.Duration
-	Lat           vegeta.LatencyMetrics
-	Bytes         uint64 // response bytes, all reads
+	Lat           vegeta.LatencyMetrics // t-digest quantiles
+	Bytes         uint64                // response bytes, all reads
 	// CPU time the Vault process and the plugin process spent during the run.
 	VaultCPU, PluginCPU time.Duration
 }
 
 func (r loadResult) rate() float64 { return float64(r.Reads) / max(r.Elapsed.Seconds(), 1e-9) }
+func (r loadResult) p50() float64  { return float64(r.Lat.Quantile(0.50)) }
+func (r loadResult) p99() float64  { return float64(r.Lat.Quantile(0.99)) }
 
-// pct is the p-th quantile of the latencies (t-digest estimate).
-func (r loadResult) pct(p float64) time.Duration {
-	if r.Reads+r.Errors == 0 {
-		return 0
-	}
-	return r.Lat.Quantile(p)
+// vaultCPU and pluginCPU are the processes' CPU time per read, in µs.
+func (r loadResult) vaultCPU() float64 {
+	return float64(r.VaultCPU.Microseconds()) / float64(max(r.Reads, 1))
+}
+func (r loadResult) pluginCPU() float64 {
+	return float64(r.PluginCPU.Microseconds()) / float64(max(r.Reads, 1))
 }
 
-// perRead is a CPU time divided by the reads, in microseconds.
-func (r loadResult) perRead(cpu time.Duration) float64 {
-	return float64(cpu.Microseconds()) / float64(max(r.Reads, 1))
+// rounds are one measurement's results, one per interleaved round.
+type rounds []loadResult
+
+// med is the median of f over the rounds.
+func (rs rounds) med(f func(loadResult) float64) float64 {
+	xs := make([]float64, len(rs))
+	for i, r := range rs {
+		xs[i] = f(r)
+	}
+	return median(xs)
+}
+
+// dur is the median of a latency f over the rounds, printed.
+func (rs rounds) dur(f func(loadResult) float64) string { return fmtDur(time.Duration(rs.med(f))) }
+
+// vs is the median over the rounds of reads/s ÷ ref's reads/s in the same round.
+func (rs rounds) vs(ref rounds) float64 {
+	xs := make([]float64, len(rs))
+	for i, r := range rs {
+		xs[i] = r.rate() / ref[i].rate()
+	}
+	return median(xs)
+}
+
+// interleave measures every cell once per round, the first cell rotating
+// from round to round, so that none always runs first.
+func interleave[C any](what string, n int, cells []C, measure func(C) loadResult) []rounds {
+	out := make([]rounds, len(cells))
+	for round := range n {
+		for i := range cells {
+			j := (i + round) % len(cells)
+			out[j] = append(out[j], measure(cells[j]))
+		}
+		logf("%s: round %d/%d done", what, round+1, n)
+	}
+	return out
+}
+
+func median(xs []float64) float64 {
+	m, _ := stats.Median(xs)
+	return m
 }
 
 // loader sends GET requests with the X-Vault-Token header to a Vault server
-// with vegeta's attacker: conc workers at an unbounded rate, each a client
-// that sends its next read when the last one is answered, over keep-alive
-// connections.
+// with vegeta's attacker, over keep-alive connections.
 type loader struct {
-	client *http.Client
-	addr   string
-	token  string
+	client      *http.Client
+	addr, token string
 }
 
 func newLoader(addr, token string, conns int) *loader {
@@ -52,22 +89,10 @@ func newLoader(addr, token string, conns int) *loader {
 	}}}
 }
 
-// run makes conc clients read for d, each read on one of paths (chosen at
-// random when there are several). vaultPid and pluginPid, when not 0, are
-// sampled for CPU time.
-func (l *loader) run(paths []string, conc int, d time.Duration, vaultPid, pluginPid int) loadResult {
-	return l.attack(attack{paths: paths, conc: conc, d: d, vaultPid: vaultPid, pluginPid: pluginPid})
-}
-
-// runN makes conc clients share n reads of paths, in turn (each path once
-// when n is len(paths)).
-func (l *loader) runN(paths []string, conc, n int) loadResult {
-	return l.attack(attack{paths: paths, conc: conc, n: n})
-}
-
 // attack is one measurement: conc clients read paths for d (at random), or n
-// reads (in turn); as fast as they can, or at the pace given. each, when set,
-// sees every answer.
+// reads (in turn); each client reads again once answered, unless pace is set.
+// vaultPid and pluginPid, when not 0, are sampled for CPU time; each, when
+// set, sees every answer.
 type attack struct {
 	paths               []string
 	conc, n             int
@@ -97,8 +122,7 @@ func (l *loader) attack(a attack) loadResult {
 	}
 	atk := vegeta.NewAttacker(vegeta.Client(l.client), vegeta.Workers(uint64(a.conc)), vegeta.MaxWorkers(uint64(a.conc)))
 	var res loadResult
-	v0, p0 := cpuTime(a.vaultPid), cpuTime(a.pluginPid)
-	t0 := time.Now()
+	v0, p0, t0 := cpuTime(a.vaultPid), cpuTime(a.pluginPid), time.Now()
 	for r := range atk.Attack(targets, a.pace, a.d, "") {
 		switch {
 		case r.Error == vegeta.ErrNoTargets.Error():
@@ -120,17 +144,4 @@ func (l *loader) attack(a attack) loadResult {
 	res.Elapsed = time.Since(t0)
 	res.VaultCPU, res.PluginCPU = cpuTime(a.vaultPid)-v0, cpuTime(a.pluginPid)-p0
 	return res
-}
-
-func median(xs []float64) float64 {
-	m, _ := stats.Median(xs)
-	return m
-}
-
-func medianDur(ds []time.Duration) time.Duration {
-	xs := make([]float64, len(ds))
-	for i, d := range ds {
-		xs[i] = float64(d)
-	}
-	return time.Duration(median(xs))
 }

@@ -3,16 +3,13 @@ package main
 import (
 	"encoding/json"
 	"fmt"
-	"io"
 	"math"
 	"net/http"
 	"slices"
 	"strings"
-	"sync/atomic"
 	"time"
 
 	vegeta "github.com/tsenart/vegeta/v12/lib"
-	"golang.org/x/sync/errgroup"
 
 	"github.com/iadvize/vault-plugin-secrets-iadvize/internal/fakeiadvize"
 	"github.com/iadvize/vault-plugin-secrets-iadvize/internal/vaulttest"
@@ -23,119 +20,65 @@ const coldReaders = 1000
 
 // coldPhase fires coldReaders concurrent reads at roles that have never logged
 // in, three times, and counts the logins that reach the fake upstream.
-func coldPhase(m *mainEnv, opts options) section {
+func coldPhase(m *mainEnv) string {
 	logf("logins: %d concurrent cold reads, three times", coldReaders)
-	client := newLoader(m.v.Addr, m.token, coldReaders+100).client
-	var g errgroup.Group
-	for range coldReaders { // open the connections first, so that the reads start together
-		g.Go(func() error {
-			if resp, err := client.Get(m.v.Addr + "/v1/sys/health"); err == nil {
-				_, _ = io.Copy(io.Discard, resp.Body)
-				resp.Body.Close()
-			}
-			return nil
-		})
-	}
-	_ = g.Wait()
+	ld := newLoader(m.v.Addr, m.token, coldReaders+100)
+	ld.attack(attack{paths: []string{"sys/health"}, conc: coldReaders, n: coldReaders}) // open the connections
 	var rows [][]string
-	for _, tr := range []struct{ label, role string }{
-		{"creds/", "cold-creds"}, {"static-creds/", "cold-static"}, {"half creds/, half static-creds/", "cold-mixed"},
-	} {
-		m.v.addRole(m.t, "iadvize", tr.role, m.fake)
-		before := m.fake.Stats().UserAttempts[userOf("iadvize", tr.role)]
-		var ok, failed atomic.Int64
-		var slowest atomic.Int64
-		start := make(chan struct{})
-		for i := range coldReaders {
-			path := "iadvize/creds/" + tr.role
-			if tr.role == "cold-static" || (tr.role == "cold-mixed" && i%2 == 1) {
-				path = "iadvize/static-creds/" + tr.role
-			}
-			req, _ := http.NewRequest(http.MethodGet, m.v.Addr+"/v1/"+path, nil)
-			req.Header.Set("X-Vault-Token", m.token)
-			g.Go(func() error {
-				<-start
-				t0 := time.Now()
-				resp, err := client.Do(req)
-				if err == nil {
-					_, _ = io.Copy(io.Discard, resp.Body)
-					resp.Body.Close()
-				}
-				if lat := int64(time.Since(t0)); lat > slowest.Load() {
-					slowest.Store(lat) // a race between two slowest reads moves it by little
-				}
-				if err == nil && resp.StatusCode == http.StatusOK {
-					ok.Add(1)
-				} else {
-					failed.Add(1)
-				}
-				return nil
-			})
+	for _, tr := range [][3]string{{"creds/", "cold-creds", "creds"}, {"static-creds/", "cold-static", "static-creds"},
+		{"half creds/, half static-creds/", "cold-mixed", "creds static-creds"}} {
+		must(m.t, m.v.addRole("iadvize", tr[1], m.fake))
+		user := "svc-iadvize-" + tr[1] + "@bench.example"
+		before := m.fake.Stats().UserAttempts[user]
+		var paths []string
+		for _, kind := range strings.Fields(tr[2]) {
+			paths = append(paths, "iadvize/"+kind+"/"+tr[1])
 		}
-		t0 := time.Now()
-		close(start)
-		_ = g.Wait()
-		elapsed := time.Since(t0)
-		logins := m.fake.Stats().UserAttempts[userOf("iadvize", tr.role)] - before
-		rows = append(rows, []string{tr.label, fmtInt(coldReaders), fmt.Sprint(logins), fmtInt(ok.Load()), fmt.Sprint(failed.Load()),
-			fmtDur(elapsed), fmtDur(time.Duration(slowest.Load()))})
+		r := ld.attack(attack{paths: paths, conc: coldReaders, n: coldReaders})
+		rows = append(rows, []string{tr[0], fmtInt(coldReaders), fmt.Sprint(m.fake.Stats().UserAttempts[user] - before),
+			fmtInt(r.Reads), fmt.Sprint(r.Errors), fmtDur(r.Elapsed), fmtDur(r.Lat.Max)})
 	}
-	var b strings.Builder
-	fmt.Fprintf(&b, "%s clients read a role that has never logged in, all at once (connections opened beforehand, a barrier\n"+
-		"releases the reads); logins counted at the fake upstream, which takes %s to answer a login.\n\n",
-		fmtInt(coldReaders), opts.upstreamLatency)
-	b.WriteString(table([]string{"cold reads of", "readers", "logins upstream (expect 1)", "answered 200", "errors", "all answered after", "slowest read"}, rows))
-	return section{order: 30, title: "Logins", body: b.String()}
+	return fmt.Sprintf("%s clients (vegeta workers, connections opened beforehand) read a role that has never logged in, all at\n"+
+		"once; logins counted at the fake upstream, which takes %s to answer a login.\n\n", fmtInt(coldReaders), upstreamLatency) +
+		table([]string{"cold reads of", "readers", "logins upstream (expect 1)", "answered 200", "errors", "all answered after", "slowest read"}, rows)
 }
 
-// longRun is the run with 30-second tokens: clients read for a while, the
-// plugin logs in as tokens near expiry, and the fake counts the logins.
-type longRun struct {
-	opts     options
-	m        *mainEnv
-	f        *fake
-	lifetime time.Duration
-	refresh  time.Duration
-	done     chan longResult
-}
+const (
+	shortLifetime = 30 * time.Second
+	shortRefresh  = 10 * time.Second
+)
 
 type longResult struct {
-	duration      time.Duration
-	reads, errors int
-	firstErr      string
+	load          loadResult
 	stale         int // answers whose token had already expired
 	shortLease    int // creds/ answers with a lease under 1 s
 	rotationsSeen int // distinct expire_time values the clients saw
+	slow          int // reads over 50 ms
 	stats         fakeiadvize.Stats
 	maxPerMinute  int
-	all           vegeta.LatencyMetrics
-	slow          int // reads over 50 ms (waited on a login, or the machine was busy)
-	// Latencies of the reads that were in flight when a rotation login
-	// answered, and of the others. coldWaiters: reads in flight when the first
-	// (cold) login answered.
-	waited, others    vegeta.LatencyMetrics
-	nWaited           int
-	coldWaiters       int
-	lifetime, refresh time.Duration
+	// Reads in flight when the first (cold) login answered; latencies of the
+	// reads in flight when a rotation login answered, and of the others.
+	coldWaiters, nWaited int
+	waited, others       vegeta.LatencyMetrics
 }
 
-func startLongRun(t *vaulttest.Program, m *mainEnv, opts options) *longRun {
-	lr := &longRun{opts: opts, m: m, lifetime: 30 * time.Second, refresh: 10 * time.Second, done: make(chan longResult, 1)}
-	lr.f = startFake(t, fakeiadvize.Options{TokenLifetime: lr.lifetime}, opts.upstreamLatency)
-	m.v.mountIadvize(t, "iadvize-short", lr.f, map[string]any{"refresh_before": int(lr.refresh.Seconds())}, "app")
-	logf("logins: %s run with 30-second tokens started (%d clients, a read every %s each)", opts.duration, opts.loginClients, opts.loginInterval)
-	go lr.run()
-	return lr
+// startLongRun starts the run with 30-second tokens: clients read for a
+// while, the plugin logs in as tokens near expiry, and the fake counts the
+// logins. The function it returns waits for the run's end.
+func startLongRun(t *vaulttest.Program, m *mainEnv, duration time.Duration) func() longResult {
+	f := startFake(t, fakeiadvize.Options{TokenLifetime: shortLifetime})
+	m.v.mountIadvize(t, "iadvize-short", f, map[string]any{"refresh_before": int(shortRefresh.Seconds())}, "app")
+	logf("logins: run with 30-second tokens started (%d clients, a read every %s each)", loginClients, loginInterval)
+	done := make(chan longResult, 1)
+	go func() { done <- longRunResult(m, f, duration) }()
+	return func() longResult {
+		logf("logins: waiting for the run with 30-second tokens to end")
+		return <-done
+	}
 }
 
-func (lr *longRun) wait() longResult {
-	logf("logins: waiting for the %s run with 30-second tokens to end", lr.opts.duration)
-	return <-lr.done
-}
-
-func (lr *longRun) run() {
-	opts := lr.opts
-	res := longResult{lifetime: lr.lifetime, refresh: lr.refresh}
+func longRunResult(m *mainEnv, f *fake, duration time.Duration) longResult {
+	var res longResult
 	type span struct{ start, end time.Time }
 	var spans []span
 	expiries := map[string]bool{}
@@ -164,16 +107,14 @@ func (lr *longRun) run() {
 		}
 		expiries[body.Data.ExpireTime] = true
 	}
-	ld := newLoader(lr.m.v.Addr, lr.m.token, opts.loginClients+10)
-	lres := ld.attack(attack{paths: []string{"iadvize-short/creds/app", "iadvize-short/static-creds/app"}, conc: opts.loginClients,
-		d: opts.duration, pace: vegeta.ConstantPacer{Freq: opts.loginClients, Per: opts.loginInterval}, each: each})
-	res.duration, res.reads, res.errors, res.firstErr, res.all = lres.Elapsed, lres.Reads, lres.Errors, lres.FirstErr, lres.Lat
+	ld := newLoader(m.v.Addr, m.token, loginClients+10)
+	res.load = ld.attack(attack{paths: []string{"iadvize-short/creds/app", "iadvize-short/static-creds/app"}, conc: loginClients,
+		d: duration, pace: vegeta.ConstantPacer{Freq: loginClients, Per: loginInterval}, each: each})
 	res.rotationsSeen = len(expiries)
-	// Reads in flight when a login's answer came back overlapped that login
-	// (the fake records a login when it answers it, after its latency). The
-	// first login is the cold one, which the first readers wait for; the others
-	// are rotations.
-	logins := lr.f.LoginTimes()
+	// A read in flight when a login's answer came back (the fake records a
+	// login when it answers it, after its latency) overlapped that login. The
+	// first login is the cold one; the others are rotations.
+	logins := f.LoginTimes()
 	slices.SortFunc(logins, time.Time.Compare)
 	for _, s := range spans {
 		k, _ := slices.BinarySearchFunc(logins, s.start, time.Time.Compare)
@@ -187,10 +128,9 @@ func (lr *longRun) run() {
 			res.nWaited++
 		}
 	}
-	res.stats = lr.f.Stats()
-	res.maxPerMinute = lr.f.MaxAttemptsInWindow(time.Minute)
-	logf("logins: the run with 30-second tokens ended: %d reads, %d logins", res.reads, res.stats.LoginAttempts)
-	lr.done <- res
+	res.stats, res.maxPerMinute = f.Stats(), f.MaxAttemptsInWindow(time.Minute)
+	logf("logins: the run with 30-second tokens ended: %d reads, %d logins", res.load.Reads, res.stats.LoginAttempts)
+	return res
 }
 
 // pct3 prints the p50, p99 and max of latencies.
@@ -202,60 +142,50 @@ func pct3(l vegeta.LatencyMetrics) string {
 }
 
 // loginSection completes the cold-read section with the long run.
-func loginSection(cold section, r longResult, opts options) section {
+func loginSection(cold string, r longResult, opts options) section {
+	d, logins := r.load.Elapsed, float64(r.stats.LoginAttempts)
+	ideal := d.Seconds() / (shortLifetime - shortRefresh).Seconds()
+	reads := float64(r.load.Reads + r.load.Errors)
+	perProcess := float64(loginClients) * math.Ceil(ideal)
 	var b strings.Builder
-	if cold.body != "" {
-		b.WriteString(cold.body)
-		b.WriteString("\n")
+	if cold != "" {
+		b.WriteString(cold + "\n")
 	}
-	rotation := r.lifetime - r.refresh
-	ideal := r.duration.Seconds() / rotation.Seconds()
-	reads := r.reads + r.errors
-	perMin := func(n float64) float64 { return n / r.duration.Minutes() }
-	perProcess := float64(opts.loginClients) * math.Ceil(ideal)
-	fmt.Fprintf(&b, "**30-second tokens, `refresh_before` 10 s, %s.** %d clients read, in all one read every %s ÷ %[2]d, evenly\n"+
-		"paced (vegeta), creds/ or static-creds/ of one role at random, on their own mount and fake upstream. This run overlapped the\n"+
-		"lease, cold-read and memory phases (it is light; its login count does not depend on load).\n\n",
-		r.duration.Round(time.Second), opts.loginClients, opts.loginInterval)
+	fmt.Fprintf(&b, "**30-second tokens, `refresh_before` 10 s, %s.** %d clients, in all one read every %s ÷ %[2]d evenly paced\n"+
+		"(vegeta), of creds/ or static-creds/ of one role at random, on their own mount and fake upstream. This run overlapped\n"+
+		"the lease, cold-read and memory phases (it is light; its login count does not depend on load).\n\n",
+		d.Round(time.Second), loginClients, loginInterval)
 	rows := [][]string{
-		{"reads made (answered 200)", fmtInt(r.reads)},
-		{"failed reads", fmt.Sprint(r.errors)},
+		{"reads made (answered 200)", fmtInt(r.load.Reads)},
+		{"failed reads", fmt.Sprint(r.load.Errors)},
 		{"logins at the fake upstream", fmt.Sprintf("%d (%d succeeded, %d refused for rate limit)", r.stats.LoginAttempts, r.stats.LoginSuccesses, r.stats.RateLimited)},
-		{"ideal: duration ÷ (lifetime − refresh_before)", fmt.Sprintf("%.1f (%s ÷ %s)", ideal, r.duration.Round(time.Second), rotation)},
-		{"logins ÷ ideal", fmt.Sprintf("%.2f", float64(r.stats.LoginAttempts)/ideal)},
+		{"ideal: duration ÷ (lifetime − refresh_before)", fmt.Sprintf("%.1f (%s ÷ %s)", ideal, d.Round(time.Second), shortLifetime-shortRefresh)},
+		{"logins ÷ ideal", f2(logins / ideal)},
 		{"most logins in any 60 s (limit 10 per user)", fmt.Sprint(r.maxPerMinute)},
 		{"distinct tokens the clients saw", fmt.Sprint(r.rotationsSeen)},
 		{"answers carrying an already expired token", fmt.Sprint(r.stale)},
 		{"creds/ answers with a lease under 1 s", fmt.Sprint(r.shortLease)},
-		{"read latency p50 / p99 / max", pct3(r.all)},
+		{"read latency p50 / p99 / max", pct3(r.load.Lat)},
 		{"reads slower than 50 ms", fmt.Sprint(r.slow)},
-		{"reads in flight when the first (cold) login answered: they waited for it", fmtInt(r.coldWaiters)},
-		{"reads in flight when a rotation login answered", fmt.Sprintf("%s, %.1f per rotation", fmtInt(r.nWaited),
-			float64(r.nWaited)/math.Max(float64(r.stats.LoginAttempts-1), 1))},
+		{"reads in flight when the first (cold) login answered", fmtInt(r.coldWaiters)},
+		{"reads in flight when a rotation login answered", fmt.Sprintf("%s, %.1f per rotation", fmtInt(r.nWaited), float64(r.nWaited)/max(logins-1, 1))},
 		{"their latency p50 / p99 / max", pct3(r.waited)},
 		{"the other reads' latency p50 / p99 / max", pct3(r.others)},
 	}
-	if r.firstErr != "" {
-		rows = append(rows, []string{"first error", r.firstErr})
+	if r.load.FirstErr != "" {
+		rows = append(rows, []string{"first error", r.load.FirstErr})
 	}
 	b.WriteString(table([]string{"", "value"}, rows))
-	fmt.Fprintf(&b, "\nA read that finds its role's token inside the refresh window gets that token at once, and the login runs on\n"+
-		"its own (the fake upstream answers a login in %s here, the real one in whatever it takes, bounded by\n"+
-		"`request_timeout`): no read waits for a rotation. The reads in flight when a rotation login answered merely\n"+
-		"overlapped it: compare their latency with the others'.\n",
-		opts.upstreamLatency)
-	fmt.Fprintf(&b, "\nThe same workload under the anti-patterns of the README (a login per request, per worker, in a retry loop), computed from this run's own counts:\n\n")
-	arows := [][]string{
-		{"this plugin (measured)", fmt.Sprint(r.stats.LoginAttempts), fmt.Sprintf("%.1f", perMin(float64(r.stats.LoginAttempts))), "1×"},
-		{"a login per read (reads made)", fmtInt(reads), fmt.Sprintf("%.0f", perMin(float64(reads))),
-			fmt.Sprintf("%.0f×", float64(reads)/math.Max(float64(r.stats.LoginAttempts), 1))},
-		{fmt.Sprintf("a login per client process (%d clients, each keeping its own token on the same schedule: clients × ⌈ideal⌉)", opts.loginClients),
-			fmt.Sprintf("%.0f", perProcess), fmt.Sprintf("%.1f", perMin(perProcess)),
-			fmt.Sprintf("%.0f×", perProcess/math.Max(float64(r.stats.LoginAttempts), 1))},
-	}
-	b.WriteString(table([]string{"who logs in", "logins", "per minute (budget: 10 per user)", "vs the plugin"}, arows))
-	fmt.Fprintf(&b, "\nA login per read would have been refused (429, then blocked) after its first 10 logins of each minute. With the\n"+
-		"real 24-hour tokens and the default `refresh_before` of 1 h the plugin logs in once per 23 h per role, whatever the\n"+
-		"number of clients or reads.\n")
+	fmt.Fprintf(&b, "\nA read in flight when a rotation login answered overlapped that login (%s at the fake): it waited for it only\n"+
+		"if its latency is of that order; compare with the other reads'.\n", upstreamLatency)
+	b.WriteString("\nThe same workload under the anti-patterns of the README, computed from this run's own counts:\n\n")
+	b.WriteString(table([]string{"who logs in", "logins", "per minute (budget: 10 per user)", "vs the plugin"}, [][]string{
+		{"this plugin (measured)", fmt.Sprint(r.stats.LoginAttempts), fmt.Sprintf("%.1f", logins/d.Minutes()), "1×"},
+		{"a login per read (reads made)", fmtInt(int64(reads)), f0(reads / d.Minutes()), fmt.Sprintf("%.0f×", reads/max(logins, 1))},
+		{fmt.Sprintf("a login per client process (%d clients, each its own token on the same schedule: clients × ⌈ideal⌉)", loginClients),
+			f0(perProcess), fmt.Sprintf("%.1f", perProcess/d.Minutes()), fmt.Sprintf("%.0f×", perProcess/max(logins, 1))},
+	}))
+	b.WriteString("\nA login per read would have been refused (429, then blocked) after its first 10 logins of each minute. With\n" +
+		"24-hour tokens and the default `refresh_before` of 1 h the plugin logs in once per 23 h per role.\n")
 	return section{order: 30, title: "Logins", body: b.String()}
 }

@@ -15,10 +15,9 @@ import (
 
 // section is one part of the report.
 type section struct {
-	order   int
-	title   string
-	body    string // markdown
-	profile bool   // the in-process profile: "before" or "after" (see write)
+	order       int
+	title, body string // body: markdown
+	profile     bool   // the in-process profile: "before" or "after" (see write)
 }
 
 // profileTitle is the title of the profile section, followed by " (before)" or
@@ -30,18 +29,15 @@ const profileTitle = "Profile of the read path"
 var keptTitles = []string{"Capacity on the injected clock"}
 
 type report struct {
-	opts         options
-	started      time.Time
-	vaultVersion string
-	source       string // the plugin's source: commit and uncommitted changes
-	sections     []section
+	opts                 options
+	started              time.Time
+	vaultVersion, source string // source: the plugin's commit and uncommitted changes
+	sections             []section
 }
 
 func (r *report) add(s section) {
-	if s.title != "" {
-		r.sections = append(r.sections, s)
-		fmt.Printf("\n## %s\n\n%s\n", s.title, s.body) // each section as soon as it is measured
-	}
+	r.sections = append(r.sections, s)
+	fmt.Printf("\n## %s\n\n%s\n", s.title, s.body) // each section as soon as it is measured
 }
 
 func vaultVersion(bin string) string {
@@ -58,37 +54,29 @@ func (r *report) header() string {
 		cmd = "make bench, which runs " + cmd
 	}
 	load, _ := os.ReadFile("/proc/loadavg")
-	var b strings.Builder
-	b.WriteString("# Benchmarks on a real Vault\n\n")
-	b.WriteString("Written by `cmd/bench`; do not edit by hand, run it again. The sections it keeps from an earlier file\n" +
-		"(" + strings.Join(keptTitles, ", ") + ") are written from `go test -bench` runs and name their command.\n\n")
-	fmt.Fprintf(&b, "- Command: `%s`\n", cmd)
-	fmt.Fprintf(&b, "- Date: %s (took %s)\n", r.started.UTC().Format("2006-01-02 15:04 MST"), time.Since(r.started).Round(time.Second))
-	fmt.Fprintf(&b, "- Machine: %d cores (runtime.NumCPU), %s/%s, load average at the end %s; shared with other work, so absolute\n"+
-		"  numbers are noisy: compare the ratios, measured side by side in the same run\n",
-		runtime.NumCPU(), runtime.GOOS, runtime.GOARCH, strings.Join(strings.Fields(string(load) + " ? ? ?")[:3], " "))
-	fmt.Fprintf(&b, "- Plugin measured: %s\n", r.source)
-	fmt.Fprintf(&b, "- %s, bench built with %s; upstream: in-process fake iAdvize on loopback answering logins in %s\n",
-		r.vaultVersion, runtime.Version(), r.opts.upstreamLatency)
-	fmt.Fprintf(&b, "- Settings: %d rounds of %s per measurement; %d-read lease run; %d roles in the memory run; %s run with 30-second tokens\n",
-		r.opts.rounds, r.opts.cell, r.opts.leaseReads, r.opts.roles, r.opts.duration)
-	return b.String()
+	return fmt.Sprintf("# Benchmarks on a real Vault\n\nWritten by `cmd/bench`; do not edit by hand, run it again. The sections it keeps from an earlier file\n"+
+		"(%s) are written from `go test -bench` runs and name their command.\n\n"+
+		"- Command: `%s`\n- Date: %s (took %s)\n"+
+		"- Machine: %d cores (runtime.NumCPU), %s/%s, load average at the end %s; shared with other work, so absolute\n"+
+		"  numbers are noisy: compare the ratios, measured side by side in the same run\n- Plugin measured: %s\n"+
+		"- %s, bench built with %s; upstream: in-process fake iAdvize on loopback answering logins in %s\n"+
+		"- Settings: %d rounds of %s per measurement; %d-read lease run; %d roles in the memory run; %s run with 30-second tokens\n",
+		strings.Join(keptTitles, ", "), cmd, r.started.UTC().Format("2006-01-02 15:04 MST"), time.Since(r.started).Round(time.Second),
+		runtime.NumCPU(), runtime.GOOS, runtime.GOARCH, strings.Join(strings.Fields(string(load) + " ? ? ?")[:3], " "), r.source,
+		r.vaultVersion, runtime.Version(), upstreamLatency, r.opts.rounds, r.opts.cell, r.opts.leaseReads, r.opts.roles, r.opts.duration)
 }
 
 // write writes the report, sections in their order. The profile section is
 // the "before" of the code being changed: when the file already holds a
 // "before" profile measured on other code, it is kept, and this run's profile
-// becomes the "after" (remove the file, or pass -keep-before=false, to start
-// again). The sections of keptTitles are copied from the old file.
+// becomes the "after" (remove the file to start again). The sections of
+// keptTitles are copied from the old file.
 func (r *report) write(path string) error {
 	if path == "" {
 		return nil
 	}
 	old, _ := os.ReadFile(path)
-	before := ""
-	if r.opts.keepBefore {
-		before = previousBefore(string(old), r.source)
-	}
+	before := previousBefore(string(old), r.source)
 	slices.SortStableFunc(r.sections, func(a, b section) int { return a.order - b.order })
 	var b strings.Builder
 	b.WriteString(r.header())
@@ -109,57 +97,41 @@ func (r *report) write(path string) error {
 			b.WriteString("\n" + sec)
 		}
 	}
-	if err := os.WriteFile(path, []byte(b.String()), 0o644); err != nil {
-		return err
-	}
-	logf("wrote %s", path)
-	return nil
+	logf("writing %s", path)
+	return os.WriteFile(path, []byte(b.String()), 0o644)
 }
 
 // sectionOf returns the section of a report with this title, up to the next
 // section, ending with one newline; "" when there is none.
 func sectionOf(doc, title string) string {
 	head := "## " + title + "\n"
-	i := strings.Index(doc, head)
-	if i < 0 {
+	_, sec, ok := strings.Cut(doc, head)
+	if !ok {
 		return ""
 	}
-	sec := doc[i:]
-	if j := strings.Index(sec[len(head):], "\n## "); j >= 0 {
-		sec = sec[:len(head)+j+1]
-	}
-	return strings.TrimRight(sec, "\n") + "\n"
+	sec, _, _ = strings.Cut(sec, "\n## ")
+	return head + strings.TrimRight(sec, "\n") + "\n"
 }
 
 // previousBefore returns the "before" profile section of an earlier report,
-// saying the code and date it was measured on, unless it was measured on the
-// same code as this run (source) or there is none.
+// saying the code and date it measured, unless it measured the same code as
+// this run (source) or there is none.
 func previousBefore(old, source string) string {
 	sec := sectionOf(old, profileTitle+" (before)")
-	if sec == "" {
+	if sec != "" && !strings.Contains(sec, "\nMeasured on ") { // written by the last run: say what it measured
+		field := func(name string) string {
+			_, v, _ := strings.Cut(old, "\n- "+name+": ")
+			v, _, _ = strings.Cut(v, "\n")
+			return v
+		}
+		date, _, _ := strings.Cut(field("Date"), " (took")
+		head, body, _ := strings.Cut(sec, "\n")
+		sec = head + "\n\nMeasured on " + date + ", plugin at " + field("Plugin measured") + ".\n\n" + strings.TrimLeft(body, "\n")
+	}
+	if strings.Contains(sec, "plugin at "+source+".") {
 		return ""
 	}
-	if strings.Contains(sec, "\nMeasured on ") {
-		// Kept from an earlier run already: it says what it measured.
-		if strings.Contains(sec, "plugin at "+source+".") {
-			return ""
-		}
-		return sec
-	}
-	measured, date := "unknown code", ""
-	for _, line := range strings.Split(old[:strings.Index(old, "## "+profileTitle+" (before)\n")], "\n") {
-		if v, ok := strings.CutPrefix(line, "- Plugin measured: "); ok {
-			measured = v
-		}
-		if v, ok := strings.CutPrefix(line, "- Date: "); ok {
-			date, _, _ = strings.Cut(v, " (took")
-		}
-	}
-	if measured == source {
-		return ""
-	}
-	head, body, _ := strings.Cut(sec, "\n")
-	return head + "\n\nMeasured on " + date + ", plugin at " + measured + ".\n\n" + strings.TrimLeft(body, "\n")
+	return sec
 }
 
 // table renders a markdown table, the first column left-aligned, the others
