@@ -17,16 +17,23 @@ import (
 // bigRoles is the number of roles of the large in-process mount.
 const bigRoles = 10000
 
-// benchLabels are the report's rows for the sub-benchmarks of BenchmarkRead
-// (bench_test.go), in order.
-var benchLabels = [][2]string{
-	{"creds", "creds/ (one role)"},
-	{"static-creds", "static-creds/ (one role)"},
-	{"noop", "noop data/ (do-nothing backend)"},
-	{"static-creds-10-roles", "static-creds/, random of 10 roles"},
-	{fmt.Sprintf("static-creds-%d-roles", bigRoles), fmt.Sprintf("static-creds/, random of %s roles", fmtInt(bigRoles))},
-	{"parallel-creds-one-role", "creds/, 64 goroutines on one role"},
-	{"parallel-creds-64-roles", "creds/, 64 goroutines on 64 roles"},
+// benchCase is a sub-benchmark of BenchmarkRead (bench_test.go) and its row
+// in the report: reads of prefix + "r0", or of a random one of roles roles,
+// from a mount of mount roles (0: the do-nothing backend), from par goroutines
+// (0: one, else each on its own path).
+type benchCase struct {
+	name, label, prefix string
+	mount, roles, par   int
+}
+
+var benchCases = []benchCase{
+	{"creds", "creds/ (one role)", "creds/", 64, 1, 0},
+	{"static-creds", "static-creds/ (one role)", "static-creds/", 64, 1, 0},
+	{"noop", "noop data/ (do-nothing backend)", "data/", 0, 1, 0},
+	{"static-creds-10-roles", "static-creds/, random of 10 roles", "static-creds/", bigRoles, 10, 0},
+	{"static-creds-10000-roles", "static-creds/, random of 10,000 roles", "static-creds/", bigRoles, bigRoles, 0},
+	{"parallel-creds-one-role", "creds/, 64 goroutines on one role", "creds/", 64, 1, 64},
+	{"parallel-creds-64-roles", "creds/, 64 goroutines on 64 roles", "creds/", 64, 64, 64},
 }
 
 // cpuFocus are the functions whose cumulative share the profiles show.
@@ -47,25 +54,21 @@ var roundSuffix = regexp.MustCompile(`(#\d+)?(-\d+)?$`)
 func profilePhase(t *vaulttest.Program, opts options) section {
 	logf("profile: building and running the in-process benchmarks")
 	dir := t.TempDir()
-	goCmd := func(args ...string) string {
-		cmd := exec.Command("go", args...)
+	run := func(name string, args ...string) []byte {
+		cmd := exec.Command(name, args...)
 		cmd.Dir = vaulttest.RepoRoot(t)
 		out, err := cmd.CombinedOutput()
 		if err != nil {
-			t.Fatalf("go %s: %v\n%s", strings.Join(args, " "), err, out)
+			t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
 		}
-		return string(out)
+		return out
 	}
-	goCmd("test", "-c", "-o", filepath.Join(dir, "bench.test"), "./cmd/bench")
+	run("go", "test", "-c", "-o", filepath.Join(dir, "bench.test"), "./cmd/bench")
 	// bench runs the benchmarks matching re and returns their results by
 	// sub-benchmark name, one per round ("creds#01" is the second "creds").
 	bench := func(re string, flags ...string) map[string][]*benchfmt.Result {
-		cmd := exec.Command(filepath.Join(dir, "bench.test"), append([]string{"-test.run=^$", "-test.bench=" + re, "-test.benchmem"}, flags...)...)
-		out, err := cmd.CombinedOutput()
-		if err != nil {
-			t.Fatalf("in-process benchmarks: %v\n%s", err, out)
-		}
 		res := map[string][]*benchfmt.Result{}
+		out := run(filepath.Join(dir, "bench.test"), append([]string{"-test.run=^$", "-test.bench=" + re, "-test.benchmem"}, flags...)...)
 		for r := benchfmt.NewReader(bytes.NewReader(out), "bench"); r.Scan(); {
 			if br, ok := r.Result().(*benchfmt.Result); ok {
 				name := roundSuffix.ReplaceAllString(strings.TrimPrefix(string(br.Name.Full()), "Read/"), "")
@@ -86,13 +89,13 @@ func profilePhase(t *vaulttest.Program, opts options) section {
 	val := func(round int, name, unit string) float64 { v, _ := res[name][round].Value(unit); return v }
 	var rows [][]string
 	med := map[string]float64{}
-	for _, l := range benchLabels {
+	for _, c := range benchCases {
 		var ns, vsNoop []float64
 		for i := range opts.rounds {
-			ns, vsNoop = append(ns, val(i, l[0], "sec/op")*1e9), append(vsNoop, val(i, l[0], "sec/op")/val(i, "noop", "sec/op"))
+			ns, vsNoop = append(ns, val(i, c.name, "sec/op")*1e9), append(vsNoop, val(i, c.name, "sec/op")/val(i, "noop", "sec/op"))
 		}
-		med[l[0]] = median(ns)
-		rows = append(rows, []string{l[1], f0(med[l[0]]), f2(median(vsNoop)), f0(val(0, l[0], "allocs/op")), f0(val(0, l[0], "B/op"))})
+		med[c.name] = median(ns)
+		rows = append(rows, []string{c.label, f0(med[c.name]), f2(median(vsNoop)), f0(val(0, c.name, "allocs/op")), f0(val(0, c.name, "B/op"))})
 	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "The plugin's backend in a test process (`iadvize.Factory`, sdk framework, `logical.InmemStorage`), without\n"+
@@ -101,12 +104,13 @@ func profilePhase(t *vaulttest.Program, opts options) section {
 	b.WriteString(table([]string{"in-process read", "ns/op", "time ÷ noop's (same round)", "allocs/op", "B/op"}, rows))
 	fmt.Fprintf(&b, "\ncreds/ costs %.0f ns and %.0f allocations more than the do-nothing backend's read (%.1f× its time).\n"+
 		"Storage operations during the %s benchmark reads of cached tokens: %.0f.\n"+
-		"Heap held per role holding a token, one mount of %s roles: **%s** (live heap after GC, Δ over reading every role once).\n",
+		"Heap held per role holding a token, one mount of %s roles: **%s** (live heap after GC, Δ over reading every role once;\n"+
+		"the role's decoded credentials, its token state and cache entry, and the login limiter's per-user window).\n",
 		med["creds"]-med["noop"], val(0, "creds", "allocs/op")-val(0, "noop", "allocs/op"), med["creds"]/med["noop"],
-		fmtInt(int64(reads)), ops, fmtInt(bigRoles), fmtBytes(int64(val(0, benchLabels[4][0], "heap-B/role"))))
+		fmtInt(int64(reads)), ops, fmtInt(bigRoles), fmtBytes(int64(val(0, "static-creds-10000-roles", "heap-B/role"))))
 
 	pprof := func(file string, args ...string) string {
-		out := goCmd(append(append([]string{"tool", "pprof"}, args...), filepath.Join(dir, file))...)
+		out := string(run("go", append(append([]string{"tool", "pprof"}, args...), filepath.Join(dir, file))...))
 		if i := strings.Index(out, "Showing nodes"); i >= 0 {
 			out = out[i:]
 		}
@@ -131,5 +135,5 @@ func profilePhase(t *vaulttest.Program, opts options) section {
 		"allocations over all reads). Under the read path's functions (cumulative):\n\n", fmtInt(al["creds"][0].Iters))
 	b.WriteString(pprof("mem.prof", "-sample_index=alloc_objects", "-focus=readOnce", "-top", "-cum", "-show="+cpuFocus))
 	b.WriteString("\nWhere they are made (flat):\n\n" + pprof("mem.prof", "-sample_index=alloc_objects", "-focus=readOnce", "-top", "-nodecount=20"))
-	return section{order: 50, title: profileTitle, body: b.String(), profile: true}
+	return section{order: 50, title: profileTitle, body: b.String()}
 }
