@@ -14,12 +14,19 @@ import (
 	"github.com/iadvize/vault-plugin-secrets-iadvize/internal/vaulttest"
 )
 
-// leaseSnapshot is what the server holds at one moment: leases, the file
-// storage and its sys/expire directory, Vault's RSS and live heap.
+// leaseSnapshot is what the server holds at one moment (or, summed, the
+// deltas over a path's reads): leases, the file storage and its sys/expire
+// directory, Vault's RSS and live heap.
 type leaseSnapshot struct {
 	leases          int
 	storage, expire dirUsage
 	rss, heap       int64
+}
+
+func (l *leaseSnapshot) addDelta(after, before leaseSnapshot) {
+	l.leases, l.rss, l.heap = l.leases+after.leases-before.leases, l.rss+after.rss-before.rss, l.heap+after.heap-before.heap
+	l.storage.addDelta(after.storage, before.storage)
+	l.expire.addDelta(after.expire, before.expire)
 }
 
 // leasePhase reads creds/ and static-creds/ the same number of times on a
@@ -39,13 +46,12 @@ func leasePhase(t *vaulttest.Program, opts options) section {
 	snap := func() leaseSnapshot {
 		return leaseSnapshot{v.leaseCount(sc, "iadvize/creds/app/"), usage(v.dataDir), usage(expireDir), rss(v.Pid()), v.liveHeap()}
 	}
-	// acc is one path's sum of the chunks' deltas.
+	// acc is one path's reads and sum of the chunks' deltas.
 	type acc struct {
-		path                  string
-		reads, errors, leases int
-		storage, expire       dirUsage
-		rss, heap             int64
-		rates                 rounds
+		path          string
+		reads, errors int
+		leaseSnapshot
+		rates rounds
 	}
 	accs := []*acc{{path: "iadvize/creds/app"}, {path: "iadvize/static-creds/app"}}
 	const chunks = 5
@@ -55,10 +61,8 @@ func leasePhase(t *vaulttest.Program, opts options) section {
 	interleave("leases", chunks, accs, func(a *acc) loadResult {
 		r := ld.attack(attack{paths: []string{a.path}, conc: 8, n: per})
 		after := snap()
-		a.reads, a.errors, a.leases = a.reads+r.Reads, a.errors+r.Errors, a.leases+after.leases-before.leases
-		a.storage.addDelta(after.storage, before.storage)
-		a.expire.addDelta(after.expire, before.expire)
-		a.rss, a.heap = a.rss+after.rss-before.rss, a.heap+after.heap-before.heap
+		a.reads, a.errors = a.reads+r.Reads, a.errors+r.Errors
+		a.addDelta(after, before)
 		a.rates, before = append(a.rates, r), after
 		return r
 	})
@@ -66,10 +70,9 @@ func leasePhase(t *vaulttest.Program, opts options) section {
 
 	var b strings.Builder
 	fmt.Fprintf(&b, "A Vault server with `storage \"file\"`, one role, a non-root token; %s reads of each path by 8 clients, in %d\n"+
-		"interleaved chunks. Live heap: Vault's HeapAlloc right after a forced GC (`sys/pprof/heap?gc=1`); RSS is shown\n"+
-		"for completeness. Every lease is a file under `sys/expire/id/` holding an encrypted copy of the answer (the\n"+
-		"access token included), plus an entry in the token's lease index under `sys/expire/token/`; all of it stays\n"+
-		"until the lease expires (here: the token's 24-hour life less 30 s) or is revoked.\n\n", fmtInt(per*chunks), chunks)
+		"interleaved chunks. Live heap: Vault's HeapAlloc after a forced GC (`sys/pprof/heap?gc=1`). Every lease is a file under\n"+
+		"`sys/expire/id/` (an encrypted copy of the answer, access token included) plus an entry under `sys/expire/token/`,\n"+
+		"kept until the lease expires (here: the token's 24-hour life less 30 s) or is revoked.\n\n", fmtInt(per*chunks), chunks)
 	var rows [][]string
 	for _, a := range accs {
 		rows = append(rows, []string{"`" + a.path + "`", fmtInt(a.reads), fmtInt(a.leases), fmtInt(a.storage.Files), fmtBytes(a.storage.Bytes),
@@ -83,9 +86,7 @@ func leasePhase(t *vaulttest.Program, opts options) section {
 		fmtBytes(int64(perRead(c.storage.DiskBytes))), fmtBytes(int64(perRead(c.heap))), fmtBytes(s.heap/int64(max(s.reads, 1))))
 	fmt.Fprintf(&b, "creds/ reads/s ÷ static-creds/ reads/s on file storage, median of the chunks' ratios: %.2f.\n", c.rates.vs(s.rates))
 
-	// Leases live as long as the token (24 h less the 30 s margin): at a
-	// steady read rate, that many seconds of reads are alive at once.
-	const leaseLife = 24*3600 - 30
+	const leaseLife = 24*3600 - 30 // seconds: a lease lives as long as the token, less the 30 s margin
 	fmt.Fprintf(&b, "\nAt a steady rate of creds/ reads with 24-hour tokens, Vault holds rate × %s leases at any time\n"+
 		"(Vault warns above 256,000). From the per-read figures above:\n\n", fmtInt(leaseLife))
 	rows = nil

@@ -48,47 +48,24 @@ const (
 	shortRefresh  = 10 * time.Second
 )
 
-type longResult struct {
-	load          loadResult
-	stale         int // answers whose token had already expired
-	shortLease    int // creds/ answers with a lease under 1 s
-	rotationsSeen int // distinct expire_time values the clients saw
-	slow          int // reads over 50 ms
-	stats         fakeiadvize.Stats
-	maxPerMinute  int
-	// Reads in flight when the first (cold) login answered; latencies of the
-	// reads in flight when a rotation login answered, and of the others.
-	// gotNew: how many of the former were answered the token that login issued.
-	coldWaiters, nWaited, gotNew int
-	waited, others               vegeta.LatencyMetrics
-}
-
 // startLongRun starts the run with 30-second tokens: clients read for a
 // while, the plugin logs in as tokens near expiry, and the fake counts the
-// logins. The function it returns waits for the run's end.
-func startLongRun(t *vaulttest.Program, m *mainEnv, duration time.Duration) func() longResult {
+// logins. The function it returns waits for the run's end and writes the
+// Logins section, after the cold-read section.
+func startLongRun(t *vaulttest.Program, m *mainEnv, duration time.Duration) func(cold string) section {
 	f := startFake(t, fakeiadvize.Options{TokenLifetime: shortLifetime})
 	m.v.mountIadvize(t, "iadvize-short", f, map[string]any{"refresh_before": int(shortRefresh.Seconds())}, "app")
 	logf("logins: run with 30-second tokens started (%d clients, a read every %s each)", loginClients, loginInterval)
-	done := make(chan longResult, 1)
-	go func() { done <- longRunResult(m, f, duration) }()
-	return func() longResult {
-		logf("logins: waiting for the run with 30-second tokens to end")
-		return <-done
-	}
-}
-
-func longRunResult(m *mainEnv, f *fake, duration time.Duration) longResult {
-	var res longResult
 	type span struct{ start, end, expiry time.Time }
 	var spans []span
+	var stale, shortLease, slow int // expired tokens; creds/ leases under 1 s; reads over 50 ms
 	expiries := map[string]bool{}
 	each := func(r *vegeta.Result) {
 		if r.Code == 0 {
 			return // a transport error, counted as an error
 		}
 		if r.Latency > 50*time.Millisecond {
-			res.slow++
+			slow++
 		}
 		var body struct {
 			LeaseDuration int `json:"lease_duration"`
@@ -99,42 +76,93 @@ func longRunResult(m *mainEnv, f *fake, duration time.Duration) longResult {
 		var exp time.Time
 		if r.Code == http.StatusOK && json.Unmarshal(r.Body, &body) == nil {
 			if exp, _ = time.Parse(time.RFC3339, body.Data.ExpireTime); !exp.After(time.Now()) {
-				res.stale++
+				stale++
 			}
 			if strings.HasSuffix(r.URL, "/creds/app") && body.LeaseDuration < 1 {
-				res.shortLease++
+				shortLease++
 			}
 			expiries[body.Data.ExpireTime] = true
 		}
 		spans = append(spans, span{r.Timestamp, r.Timestamp.Add(r.Latency), exp})
 	}
-	ld := newLoader(m.v.Addr, m.token, loginClients+10)
-	res.load = ld.attack(attack{paths: []string{"iadvize-short/creds/app", "iadvize-short/static-creds/app"}, conc: loginClients,
-		d: duration, pace: vegeta.ConstantPacer{Freq: loginClients, Per: loginInterval}, each: each})
-	res.rotationsSeen = len(expiries)
-	// A read in flight when a login's answer came back (the fake records a
-	// login when it answers it, after its latency) overlapped that login. The
-	// first login is the cold one; the others are rotations.
-	logins := f.LoginTimes()
-	slices.SortFunc(logins, time.Time.Compare)
-	for _, s := range spans {
-		k, _ := slices.BinarySearchFunc(logins, s.start, time.Time.Compare)
-		switch {
-		case k >= len(logins) || logins[k].After(s.end):
-			res.others.Add(s.end.Sub(s.start))
-		case k == 0:
-			res.coldWaiters++
-		default:
-			res.waited.Add(s.end.Sub(s.start))
-			res.nWaited++
-			if s.expiry.After(logins[k].Add(shortLifetime - shortRefresh)) { // the token that login issued, not the one before
-				res.gotNew++
+	done := make(chan loadResult, 1)
+	go func() {
+		done <- newLoader(m.v.Addr, m.token, loginClients+10).attack(attack{paths: []string{"iadvize-short/creds/app", "iadvize-short/static-creds/app"},
+			conc: loginClients, d: duration, pace: vegeta.ConstantPacer{Freq: loginClients, Per: loginInterval}, each: each})
+	}()
+	return func(cold string) section {
+		logf("logins: waiting for the run with 30-second tokens to end")
+		r := <-done
+		// A read in flight when a login's answer came back (the fake records a
+		// login when it answers it, after its latency) overlapped that login.
+		// The first login is the cold one; the others are rotations.
+		logins := f.LoginTimes()
+		slices.SortFunc(logins, time.Time.Compare)
+		var coldWaiters, nWaited, gotNew int
+		var waited, others vegeta.LatencyMetrics
+		for _, s := range spans {
+			k, _ := slices.BinarySearchFunc(logins, s.start, time.Time.Compare)
+			switch {
+			case k >= len(logins) || logins[k].After(s.end):
+				others.Add(s.end.Sub(s.start))
+			case k == 0:
+				coldWaiters++
+			default:
+				waited.Add(s.end.Sub(s.start))
+				nWaited++
+				if s.expiry.After(logins[k].Add(shortLifetime - shortRefresh)) { // the token that login issued, not the one before
+					gotNew++
+				}
 			}
 		}
+		st, n := f.Stats(), float64(len(logins))
+		d, reads := r.Elapsed, float64(r.Reads+r.Errors)
+		ideal := d.Seconds() / (shortLifetime - shortRefresh).Seconds()
+		perProcess := loginClients * math.Ceil(ideal)
+		var b strings.Builder
+		if cold != "" {
+			b.WriteString(cold + "\n")
+		}
+		fmt.Fprintf(&b, "**30-second tokens, `refresh_before` 10 s, %s.** %d clients, in all one read every %s ÷ %[2]d evenly paced\n"+
+			"(vegeta), of creds/ or static-creds/ of one role at random, on their own mount and fake upstream. This run overlapped\n"+
+			"the lease, cold-read and memory phases (it is light; its login count does not depend on load).\n\n",
+			d.Round(time.Second), loginClients, loginInterval)
+		rows := [][]string{
+			{"reads made (answered 200)", fmtInt(r.Reads)},
+			{"failed reads", fmt.Sprint(r.Errors)},
+			{"logins at the fake upstream", fmt.Sprintf("%d (%d succeeded, %d refused for rate limit)", st.LoginAttempts, st.LoginSuccesses, st.RateLimited)},
+			{"ideal: duration ÷ (lifetime − refresh_before)", fmt.Sprintf("%.1f (%s ÷ %s)", ideal, d.Round(time.Second), shortLifetime-shortRefresh)},
+			{"logins ÷ ideal", f2(float64(st.LoginAttempts) / ideal)},
+			{"most logins in any 60 s (limit 10 per user)", fmt.Sprint(f.MaxAttemptsInWindow(time.Minute))},
+			{"distinct tokens the clients saw", fmt.Sprint(len(expiries))},
+			{"answers carrying an already expired token", fmt.Sprint(stale)},
+			{"creds/ answers with a lease under 1 s", fmt.Sprint(shortLease)},
+			{"read latency p50 / p99 / max", pct3(r.Lat)},
+			{"reads slower than 50 ms", fmt.Sprint(slow)},
+			{"reads in flight when the first (cold) login answered", fmtInt(coldWaiters)},
+			{"reads in flight when a rotation login answered", fmt.Sprintf("%s, %.1f per rotation", fmtInt(nWaited), float64(nWaited)/max(n-1, 1))},
+			{"of which answered with the token that login issued", fmtInt(gotNew)},
+			{"their latency p50 / p99 / max", pct3(waited)},
+			{"the other reads' latency p50 / p99 / max", pct3(others)},
+		}
+		if r.FirstErr != "" {
+			rows = append(rows, []string{"first error", r.FirstErr})
+		}
+		b.WriteString(table([]string{"", "value"}, rows))
+		fmt.Fprintf(&b, "\nA read in flight when a rotation login answered (the login takes %s at the fake) got the old token without\n"+
+			"waiting, or reached the plugin once the new token was stored; one that waited for the login would get the new token\n"+
+			"after up to %[1]s. Reads that overlap an instant are the long ones (length bias), slow when the machine is busy.\n", upstreamLatency)
+		b.WriteString("\nThe same workload under the anti-patterns of the README, computed from this run's own counts:\n\n")
+		b.WriteString(table([]string{"who logs in", "logins", "per minute (budget: 10 per user)", "vs the plugin"}, [][]string{
+			{"this plugin (measured)", fmt.Sprint(st.LoginAttempts), fmt.Sprintf("%.1f", float64(st.LoginAttempts)/d.Minutes()), "1×"},
+			{"a login per read (reads made)", fmtInt(int64(reads)), f0(reads / d.Minutes()), fmt.Sprintf("%.0f×", reads/max(float64(st.LoginAttempts), 1))},
+			{fmt.Sprintf("a login per client process (%d clients, each its own token on the same schedule: clients × ⌈ideal⌉)", loginClients),
+				f0(perProcess), fmt.Sprintf("%.1f", perProcess/d.Minutes()), fmt.Sprintf("%.0f×", perProcess/max(float64(st.LoginAttempts), 1))},
+		}))
+		b.WriteString("\nA login per read would have been refused (429, then blocked) after its first 10 logins of each minute. With\n" +
+			"24-hour tokens and the default `refresh_before` of 1 h the plugin logs in once per 23 h per role.\n")
+		return section{order: 30, title: "Logins", body: b.String()}
 	}
-	res.stats, res.maxPerMinute = f.Stats(), f.MaxAttemptsInWindow(time.Minute)
-	logf("logins: the run with 30-second tokens ended: %d reads, %d logins", res.load.Reads, res.stats.LoginAttempts)
-	return res
 }
 
 // pct3 prints the p50, p99 and max of latencies.
@@ -143,55 +171,4 @@ func pct3(l vegeta.LatencyMetrics) string {
 		return "– / – / –"
 	}
 	return fmtDur(l.Quantile(0.5)) + " / " + fmtDur(l.Quantile(0.99)) + " / " + fmtDur(l.Max)
-}
-
-// loginSection completes the cold-read section with the long run.
-func loginSection(cold string, r longResult, opts options) section {
-	d, logins := r.load.Elapsed, float64(r.stats.LoginAttempts)
-	ideal := d.Seconds() / (shortLifetime - shortRefresh).Seconds()
-	reads := float64(r.load.Reads + r.load.Errors)
-	perProcess := float64(loginClients) * math.Ceil(ideal)
-	var b strings.Builder
-	if cold != "" {
-		b.WriteString(cold + "\n")
-	}
-	fmt.Fprintf(&b, "**30-second tokens, `refresh_before` 10 s, %s.** %d clients, in all one read every %s ÷ %[2]d evenly paced\n"+
-		"(vegeta), of creds/ or static-creds/ of one role at random, on their own mount and fake upstream. This run overlapped\n"+
-		"the lease, cold-read and memory phases (it is light; its login count does not depend on load).\n\n",
-		d.Round(time.Second), loginClients, loginInterval)
-	rows := [][]string{
-		{"reads made (answered 200)", fmtInt(r.load.Reads)},
-		{"failed reads", fmt.Sprint(r.load.Errors)},
-		{"logins at the fake upstream", fmt.Sprintf("%d (%d succeeded, %d refused for rate limit)", r.stats.LoginAttempts, r.stats.LoginSuccesses, r.stats.RateLimited)},
-		{"ideal: duration ÷ (lifetime − refresh_before)", fmt.Sprintf("%.1f (%s ÷ %s)", ideal, d.Round(time.Second), shortLifetime-shortRefresh)},
-		{"logins ÷ ideal", f2(logins / ideal)},
-		{"most logins in any 60 s (limit 10 per user)", fmt.Sprint(r.maxPerMinute)},
-		{"distinct tokens the clients saw", fmt.Sprint(r.rotationsSeen)},
-		{"answers carrying an already expired token", fmt.Sprint(r.stale)},
-		{"creds/ answers with a lease under 1 s", fmt.Sprint(r.shortLease)},
-		{"read latency p50 / p99 / max", pct3(r.load.Lat)},
-		{"reads slower than 50 ms", fmt.Sprint(r.slow)},
-		{"reads in flight when the first (cold) login answered", fmtInt(r.coldWaiters)},
-		{"reads in flight when a rotation login answered", fmt.Sprintf("%s, %.1f per rotation", fmtInt(r.nWaited), float64(r.nWaited)/max(logins-1, 1))},
-		{"of which answered with the token that login issued", fmtInt(r.gotNew)},
-		{"their latency p50 / p99 / max", pct3(r.waited)},
-		{"the other reads' latency p50 / p99 / max", pct3(r.others)},
-	}
-	if r.load.FirstErr != "" {
-		rows = append(rows, []string{"first error", r.load.FirstErr})
-	}
-	b.WriteString(table([]string{"", "value"}, rows))
-	fmt.Fprintf(&b, "\nA read in flight when a rotation login answered (the login takes %s at the fake) got the old token without\n"+
-		"waiting, or reached the plugin once the new token was stored; one that waited for the login would get the new token\n"+
-		"after up to %[1]s. Reads that overlap an instant are the long ones (length bias), slow when the machine is busy.\n", upstreamLatency)
-	b.WriteString("\nThe same workload under the anti-patterns of the README, computed from this run's own counts:\n\n")
-	b.WriteString(table([]string{"who logs in", "logins", "per minute (budget: 10 per user)", "vs the plugin"}, [][]string{
-		{"this plugin (measured)", fmt.Sprint(r.stats.LoginAttempts), fmt.Sprintf("%.1f", logins/d.Minutes()), "1×"},
-		{"a login per read (reads made)", fmtInt(int64(reads)), f0(reads / d.Minutes()), fmt.Sprintf("%.0f×", reads/max(logins, 1))},
-		{fmt.Sprintf("a login per client process (%d clients, each its own token on the same schedule: clients × ⌈ideal⌉)", loginClients),
-			f0(perProcess), fmt.Sprintf("%.1f", perProcess/d.Minutes()), fmt.Sprintf("%.0f×", perProcess/max(logins, 1))},
-	}))
-	b.WriteString("\nA login per read would have been refused (429, then blocked) after its first 10 logins of each minute. With\n" +
-		"24-hour tokens and the default `refresh_before` of 1 h the plugin logs in once per 23 h per role.\n")
-	return section{order: 30, title: "Logins", body: b.String()}
 }

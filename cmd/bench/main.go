@@ -85,7 +85,7 @@ func run(t *vaulttest.Program, opts options) int {
 	if opts.phases["profile"] { // before the long run: nothing else runs meanwhile
 		rep.add(profilePhase(t, opts))
 	}
-	var long func() longResult
+	var long func(cold string) section
 	if opts.phases["logins"] {
 		// The long run is light (a few dozen reads a second); it runs while the
 		// phases below do, on its own mount and its own fake upstream.
@@ -102,7 +102,7 @@ func run(t *vaulttest.Program, opts options) int {
 		rep.add(scalePhase(t, opts))
 	}
 	if long != nil {
-		rep.add(loginSection(cold, long(), opts))
+		rep.add(long(cold))
 	}
 	if err := rep.write(opts.out); err != nil {
 		t.Fatalf("writing %s: %v", opts.out, err)

@@ -76,15 +76,11 @@ func cells(paths []benchPath, concs ...int) (cs []cell) {
 	return cs
 }
 
-// measure makes c.conc clients read c.path for d.
-func (m *mainEnv) measure(ld *loader, d time.Duration) func(c cell) loadResult {
-	return func(c cell) loadResult {
-		return ld.attack(attack{paths: []string{c.path}, conc: c.conc, d: d, vaultPid: m.v.Pid(), pluginPid: m.v.pluginPid(c.plugin)})
-	}
-}
-
 func throughputPhase(m *mainEnv, opts options) section {
 	ld := newLoader(m.v.Addr, m.token, 256)
+	measure := func(c cell) loadResult { // c.conc clients read c.path
+		return ld.attack(attack{paths: []string{c.path}, conc: c.conc, d: opts.cell, vaultPid: m.v.Pid(), pluginPid: m.v.pluginPid(c.plugin)})
+	}
 	leases0, heap0 := m.v.leaseCount(m.t, "iadvize/creds/app/"), m.v.liveHeap()
 	logf("throughput: warming up")
 	for _, p := range throughputPaths {
@@ -93,7 +89,7 @@ func throughputPhase(m *mainEnv, opts options) section {
 		}
 	}
 	cs := cells(throughputPaths, 1, 8, 64)
-	res := interleave("throughput", opts.rounds, cs, m.measure(ld, opts.cell))
+	res := interleave("throughput", opts.rounds, cs, measure)
 	leases1, heap1 := m.v.leaseCount(m.t, "iadvize/creds/app/"), m.v.liveHeap()
 
 	var b strings.Builder
@@ -126,7 +122,7 @@ func throughputPhase(m *mainEnv, opts options) section {
 	// only by the ReplicationState call the framework makes for the former.
 	logf("throughput: the framework's ReplicationState call")
 	cs = cells([]benchPath{{"data", "noop/data/app", noopPluginName}, {"legacy", "noop/legacy/app", noopPluginName}}, 1, 8)
-	res = interleave("ReplicationState", opts.rounds, cs, m.measure(ld, opts.cell))
+	res = interleave("ReplicationState", opts.rounds, cs, measure)
 	fmt.Fprintf(&b, "\n**The sdk's per-request ReplicationState call.** For every request to a path declared with `Operations`,\n"+
 		"`framework.(*Backend).HandleRequest` asks `b.System().ReplicationState()`, in a plugin process a gRPC call back to\n"+
 		"Vault. The do-nothing plugin answers the same data at `noop/data/` (Operations) and `noop/legacy/` (the deprecated\n"+
