@@ -1,20 +1,24 @@
 package main
 
 import (
-	"bytes"
-	"context"
-	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
-	"net"
+	"io/fs"
+	"math/rand/v2"
 	"net/http"
-	"os"
+	"net/http/httptest"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
+	"syscall"
 	"time"
+
+	"github.com/hashicorp/vault/api"
+	"github.com/montanaflynn/stats"
+	"github.com/prometheus/procfs"
+	vegeta "github.com/tsenart/vegeta/v12/lib"
 
 	"github.com/iadvize/vault-plugin-secrets-iadvize/internal/fakeiadvize"
 	"github.com/iadvize/vault-plugin-secrets-iadvize/internal/vaulttest"
@@ -23,232 +27,82 @@ import (
 // noopPluginName is the name the do-nothing plugin is registered under.
 const noopPluginName = "bench-noop-plugin"
 
-// binaries are the programs the benchmark runs.
-type binaries struct {
-	vault, plugin, noop string
-}
+// pluginDir holds both plugins, copied once at the start (pluginDirOf): every
+// server of the run gets the plugins as they were then.
+var pluginDir string
 
-// findBinaries takes $VAULT_BIN, $PLUGIN_BIN and $NOOP_PLUGIN_BIN, building the
-// plugins (into a directory removed at the end) when they are not set.
-func findBinaries(t *vaulttest.Program) binaries {
-	var bins binaries
-	bins.vault = vaulttest.VaultBin(t)
-	var dir string
-	build := func(envVar, pkg, name string) string {
-		if bin := os.Getenv(envVar); bin != "" {
-			if _, err := os.Stat(bin); err != nil {
-				t.Fatalf("%s=%s: %v", envVar, bin, err)
-			}
-			return bin
-		}
-		if dir == "" {
-			dir = t.TempDir()
-		}
-		out := filepath.Join(dir, name)
-		logf("building %s", pkg)
-		cmd := exec.Command("go", "build", "-trimpath", "-o", out, pkg)
-		cmd.Dir = vaulttest.RepoRoot(t)
-		if b, err := cmd.CombinedOutput(); err != nil {
-			t.Fatalf("go build %s: %v\n%s", pkg, err, b)
-		}
-		return out
-	}
-	bins.plugin = build("PLUGIN_BIN", "./cmd/vault-plugin-secrets-iadvize", vaulttest.PluginName)
-	bins.noop = build("NOOP_PLUGIN_BIN", "./cmd/bench-noop-plugin", noopPluginName)
-	// Every server of the run gets the plugin as it is now, even if the build
-	// directory is rebuilt meanwhile (make test, make demo).
-	snap := t.TempDir()
-	for _, b := range []*string{&bins.plugin, &bins.noop} {
-		dst := filepath.Join(snap, filepath.Base(*b))
-		if err := copyExecutable(*b, dst); err != nil {
-			t.Fatalf("copying %s: %v", *b, err)
-		}
-		*b = dst
-	}
-	return bins
-}
-
-// sourceState names the commit of the working tree and the plugin's files that
-// differ from it, for the report's header.
-func sourceState(t *vaulttest.Program) string {
-	root := vaulttest.RepoRoot(t)
-	out, err := exec.Command("git", "-C", root, "rev-parse", "--short", "HEAD").Output()
-	if err != nil {
-		return "unknown (not a git checkout)"
-	}
-	state := "commit " + strings.TrimSpace(string(out))
-	st, err := exec.Command("git", "-C", root, "status", "--porcelain", "--", "*.go", "go.mod", "cmd/vault-plugin-secrets-iadvize").Output()
-	if err != nil {
-		return state
-	}
-	var changed []string
-	for _, line := range strings.Split(strings.TrimSpace(string(st)), "\n") {
-		if len(line) < 4 {
-			continue
-		}
-		f := strings.TrimSpace(line[3:])
-		// The plugin is the root package and its command; tests do not change it.
-		if (!strings.Contains(f, "/") || strings.HasPrefix(f, "cmd/vault-plugin-secrets-iadvize/")) && !strings.HasSuffix(f, "_test.go") {
-			changed = append(changed, f)
-		}
-	}
-	if len(changed) > 0 {
-		state += " with uncommitted changes to " + strings.Join(changed, ", ")
-	}
-	return state
-}
-
-// vault is one Vault server of the benchmark, with the plain HTTP client the
-// measurements use.
-type vault struct {
-	*vaulttest.Server
-	root    string // root token: never printed
-	dataDir string // file storage directory, "" for a dev server
-	http    *http.Client
-}
-
-// newHTTPClient is a keep-alive client with room for conns idle connections,
-// for loopback only.
-func newHTTPClient(conns int) *http.Client {
-	return &http.Client{
-		Transport: &http.Transport{
-			Proxy:               nil,
-			DialContext:         (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
-			MaxIdleConns:        conns,
-			MaxIdleConnsPerHost: conns,
-			IdleConnTimeout:     5 * time.Minute,
-			DisableCompression:  true,
-			ForceAttemptHTTP2:   false,
-		},
-		Timeout: 2 * time.Minute,
-		CheckRedirect: func(*http.Request, []*http.Request) error {
-			return http.ErrUseLastResponse
-		},
-	}
-}
-
-// pluginDir is a plugin directory holding the iadvize plugin and, when noop is
-// set, the do-nothing plugin.
-func pluginDir(t vaulttest.TB, bins binaries, noop bool) string {
-	dir := vaulttest.PluginDir(t, bins.plugin)
-	if noop {
-		if err := copyExecutable(bins.noop, filepath.Join(dir, noopPluginName)); err != nil {
-			t.Fatalf("copying the noop plugin: %v", err)
-		}
+func pluginDirOf(t *vaulttest.Program) string {
+	dir := vaulttest.PluginDir(t, vaulttest.PluginBin(t))
+	noop := vaulttest.Binary(t, "NOOP_PLUGIN_BIN", "./cmd/bench-noop-plugin")
+	if err := exec.Command("cp", noop, filepath.Join(dir, noopPluginName)).Run(); err != nil {
+		t.Fatalf("copying %s: %v", noop, err)
 	}
 	return dir
 }
 
-func copyExecutable(src, dst string) error {
-	b, err := os.ReadFile(src)
+// sourceState names the commit of the working tree, and whether the plugin's
+// files (the root package and its command, tests aside) differ from it.
+func sourceState(t *vaulttest.Program) string {
+	head, err := exec.Command("git", "-C", vaulttest.RepoRoot(t), "rev-parse", "--short", "HEAD").Output()
 	if err != nil {
-		return err
+		return "unknown (not a git checkout)"
 	}
-	return os.WriteFile(dst, b, 0o755)
+	dirty, _ := exec.Command("git", "-C", vaulttest.RepoRoot(t), "status", "--porcelain", "--", "*.go", ":!:*_test.go", ":!:*/*", "go.mod",
+		"cmd/vault-plugin-secrets-iadvize").Output()
+	if len(dirty) > 0 {
+		return "commit " + strings.TrimSpace(string(head)) + " with uncommitted changes"
+	}
+	return "commit " + strings.TrimSpace(string(head))
 }
 
-// startDev starts a dev server (in-memory storage) with both plugins in its
-// plugin directory; dev mode registers them under their file names.
-func startDev(t vaulttest.TB, bins binaries) *vault {
-	s := vaulttest.Start(t, vaulttest.Options{Dev: true, PluginDir: pluginDir(t, bins, true), LogLevel: "warn"})
-	return &vault{Server: s, root: vaulttest.RootToken, http: newHTTPClient(256)}
+// vault is one Vault server of the benchmark; its Client carries the root
+// token (never printed).
+type vault struct {
+	*vaulttest.Server
+	dataDir string // file storage directory, "" for a dev server
 }
 
-// startFileServer starts a server with file storage, initialises and unseals it
-// and registers the iadvize plugin.
-func startFileServer(t vaulttest.TB, bins binaries) *vault {
-	dir := t.TempDir()
-	data := filepath.Join(dir, "data")
-	port := vaulttest.FreePort(t)
-	plugins := pluginDir(t, bins, false)
-	hcl := fmt.Sprintf(`
-storage "file" {
-  path = %q
-}
-listener "tcp" {
-  address     = "127.0.0.1:%d"
-  tls_disable = true
-}
-plugin_directory = %q
-api_addr         = "http://127.0.0.1:%d"
-disable_mlock    = true
-ui               = false
-`, data, port, plugins, port)
-	s := vaulttest.Start(t, vaulttest.Options{ConfigHCL: hcl, PluginDir: plugins, Port: port, LogLevel: "warn"})
-	_, root := s.InitAndUnseal()
+// startVault starts a dev server (in-memory storage; dev mode registers both
+// plugins), or with fileStorage a server with file storage, initialised and
+// unsealed, with the iadvize plugin registered.
+func startVault(t vaulttest.TB, fileStorage bool) *vault {
+	if !fileStorage {
+		return &vault{Server: vaulttest.Start(t, vaulttest.Options{Dev: true, PluginDir: pluginDir, LogLevel: "warn"})}
+	}
+	data, port := filepath.Join(t.TempDir(), "data"), vaulttest.FreePort(t)
+	hcl := fmt.Sprintf("storage \"file\" { path = %q }\nlistener \"tcp\" {\n  address = \"127.0.0.1:%d\"\n  tls_disable = true\n}\n"+
+		"plugin_directory = %q\napi_addr = \"http://127.0.0.1:%[2]d\"\ndisable_mlock = true\n", data, port, pluginDir)
+	s := vaulttest.Start(t, vaulttest.Options{ConfigHCL: hcl, PluginDir: pluginDir, Port: port, LogLevel: "warn"})
+	s.InitAndUnseal()
 	s.RegisterPlugin()
-	return &vault{Server: s, root: root, dataDir: data, http: newHTTPClient(256)}
+	return &vault{Server: s, dataDir: data}
 }
 
-// call sends one request with the given token and decodes a JSON answer into
-// out (when not nil). A status other than 200 or 204 is an error that carries
-// Vault's error messages (which never hold a token).
-func (v *vault) call(method, path, token string, body any, out any) error {
-	var rd io.Reader
-	if body != nil {
-		b, err := json.Marshal(body)
-		if err != nil {
-			return err
-		}
-		rd = bytes.NewReader(b)
-	}
-	req, err := http.NewRequestWithContext(context.Background(), method, v.Addr+"/v1/"+path, rd)
+// must fails the benchmark on error (Vault's error messages never hold a token).
+func must(t vaulttest.TB, err error) {
 	if err != nil {
-		return err
-	}
-	req.Header.Set("X-Vault-Token", token)
-	if body != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	resp, err := v.http.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(io.LimitReader(resp.Body, 256<<20))
-	if err != nil {
-		return err
-	}
-	if resp.StatusCode != http.StatusOK && resp.StatusCode != http.StatusNoContent {
-		var e struct {
-			Errors []string `json:"errors"`
-		}
-		_ = json.Unmarshal(b, &e)
-		return &httpError{status: resp.StatusCode, msg: fmt.Sprintf("%s %s: %d %s", method, path, resp.StatusCode, strings.Join(e.Errors, "; "))}
-	}
-	if out != nil && len(b) > 0 {
-		return json.Unmarshal(b, out)
-	}
-	return nil
-}
-
-type httpError struct {
-	status int
-	msg    string
-}
-
-func (e *httpError) Error() string { return e.msg }
-
-func isStatus(err error, status int) bool {
-	var he *httpError
-	return errors.As(err, &he) && he.status == status
-}
-
-// must runs call as root and fails the benchmark on error.
-func (v *vault) must(t vaulttest.TB, method, path string, body any, out any) {
-	if err := v.call(method, path, v.root, body, out); err != nil {
 		t.Fatalf("%v", err)
 	}
 }
 
-// mountPlugin enables a plugin at path.
-func (v *vault) mountPlugin(t vaulttest.TB, path, plugin string) {
-	v.must(t, "POST", "sys/mounts/"+path, map[string]any{"type": plugin}, nil)
+// median is the median of xs (0 when empty).
+func median(xs []float64) float64 {
+	m, _ := stats.Median(xs)
+	return m
 }
 
-// pid of the plugin process named name that this server runs, 0 when none.
+// pluginPid is the pid of the plugin process named name that this server
+// runs, 0 when none.
 func (v *vault) pluginPid(name string) int {
-	return childByName(v.Pid(), name)
+	procs, _ := procfs.AllProcs()
+	for _, p := range procs {
+		st, err := p.Stat()
+		exe, _ := p.Executable()
+		if err == nil && st.PPID == v.Pid() && filepath.Base(strings.TrimSuffix(exe, " (deleted)")) == name {
+			return p.PID
+		}
+	}
+	return 0
 }
 
 // benchToken creates a token for the clients: a policy that reads the given
@@ -258,119 +112,252 @@ func (v *vault) benchToken(t vaulttest.TB, globs ...string) string {
 	for _, g := range globs {
 		fmt.Fprintf(&pol, "path %q {\n  capabilities = [\"read\", \"list\"]\n}\n", g)
 	}
-	v.must(t, "PUT", "sys/policies/acl/bench", map[string]any{"policy": pol.String()}, nil)
-	var out struct {
-		Auth struct {
-			ClientToken string `json:"client_token"`
-		} `json:"auth"`
+	must(t, v.Client.Sys().PutPolicy("bench", pol.String()))
+	s, err := v.Client.Auth().Token().Create(&api.TokenCreateRequest{Policies: []string{"bench"}, TTL: "24h", NoParent: true, DisplayName: "bench"})
+	if err != nil || s.Auth == nil || s.Auth.ClientToken == "" {
+		t.Fatalf("auth/token/create returned no token: %v", err)
 	}
-	v.must(t, "POST", "auth/token/create", map[string]any{
-		"policies": []string{"bench"}, "ttl": "24h", "no_parent": true, "display_name": "bench",
-	}, &out)
-	if out.Auth.ClientToken == "" {
-		t.Fatalf("auth/token/create returned no token")
-	}
-	return out.Auth.ClientToken
+	return s.Auth.ClientToken
 }
 
 // liveHeap is the Vault process's live heap right after a garbage collection
 // (sys/pprof/heap?gc=1, HeapAlloc), 0 when it cannot be had.
 func (v *vault) liveHeap() int64 {
-	req, err := http.NewRequest(http.MethodGet, v.Addr+"/v1/sys/pprof/heap?gc=1&debug=1", nil)
-	if err != nil {
-		return 0
-	}
-	req.Header.Set("X-Vault-Token", v.root)
-	resp, err := v.http.Do(req)
+	resp, err := v.Client.Logical().ReadRawWithData("sys/pprof/heap", map[string][]string{"gc": {"1"}, "debug": {"1"}})
 	if err != nil {
 		return 0
 	}
 	defer resp.Body.Close()
-	b, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
-	if err != nil || resp.StatusCode != http.StatusOK {
-		return 0
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if rest, ok := strings.CutPrefix(line, "# HeapAlloc = "); ok {
-			n, _ := strconv.ParseInt(strings.TrimSpace(rest), 10, 64)
-			return n
-		}
-	}
-	return 0
+	b, _ := io.ReadAll(resp.Body)
+	_, rest, _ := strings.Cut(string(b), "# HeapAlloc = ")
+	n, _ := strconv.ParseInt(strings.Fields(rest + " 0")[0], 10, 64)
+	return n
 }
 
 // leaseCount lists the leases under prefix (e.g. "iadvize/creds/app/").
 func (v *vault) leaseCount(t vaulttest.TB, prefix string) int {
-	var out struct {
-		Data struct {
-			Keys []string `json:"keys"`
-		} `json:"data"`
-	}
-	err := v.call("LIST", "sys/leases/lookup/"+prefix, v.root, nil, &out)
-	if isStatus(err, http.StatusNotFound) {
+	s, err := v.Client.Logical().List("sys/leases/lookup/" + prefix)
+	must(t, err)
+	if s == nil {
 		return 0
 	}
-	if err != nil {
-		t.Fatalf("%v", err)
-	}
-	return len(out.Data.Keys)
+	keys, _ := s.Data["keys"].([]any)
+	return len(keys)
 }
 
-// fake is an in-process fake iAdvize upstream on a loopback port. Logins take
-// latency, as a real upstream's do (so that concurrent readers really overlap
-// with a login in flight).
+// fake is an in-process fake iAdvize upstream on a loopback port whose logins
+// take latency, as a real upstream's do (so that concurrent readers really
+// overlap with a login in flight). It records a login when it answers it.
 type fake struct {
 	*fakeiadvize.Server
 	url string
 }
 
-func startFake(t vaulttest.TB, opts fakeiadvize.Options, latency time.Duration) *fake {
+func startFake(t vaulttest.TB, opts fakeiadvize.Options) *fake {
 	f := fakeiadvize.New(opts)
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("%v", err)
-	}
-	h := http.Handler(f)
-	if latency > 0 {
-		h = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			if r.URL.Path == "/oauth2/token" {
-				select {
-				case <-time.After(latency):
-				case <-r.Context().Done():
-				}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/oauth2/token" {
+			select {
+			case <-time.After(upstreamLatency):
+			case <-r.Context().Done():
 			}
-			f.ServeHTTP(w, r)
-		})
-	}
-	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
-	go srv.Serve(l)
-	t.Cleanup(func() {
-		f.Close()
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = srv.Shutdown(ctx)
-	})
-	return &fake{Server: f, url: "http://" + l.Addr().String()}
+		}
+		f.ServeHTTP(w, r)
+	}))
+	t.Cleanup(func() { f.Close(); srv.Close() })
+	return &fake{Server: f, url: srv.URL}
 }
 
-// configure points a mount at the fake, with extra config fields.
-func (v *vault) configure(t vaulttest.TB, mount string, f *fake, extra map[string]any) {
-	cfg := map[string]any{
-		"token_url":  f.url + "/oauth2/token",
-		"verify_url": f.url + "/_authenticated",
-	}
+// mountIadvize mounts the plugin at mount, points it at the fake with extra
+// config fields, and creates the given roles (each with its own service user).
+func (v *vault) mountIadvize(t vaulttest.TB, mount string, f *fake, extra map[string]any, roles ...string) {
+	must(t, v.Client.Sys().Mount(mount, &api.MountInput{Type: vaulttest.PluginName}))
+	cfg := map[string]any{"token_url": f.url + "/oauth2/token", "verify_url": f.url + "/_authenticated"}
 	for k, x := range extra {
 		cfg[k] = x
 	}
-	v.must(t, "POST", mount+"/config", cfg, nil)
+	_, err := v.Client.Logical().Write(mount+"/config", cfg)
+	must(t, err)
+	for _, r := range roles {
+		must(t, v.addRole(mount, r, f))
+	}
 }
 
 // addRole creates a role with its own service user at the fake.
-func (v *vault) addRole(t vaulttest.TB, mount, name string, f *fake) {
-	user, pass := "svc-"+mount+"-"+name+"@bench.example", "pw-"+name
-	f.AddUser(user, pass)
-	v.must(t, "POST", mount+"/roles/"+name, map[string]any{"username": user, "password": pass}, nil)
+func (v *vault) addRole(mount, name string, f *fake) error {
+	user := "svc-" + mount + "-" + name + "@bench.example"
+	f.AddUser(user, "pw-"+name)
+	_, err := v.Client.Logical().Write(mount+"/roles/"+name, map[string]any{"username": user, "password": "pw-" + name})
+	return err
 }
 
-// userOf is the fake's username of a role made by addRole.
-func userOf(mount, name string) string { return "svc-" + mount + "-" + name + "@bench.example" }
+// procStat reads a process's /proc/PID/stat; the zero value when it is gone.
+func procStat(pid int) procfs.ProcStat {
+	var st procfs.ProcStat
+	if p, err := procfs.NewProc(pid); pid != 0 && err == nil {
+		st, _ = p.Stat()
+	}
+	return st
+}
+
+// rss is a process's resident set size in bytes, 0 when it is gone.
+func rss(pid int) int64 { return int64(procStat(pid).ResidentMemory()) }
+
+// cpuTime is a process's CPU time so far (user + system, all threads; 10 ms
+// ticks), 0 when it is gone.
+func cpuTime(pid int) time.Duration {
+	return time.Duration(procStat(pid).CPUTime() * float64(time.Second))
+}
+
+// dirUsage is what a directory tree holds: files, their bytes, and the disk
+// space they occupy (allocated blocks).
+type dirUsage struct{ Files, Bytes, DiskBytes int64 }
+
+func usage(dir string) (u dirUsage) {
+	_ = filepath.WalkDir(dir, func(_ string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return nil
+		}
+		if info, err := d.Info(); err == nil {
+			u.Files, u.Bytes, u.DiskBytes = u.Files+1, u.Bytes+info.Size(), u.DiskBytes+info.Sys().(*syscall.Stat_t).Blocks*512
+		}
+		return nil
+	})
+	return u
+}
+
+// addDelta adds after − before to u.
+func (u *dirUsage) addDelta(after, before dirUsage) {
+	u.Files, u.Bytes, u.DiskBytes = u.Files+after.Files-before.Files, u.Bytes+after.Bytes-before.Bytes, u.DiskBytes+after.DiskBytes-before.DiskBytes
+}
+
+// loadResult is one measurement: reads made by conc clients.
+type loadResult struct {
+	Reads, Errors int
+	FirstErr      string
+	Elapsed       time.Duration
+	Lat           vegeta.LatencyMetrics // t-digest quantiles
+	Bytes         uint64                // response bytes, all reads
+	// CPU time the Vault process and the plugin process spent during the run.
+	VaultCPU, PluginCPU time.Duration
+}
+
+func (r loadResult) rate() float64 { return float64(r.Reads) / max(r.Elapsed.Seconds(), 1e-9) }
+func (r loadResult) p50() float64  { return float64(r.Lat.Quantile(0.50)) }
+func (r loadResult) p99() float64  { return float64(r.Lat.Quantile(0.99)) }
+
+// vaultCPU and pluginCPU are the processes' CPU time per read, in µs.
+func (r loadResult) vaultCPU() float64 {
+	return float64(r.VaultCPU.Microseconds()) / float64(max(r.Reads, 1))
+}
+func (r loadResult) pluginCPU() float64 {
+	return float64(r.PluginCPU.Microseconds()) / float64(max(r.Reads, 1))
+}
+
+// rounds are one measurement's results, one per interleaved round.
+type rounds []loadResult
+
+// med is the median of f over the rounds.
+func (rs rounds) med(f func(loadResult) float64) float64 {
+	xs := make([]float64, len(rs))
+	for i, r := range rs {
+		xs[i] = f(r)
+	}
+	return median(xs)
+}
+
+// dur is the median of a latency f over the rounds, printed.
+func (rs rounds) dur(f func(loadResult) float64) string { return fmtDur(time.Duration(rs.med(f))) }
+
+// vs is the median over the rounds of reads/s ÷ ref's reads/s in the same round.
+func (rs rounds) vs(ref rounds) float64 {
+	xs := make([]float64, len(rs))
+	for i, r := range rs {
+		xs[i] = r.rate() / ref[i].rate()
+	}
+	return median(xs)
+}
+
+// interleave measures every cell once per round, the first cell rotating
+// from round to round, so that none always runs first.
+func interleave[C any](what string, n int, cells []C, measure func(C) loadResult) []rounds {
+	out := make([]rounds, len(cells))
+	for round := range n {
+		for i := range cells {
+			j := (i + round) % len(cells)
+			out[j] = append(out[j], measure(cells[j]))
+		}
+		logf("%s: round %d/%d done", what, round+1, n)
+	}
+	return out
+}
+
+// loader sends GET requests with the X-Vault-Token header to a Vault server
+// with vegeta's attacker, over keep-alive connections.
+type loader struct {
+	client      *http.Client
+	addr, token string
+}
+
+func newLoader(addr, token string, conns int) *loader {
+	return &loader{addr: addr, token: token, client: &http.Client{Timeout: 2 * time.Minute, Transport: &http.Transport{
+		MaxIdleConns: conns, MaxIdleConnsPerHost: conns, IdleConnTimeout: 5 * time.Minute, DisableCompression: true,
+	}}}
+}
+
+// attack is one measurement: conc clients read paths for d (at random), or n
+// reads (in turn); each client reads again once answered, unless pace is set.
+// vaultPid and pluginPid, when not 0, are sampled for CPU time; each, when
+// set, sees every answer.
+type attack struct {
+	paths               []string
+	conc, n             int
+	d                   time.Duration
+	pace                vegeta.Pacer
+	vaultPid, pluginPid int
+	each                func(*vegeta.Result)
+}
+
+func (l *loader) attack(a attack) loadResult {
+	var next atomic.Int64
+	hdr := http.Header{"X-Vault-Token": {l.token}}
+	targets := func(t *vegeta.Target) error {
+		i := int(next.Add(1) - 1)
+		if a.n > 0 && i >= a.n {
+			return vegeta.ErrNoTargets
+		}
+		p := a.paths[i%len(a.paths)]
+		if a.n == 0 {
+			p = a.paths[rand.IntN(len(a.paths))]
+		}
+		*t = vegeta.Target{Method: http.MethodGet, URL: l.addr + "/v1/" + p, Header: hdr}
+		return nil
+	}
+	if a.pace == nil {
+		a.pace = vegeta.ConstantPacer{} // unbounded: each worker reads again once answered
+	}
+	atk := vegeta.NewAttacker(vegeta.Client(l.client), vegeta.Workers(uint64(a.conc)), vegeta.MaxWorkers(uint64(a.conc)))
+	var res loadResult
+	v0, p0, t0 := cpuTime(a.vaultPid), cpuTime(a.pluginPid), time.Now()
+	for r := range atk.Attack(targets, a.pace, a.d, "") {
+		switch {
+		case r.Error == vegeta.ErrNoTargets.Error():
+			continue
+		case r.Error != "":
+			res.Errors++
+			if res.FirstErr == "" {
+				res.FirstErr = r.Error // a status or a transport error: no secret
+			}
+		default:
+			res.Reads++
+		}
+		res.Lat.Add(r.Latency)
+		res.Bytes += r.BytesIn
+		if a.each != nil {
+			a.each(r)
+		}
+	}
+	res.Elapsed = time.Since(t0)
+	res.VaultCPU, res.PluginCPU = cpuTime(a.vaultPid)-v0, cpuTime(a.pluginPid)-p0
+	return res
+}

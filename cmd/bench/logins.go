@@ -1,360 +1,174 @@
 package main
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
-	"github.com/iadvize/vault-plugin-secrets-iadvize/internal/vaulttest"
-	"io"
 	"math"
-	"math/rand/v2"
 	"net/http"
 	"slices"
 	"strings"
-	"sync"
 	"time"
 
+	vegeta "github.com/tsenart/vegeta/v12/lib"
+
 	"github.com/iadvize/vault-plugin-secrets-iadvize/internal/fakeiadvize"
+	"github.com/iadvize/vault-plugin-secrets-iadvize/internal/vaulttest"
 )
 
 // coldReaders is how many clients read a role that has no token yet, at once.
 const coldReaders = 1000
 
-// coldTrial is one burst of cold reads.
-type coldTrial struct {
-	label   string
-	logins  int
-	ok      int
-	errors  int
-	elapsed time.Duration
-	maxLat  time.Duration
-}
-
 // coldPhase fires coldReaders concurrent reads at roles that have never logged
-// in, and counts the logins that reach the fake upstream.
-func coldPhase(t *vaulttest.Program, m *mainEnv, opts options) section {
+// in, three times, and counts the logins that reach the fake upstream.
+func coldPhase(m *mainEnv) string {
 	logf("logins: %d concurrent cold reads, three times", coldReaders)
-	client := newHTTPClient(coldReaders + 100)
-	// Open the connections first, so that the reads start together.
-	var wg sync.WaitGroup
-	for range coldReaders {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if resp, err := client.Get(m.v.Addr + "/v1/sys/health"); err == nil {
-				io.Copy(io.Discard, resp.Body)
-				resp.Body.Close()
-			}
-		}()
-	}
-	wg.Wait()
-
-	trials := []struct{ label, role string }{
-		{"creds/", "cold-creds"}, {"static-creds/", "cold-static"}, {"half creds/, half static-creds/", "cold-mixed"},
-	}
-	var out []coldTrial
-	for _, tr := range trials {
-		m.v.addRole(m.t, "iadvize", tr.role, m.fake)
-		user := userOf("iadvize", tr.role)
-		before := m.fake.Stats().UserAttempts[user]
-		ct := coldTrial{label: tr.label}
-		var mu sync.Mutex
-		start := make(chan struct{})
-		var done sync.WaitGroup
-		for i := range coldReaders {
-			path := "iadvize/creds/" + tr.role
-			if tr.label == "static-creds/" || (strings.HasPrefix(tr.label, "half") && i%2 == 1) {
-				path = "iadvize/static-creds/" + tr.role
-			}
-			done.Add(1)
-			go func() {
-				defer done.Done()
-				req, _ := http.NewRequest(http.MethodGet, m.v.Addr+"/v1/"+path, nil)
-				req.Header.Set("X-Vault-Token", m.token)
-				<-start
-				t0 := time.Now()
-				resp, err := client.Do(req)
-				ok := err == nil && resp.StatusCode == http.StatusOK
-				if err == nil {
-					io.Copy(io.Discard, resp.Body)
-					resp.Body.Close()
-				}
-				lat := time.Since(t0)
-				mu.Lock()
-				if ok {
-					ct.ok++
-				} else {
-					ct.errors++
-				}
-				ct.maxLat = max(ct.maxLat, lat)
-				mu.Unlock()
-			}()
-		}
-		t0 := time.Now()
-		close(start)
-		done.Wait()
-		ct.elapsed = time.Since(t0)
-		ct.logins = m.fake.Stats().UserAttempts[userOf("iadvize", tr.role)] - before
-		out = append(out, ct)
-	}
-	var b strings.Builder
-	fmt.Fprintf(&b, "%s clients read a role that has never logged in, all at once (connections opened beforehand, a barrier\n"+
-		"releases the reads); logins counted at the fake upstream, which takes %s to answer a login.\n\n",
-		fmtInt(coldReaders), opts.upstreamLatency)
+	ld := newLoader(m.v.Addr, m.token, coldReaders+100)
+	ld.attack(attack{paths: []string{"sys/health"}, conc: coldReaders, n: coldReaders}) // open the connections
 	var rows [][]string
-	for _, ct := range out {
-		rows = append(rows, []string{ct.label, fmtInt(coldReaders), fmt.Sprint(ct.logins), fmtInt(ct.ok), fmt.Sprint(ct.errors),
-			fmtDur(ct.elapsed), fmtDur(ct.maxLat)})
-	}
-	b.WriteString(table([]string{"cold reads of", "readers", "logins upstream (expect 1)", "answered 200", "errors", "all answered after", "slowest read"}, rows))
-	return section{order: 30, title: "Logins", body: b.String()}
-}
-
-// longRun is the run with 30-second tokens: clients read for a while, the
-// plugin logs in as tokens near expiry, and the fake counts the logins.
-type longRun struct {
-	opts     options
-	m        *mainEnv
-	f        *fake
-	lifetime time.Duration
-	refresh  time.Duration
-	done     chan longResult
-}
-
-type longResult struct {
-	duration       time.Duration
-	clients        int
-	reads, errors  int
-	firstErr       string
-	stale          int // answers whose token had already expired
-	shortLease     int // creds/ answers with a lease under 1 s
-	rotationsSeen  int // distinct expire_time values the clients saw
-	stats          fakeiadvize.Stats
-	maxPerMinute   int
-	p50, p99, maxL time.Duration
-	slow           int // reads over 50 ms (waited on a login, or the machine was busy)
-	lifetime       time.Duration
-	refresh        time.Duration
-	// Latencies of the reads that were in flight when a rotation login
-	// answered, and of the others; sorted. coldWaiters: reads in flight when the
-	// first (cold) login answered.
-	waited, others []time.Duration
-	coldWaiters    int
-}
-
-func startLongRun(t *vaulttest.Program, m *mainEnv, opts options) *longRun {
-	lr := &longRun{opts: opts, m: m, lifetime: 30 * time.Second, refresh: 10 * time.Second, done: make(chan longResult, 1)}
-	lr.f = startFake(t, fakeiadvize.Options{TokenLifetime: lr.lifetime}, opts.upstreamLatency)
-	m.v.mountPlugin(t, "iadvize-short", "vault-plugin-secrets-iadvize")
-	m.v.configure(t, "iadvize-short", lr.f, map[string]any{"refresh_before": int(lr.refresh.Seconds())})
-	m.v.addRole(t, "iadvize-short", "app", lr.f)
-	logf("logins: %s run with 30-second tokens started (%d clients, a read every %s each)", opts.duration, opts.loginClients, opts.loginInterval)
-	go lr.run()
-	return lr
-}
-
-func (lr *longRun) wait() longResult {
-	logf("logins: waiting for the %s run with 30-second tokens to end", lr.opts.duration)
-	return <-lr.done
-}
-
-func (lr *longRun) run() {
-	opts := lr.opts
-	client := newHTTPClient(opts.loginClients + 10)
-	type clientStats struct {
-		lat                                []time.Duration
-		starts                             []time.Time
-		reads, errors, stale, short, waits int
-		firstErr                           string
-		expiries                           map[string]bool
-	}
-	cs := make([]clientStats, opts.loginClients)
-	t0 := time.Now()
-	deadline := t0.Add(opts.duration)
-	var wg sync.WaitGroup
-	for i := range cs {
-		wg.Add(1)
-		go func(c *clientStats, i int) {
-			defer wg.Done()
-			c.expiries = map[string]bool{}
-			var buf bytes.Buffer
-			for n := 0; ; n++ {
-				// Jittered pacing: clients do not read in lockstep.
-				time.Sleep(time.Duration(float64(opts.loginInterval) * (0.5 + rand.Float64())))
-				if time.Now().After(deadline) {
-					return
-				}
-				path := "iadvize-short/creds/app"
-				if (n+i)%2 == 1 {
-					path = "iadvize-short/static-creds/app"
-				}
-				req, _ := http.NewRequest(http.MethodGet, lr.m.v.Addr+"/v1/"+path, nil)
-				req.Header.Set("X-Vault-Token", lr.m.token)
-				start := time.Now()
-				resp, err := client.Do(req)
-				if err != nil {
-					c.errors++
-					if c.firstErr == "" {
-						c.firstErr = "transport: " + err.Error()
-					}
-					continue
-				}
-				buf.Reset()
-				_, _ = io.Copy(&buf, resp.Body)
-				resp.Body.Close()
-				lat := time.Since(start)
-				c.lat = append(c.lat, lat)
-				c.starts = append(c.starts, start)
-				if resp.StatusCode != http.StatusOK {
-					c.errors++
-					if c.firstErr == "" {
-						c.firstErr = fmt.Sprintf("%s: %d", path, resp.StatusCode)
-					}
-					continue
-				}
-				var body struct {
-					LeaseDuration int `json:"lease_duration"`
-					Data          struct {
-						ExpireTime string `json:"expire_time"`
-					} `json:"data"`
-				}
-				if err := json.Unmarshal(buf.Bytes(), &body); err != nil {
-					c.errors++
-					continue
-				}
-				c.reads++
-				exp, err := time.Parse(time.RFC3339, body.Data.ExpireTime)
-				if err != nil || !exp.After(time.Now()) {
-					c.stale++
-				}
-				if path == "iadvize-short/creds/app" && body.LeaseDuration < 1 {
-					c.short++
-				}
-				c.expiries[body.Data.ExpireTime] = true
-			}
-		}(&cs[i], i)
-	}
-	wg.Wait()
-	res := longResult{duration: time.Since(t0), clients: opts.loginClients, lifetime: lr.lifetime, refresh: lr.refresh}
-	var lat []time.Duration
-	exp := map[string]bool{}
-	for _, c := range cs {
-		res.reads += c.reads
-		res.errors += c.errors
-		res.stale += c.stale
-		res.shortLease += c.short
-		if res.firstErr == "" {
-			res.firstErr = c.firstErr
+	for _, tr := range [][3]string{{"creds/", "cold-creds", "creds"}, {"static-creds/", "cold-static", "static-creds"},
+		{"half creds/, half static-creds/", "cold-mixed", "creds static-creds"}} {
+		must(m.t, m.v.addRole("iadvize", tr[1], m.fake))
+		user := "svc-iadvize-" + tr[1] + "@bench.example"
+		before := m.fake.Stats().UserAttempts[user]
+		var paths []string
+		for _, kind := range strings.Fields(tr[2]) {
+			paths = append(paths, "iadvize/"+kind+"/"+tr[1])
 		}
-		lat = append(lat, c.lat...)
-		for e := range c.expiries {
-			exp[e] = true
-		}
+		r := ld.attack(attack{paths: paths, conc: coldReaders, n: coldReaders})
+		rows = append(rows, []string{tr[0], fmtInt(coldReaders), fmt.Sprint(m.fake.Stats().UserAttempts[user] - before),
+			fmtInt(r.Reads), fmt.Sprint(r.Errors), fmtDur(r.Elapsed), fmtDur(r.Lat.Max)})
 	}
-	res.rotationsSeen = len(exp)
-	// Reads in flight when a login's answer came back overlapped that login
-	// (the fake records a login when it answers it, after its latency). The
-	// first login is the cold one, which the first readers wait for; the others
-	// are rotations.
-	logins := lr.f.LoginTimes()
-	slices.SortFunc(logins, time.Time.Compare)
-	var waited, others []time.Duration
-	for _, c := range cs {
-		for i, st := range c.starts {
-			end := st.Add(c.lat[i])
-			if len(logins) > 0 && !st.After(logins[0]) && !logins[0].After(end) {
-				res.coldWaiters++
-				continue
+	return fmt.Sprintf("%s clients (vegeta workers, connections opened beforehand) read a role that has never logged in, all at\n"+
+		"once; logins counted at the fake upstream, which takes %s to answer a login.\n\n", fmtInt(coldReaders), upstreamLatency) +
+		table([]string{"cold reads of", "readers", "logins upstream (expect 1)", "answered 200", "errors", "all answered after", "slowest read"}, rows)
+}
+
+const (
+	shortLifetime = 30 * time.Second
+	shortRefresh  = 10 * time.Second
+)
+
+// startLongRun starts the run with 30-second tokens: clients read for a
+// while, the plugin logs in as tokens near expiry, and the fake counts the
+// logins. The function it returns waits for the run's end and writes the
+// Logins section, after the cold-read section.
+func startLongRun(t *vaulttest.Program, m *mainEnv, duration time.Duration) func(cold string) section {
+	f := startFake(t, fakeiadvize.Options{TokenLifetime: shortLifetime})
+	m.v.mountIadvize(t, "iadvize-short", f, map[string]any{"refresh_before": int(shortRefresh.Seconds())}, "app")
+	logf("logins: run with 30-second tokens started (%d clients, a read every %s each)", loginClients, loginInterval)
+	type span struct{ start, end, expiry time.Time }
+	var spans []span
+	var stale, shortLease, slow int // expired tokens; creds/ leases under 1 s; reads over 50 ms
+	expiries := map[string]bool{}
+	each := func(r *vegeta.Result) {
+		if r.Code == 0 {
+			return // a transport error, counted as an error
+		}
+		if r.Latency > 50*time.Millisecond {
+			slow++
+		}
+		var body struct {
+			LeaseDuration int `json:"lease_duration"`
+			Data          struct {
+				ExpireTime string `json:"expire_time"`
+			} `json:"data"`
+		}
+		var exp time.Time
+		if r.Code == http.StatusOK && json.Unmarshal(r.Body, &body) == nil {
+			if exp, _ = time.Parse(time.RFC3339, body.Data.ExpireTime); !exp.After(time.Now()) {
+				stale++
 			}
-			k, _ := slices.BinarySearchFunc(logins, st, time.Time.Compare)
-			if k < len(logins) && !logins[k].After(end) {
-				waited = append(waited, c.lat[i])
-			} else {
-				others = append(others, c.lat[i])
+			if strings.HasSuffix(r.URL, "/creds/app") && body.LeaseDuration < 1 {
+				shortLease++
+			}
+			expiries[body.Data.ExpireTime] = true
+		}
+		spans = append(spans, span{r.Timestamp, r.Timestamp.Add(r.Latency), exp})
+	}
+	done := make(chan loadResult, 1)
+	go func() {
+		done <- newLoader(m.v.Addr, m.token, loginClients+10).attack(attack{paths: []string{"iadvize-short/creds/app", "iadvize-short/static-creds/app"},
+			conc: loginClients, d: duration, pace: vegeta.ConstantPacer{Freq: loginClients, Per: loginInterval}, each: each})
+	}()
+	return func(cold string) section {
+		logf("logins: waiting for the run with 30-second tokens to end")
+		r := <-done
+		// A read in flight when a login's answer came back (the fake records a
+		// login when it answers it, after its latency) overlapped that login.
+		// The first login is the cold one; the others are rotations.
+		logins := f.LoginTimes()
+		slices.SortFunc(logins, time.Time.Compare)
+		var coldWaiters, nWaited, gotNew int
+		var waited, others vegeta.LatencyMetrics
+		for _, s := range spans {
+			k, _ := slices.BinarySearchFunc(logins, s.start, time.Time.Compare)
+			switch {
+			case k >= len(logins) || logins[k].After(s.end):
+				others.Add(s.end.Sub(s.start))
+			case k == 0:
+				coldWaiters++
+			default:
+				waited.Add(s.end.Sub(s.start))
+				nWaited++
+				if s.expiry.After(logins[k].Add(shortLifetime - shortRefresh)) { // the token that login issued, not the one before
+					gotNew++
+				}
 			}
 		}
-	}
-	slices.Sort(waited)
-	slices.Sort(others)
-	res.waited, res.others = waited, others
-	slices.Sort(lat)
-	if len(lat) > 0 {
-		res.p50, res.p99, res.maxL = lat[len(lat)/2], lat[int(0.99*float64(len(lat)-1))], lat[len(lat)-1]
-	}
-	for _, l := range lat {
-		if l > 50*time.Millisecond {
-			res.slow++
+		st, n := f.Stats(), float64(len(logins))
+		d, reads := r.Elapsed, float64(r.Reads+r.Errors)
+		ideal := d.Seconds() / (shortLifetime - shortRefresh).Seconds()
+		perProcess := loginClients * math.Ceil(ideal)
+		var b strings.Builder
+		if cold != "" {
+			b.WriteString(cold + "\n")
 		}
+		fmt.Fprintf(&b, "**30-second tokens, `refresh_before` 10 s, %s.** %d clients, in all one read every %s ÷ %[2]d evenly paced\n"+
+			"(vegeta), of creds/ or static-creds/ of one role at random, on their own mount and fake upstream. This run overlapped\n"+
+			"the lease, cold-read and memory phases (it is light; its login count does not depend on load).\n\n",
+			d.Round(time.Second), loginClients, loginInterval)
+		rows := [][]string{
+			{"reads made (answered 200)", fmtInt(r.Reads)},
+			{"failed reads", fmt.Sprint(r.Errors)},
+			{"logins at the fake upstream", fmt.Sprintf("%d (%d succeeded, %d refused for rate limit)", st.LoginAttempts, st.LoginSuccesses, st.RateLimited)},
+			{"ideal: duration ÷ (lifetime − refresh_before)", fmt.Sprintf("%.1f (%s ÷ %s)", ideal, d.Round(time.Second), shortLifetime-shortRefresh)},
+			{"logins ÷ ideal", f2(float64(st.LoginAttempts) / ideal)},
+			{"most logins in any 60 s (limit 10 per user)", fmt.Sprint(f.MaxAttemptsInWindow(time.Minute))},
+			{"distinct tokens the clients saw", fmt.Sprint(len(expiries))},
+			{"answers carrying an already expired token", fmt.Sprint(stale)},
+			{"creds/ answers with a lease under 1 s", fmt.Sprint(shortLease)},
+			{"read latency p50 / p99 / max", pct3(r.Lat)},
+			{"reads slower than 50 ms", fmt.Sprint(slow)},
+			{"reads in flight when the first (cold) login answered", fmtInt(coldWaiters)},
+			{"reads in flight when a rotation login answered", fmt.Sprintf("%s, %.1f per rotation", fmtInt(nWaited), float64(nWaited)/max(n-1, 1))},
+			{"of which answered with the token that login issued", fmtInt(gotNew)},
+			{"their latency p50 / p99 / max", pct3(waited)},
+			{"the other reads' latency p50 / p99 / max", pct3(others)},
+		}
+		if r.FirstErr != "" {
+			rows = append(rows, []string{"first error", r.FirstErr})
+		}
+		b.WriteString(table([]string{"", "value"}, rows))
+		fmt.Fprintf(&b, "\nA read in flight when a rotation login answered (the login takes %s at the fake) got the old token without\n"+
+			"waiting, or reached the plugin once the new token was stored; one that waited for the login would get the new token\n"+
+			"after up to %[1]s. Reads that overlap an instant are the long ones (length bias), slow when the machine is busy.\n", upstreamLatency)
+		b.WriteString("\nThe same workload under the anti-patterns of the README, computed from this run's own counts:\n\n")
+		b.WriteString(table([]string{"who logs in", "logins", "per minute (budget: 10 per user)", "vs the plugin"}, [][]string{
+			{"this plugin (measured)", fmt.Sprint(st.LoginAttempts), fmt.Sprintf("%.1f", float64(st.LoginAttempts)/d.Minutes()), "1×"},
+			{"a login per read (reads made)", fmtInt(int64(reads)), f0(reads / d.Minutes()), fmt.Sprintf("%.0f×", reads/max(float64(st.LoginAttempts), 1))},
+			{fmt.Sprintf("a login per client process (%d clients, each its own token on the same schedule: clients × ⌈ideal⌉)", loginClients),
+				f0(perProcess), fmt.Sprintf("%.1f", perProcess/d.Minutes()), fmt.Sprintf("%.0f×", perProcess/max(float64(st.LoginAttempts), 1))},
+		}))
+		b.WriteString("\nA login per read would have been refused (429, then blocked) after its first 10 logins of each minute. With\n" +
+			"24-hour tokens and the default `refresh_before` of 1 h the plugin logs in once per 23 h per role.\n")
+		return section{order: 30, title: "Logins", body: b.String()}
 	}
-	res.stats = lr.f.Stats()
-	res.maxPerMinute = lr.f.MaxAttemptsInWindow(time.Minute)
-	logf("logins: the run with 30-second tokens ended: %d reads, %d logins", res.reads, res.stats.LoginAttempts)
-	lr.done <- res
 }
 
-// pctOf is the p-th quantile of sorted durations.
-func pctOf(sorted []time.Duration, p float64) time.Duration {
-	if len(sorted) == 0 {
-		return 0
+// pct3 prints the p50, p99 and max of latencies.
+func pct3(l vegeta.LatencyMetrics) string {
+	if l.Max == 0 {
+		return "– / – / –"
 	}
-	return sorted[int(p*float64(len(sorted)-1))]
-}
-
-// loginSection completes the cold-read section with the long run.
-func loginSection(cold section, r longResult, opts options) section {
-	var b strings.Builder
-	if cold.body != "" {
-		b.WriteString(cold.body)
-		b.WriteString("\n")
-	}
-	rotation := r.lifetime - r.refresh
-	ideal := r.duration.Seconds() / rotation.Seconds()
-	reads := r.reads + r.errors
-	perMin := func(n float64) float64 { return n / r.duration.Minutes() }
-	perProcess := float64(r.clients) * math.Ceil(ideal)
-	fmt.Fprintf(&b, "**30-second tokens, `refresh_before` 10 s, %s.** %d clients each read every %s on average (jittered),\n"+
-		"alternating creds/ and static-creds/ of one role, on their own mount and fake upstream. This run overlapped the\n"+
-		"lease, cold-read and memory phases (it is light; its login count does not depend on load).\n\n",
-		r.duration.Round(time.Second), r.clients, opts.loginInterval)
-	rows := [][]string{
-		{"reads made (answered 200)", fmtInt(r.reads)},
-		{"failed reads", fmt.Sprint(r.errors)},
-		{"logins at the fake upstream", fmt.Sprintf("%d (%d succeeded, %d refused for rate limit)", r.stats.LoginAttempts, r.stats.LoginSuccesses, r.stats.RateLimited)},
-		{"ideal: duration ÷ (lifetime − refresh_before)", fmt.Sprintf("%.1f (%s ÷ %s)", ideal, r.duration.Round(time.Second), rotation)},
-		{"logins ÷ ideal", fmt.Sprintf("%.2f", float64(r.stats.LoginAttempts)/ideal)},
-		{"most logins in any 60 s (limit 10 per user)", fmt.Sprint(r.maxPerMinute)},
-		{"distinct tokens the clients saw", fmt.Sprint(r.rotationsSeen)},
-		{"answers carrying an already expired token", fmt.Sprint(r.stale)},
-		{"creds/ answers with a lease under 1 s", fmt.Sprint(r.shortLease)},
-		{"read latency p50 / p99 / max", fmt.Sprintf("%s / %s / %s", fmtDur(r.p50), fmtDur(r.p99), fmtDur(r.maxL))},
-		{"reads slower than 50 ms", fmt.Sprint(r.slow)},
-		{"reads in flight when the first (cold) login answered: they waited for it", fmtInt(r.coldWaiters)},
-		{"reads in flight when a rotation login answered", fmt.Sprintf("%s, %.1f per rotation", fmtInt(len(r.waited)),
-			float64(len(r.waited))/math.Max(float64(r.stats.LoginAttempts-1), 1))},
-		{"their latency p50 / p99 / max", fmt.Sprintf("%s / %s / %s", fmtDur(pctOf(r.waited, 0.5)), fmtDur(pctOf(r.waited, 0.99)), fmtDur(pctOf(r.waited, 1)))},
-		{"the other reads' latency p50 / p99 / max", fmt.Sprintf("%s / %s / %s", fmtDur(pctOf(r.others, 0.5)), fmtDur(pctOf(r.others, 0.99)), fmtDur(pctOf(r.others, 1)))},
-	}
-	if r.firstErr != "" {
-		rows = append(rows, []string{"first error", r.firstErr})
-	}
-	b.WriteString(table([]string{"", "value"}, rows))
-	fmt.Fprintf(&b, "\nA read that finds its role's token inside the refresh window gets that token at once, and the login runs on\n"+
-		"its own (the fake upstream answers a login in %s here, the real one in whatever it takes, bounded by\n"+
-		"`request_timeout`): no read waits for a rotation. The reads in flight when a rotation login answered merely\n"+
-		"overlapped it: compare their latency with the others'.\n",
-		opts.upstreamLatency)
-	fmt.Fprintf(&b, "\nThe same workload under the anti-patterns of the README (a login per request, per worker, in a retry loop), computed from this run's own counts:\n\n")
-	arows := [][]string{
-		{"this plugin (measured)", fmt.Sprint(r.stats.LoginAttempts), fmt.Sprintf("%.1f", perMin(float64(r.stats.LoginAttempts))), "1×"},
-		{"a login per read (reads made)", fmtInt(reads), fmt.Sprintf("%.0f", perMin(float64(reads))),
-			fmt.Sprintf("%.0f×", float64(reads)/math.Max(float64(r.stats.LoginAttempts), 1))},
-		{fmt.Sprintf("a login per client process (%d clients, each keeping its own token on the same schedule: clients × ⌈ideal⌉)", r.clients),
-			fmt.Sprintf("%.0f", perProcess), fmt.Sprintf("%.1f", perMin(perProcess)),
-			fmt.Sprintf("%.0f×", perProcess/math.Max(float64(r.stats.LoginAttempts), 1))},
-	}
-	b.WriteString(table([]string{"who logs in", "logins", "per minute (budget: 10 per user)", "vs the plugin"}, arows))
-	fmt.Fprintf(&b, "\nA login per read would have been refused (429, then blocked) after its first 10 logins of each minute. With the\n"+
-		"real 24-hour tokens and the default `refresh_before` of 1 h the plugin logs in once per 23 h per role, whatever the\n"+
-		"number of clients or reads.\n")
-	return section{order: 30, title: "Logins", body: b.String()}
+	return fmtDur(l.Quantile(0.5)) + " / " + fmtDur(l.Quantile(0.99)) + " / " + fmtDur(l.Max)
 }

@@ -1,182 +1,273 @@
-// Command bench measures the iadvize secrets engine on a real Vault: read
-// throughput and latency of creds/ and static-creds/ against two references on
-// the same server (a KV version 1 read, and a do-nothing external plugin), what
-// leases cost, how many logins reach upstream, the plugin's memory with many
-// roles, and, in process, where a read's time and allocations go.
-//
-//	go run ./cmd/bench -out BENCHMARKS.md   # what `make bench` runs
-//	go run ./cmd/bench -quick               # a shorter run (2-minute login run)
-//
-// It starts its own Vault servers (VAULT_BIN, else the one scripts/vault.sh
-// cached) with the plugin (PLUGIN_BIN, else built) and the do-nothing plugin
-// (NOOP_PLUGIN_BIN, else built), and a fake upstream in process, all on
-// loopback; it stops them when it ends. It never prints a token or a password.
+// Command bench measures the iadvize secrets engine on a real Vault (`make
+// bench` runs `go run ./cmd/bench -out BENCHMARKS.md`): reads of creds/ and
+// static-creds/ against a KV read and a do-nothing plugin on the same server,
+// what leases cost, the logins that reach upstream, the plugin's memory with
+// many roles, and in process (`go test -bench`) where a read's time goes. It
+// starts its own Vault servers (VAULT_BIN, PLUGIN_BIN, NOOP_PLUGIN_BIN, else
+// built) and a fake upstream, on loopback. It never prints a token or a password.
 package main
 
 import (
 	"flag"
 	"fmt"
-	"github.com/iadvize/vault-plugin-secrets-iadvize/internal/vaulttest"
 	"os"
+	"os/exec"
 	"runtime"
 	"slices"
 	"strings"
-	"sync"
 	"time"
+
+	"golang.org/x/text/language"
+	"golang.org/x/text/message"
+
+	"github.com/iadvize/vault-plugin-secrets-iadvize/internal/vaulttest"
 )
 
 // options are the command-line flags.
 type options struct {
-	out             string
-	quick           bool
-	duration        time.Duration // the long login run
-	rounds          int
-	cell            time.Duration // one measurement of one path at one concurrency
-	leaseReads      int
-	roles           int
-	rolesPerMount   int
-	writeBudget     time.Duration // for writing the roles of the memory run
-	upstreamLatency time.Duration
-	loginClients    int
-	loginInterval   time.Duration
-	phases          map[string]bool
-	verbose         bool
-	keepBefore      bool
+	out                       string
+	duration, cell            time.Duration // the long login run; one throughput measurement
+	rounds, leaseReads, roles int
+	phases                    map[string]bool
+	verbose                   bool
 }
+
+// The fake upstream's time to answer a login, and the long login run's clients
+// and mean time between two reads of one client.
+const (
+	upstreamLatency = 100 * time.Millisecond
+	loginClients    = 16
+	loginInterval   = 100 * time.Millisecond
+)
 
 var allPhases = []string{"throughput", "leases", "logins", "scale", "profile"}
 
-func parseFlags(args []string) (options, error) {
-	var o options
-	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
-	fs.StringVar(&o.out, "out", "", "write the report (markdown) to this file as well as stdout")
-	fs.BoolVar(&o.quick, "quick", false, "shorter run: 2-minute login run, 3 rounds, 2,000 leases and roles")
-	fs.DurationVar(&o.duration, "duration", 10*time.Minute, "duration of the run with 30-second tokens (-quick: 2m)")
-	fs.IntVar(&o.rounds, "rounds", 5, "interleaved rounds of every throughput measurement (-quick: 3)")
-	fs.DurationVar(&o.cell, "cell", 3*time.Second, "duration of one throughput measurement (-quick: 1.5s)")
-	fs.IntVar(&o.leaseReads, "leases", 10000, "reads of creds/ (and of static-creds/) in the lease cost run (-quick: 2000)")
-	fs.IntVar(&o.roles, "roles", 10000, "roles holding tokens in the memory run (-quick: 2000)")
-	fs.IntVar(&o.rolesPerMount, "roles-per-mount", 0, "roles per mount in the memory run (0: all in one mount)")
-	fs.DurationVar(&o.writeBudget, "write-budget", 5*time.Minute, "time allowed for writing the roles of the memory run (-quick: 2m); the run goes on with the roles written")
-	fs.DurationVar(&o.upstreamLatency, "upstream-latency", 100*time.Millisecond, "time the fake upstream takes to answer a login")
-	fs.IntVar(&o.loginClients, "login-clients", 16, "clients of the run with 30-second tokens")
-	fs.DurationVar(&o.loginInterval, "login-interval", 100*time.Millisecond, "mean time between two reads of one client in that run")
-	phases := fs.String("phases", strings.Join(allPhases, ","), "phases to run")
-	fs.BoolVar(&o.verbose, "v", false, "log the harness's details")
-	fs.BoolVar(&o.keepBefore, "keep-before", true, "keep the \"before\" profile section of the -out file when it was measured on other code; this run's becomes the \"after\"")
-	if err := fs.Parse(args); err != nil {
-		return o, err
-	}
-	set := map[string]bool{}
-	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
-	if o.quick {
-		if !set["duration"] {
-			o.duration = 2 * time.Minute
-		}
-		if !set["rounds"] {
-			o.rounds = 3
-		}
-		if !set["cell"] {
-			o.cell = 1500 * time.Millisecond
-		}
-		if !set["leases"] {
-			o.leaseReads = 2000
-		}
-		if !set["roles"] {
-			o.roles = 2000
-		}
-		if !set["write-budget"] {
-			o.writeBudget = 2 * time.Minute
-		}
-	}
-	if o.rolesPerMount == 0 || o.rolesPerMount > o.roles {
-		o.rolesPerMount = o.roles
-	}
-	o.phases = map[string]bool{}
-	for _, p := range strings.Split(*phases, ",") {
-		p = strings.TrimSpace(p)
-		if p == "" {
-			continue
-		}
-		if !slices.Contains(allPhases, p) {
-			return o, fmt.Errorf("unknown phase %q (have %s)", p, strings.Join(allPhases, ", "))
-		}
-		o.phases[p] = true
-	}
-	if o.rounds < 1 || o.cell <= 0 || o.duration <= 0 || o.leaseReads < 1 || o.roles < 10 || o.rolesPerMount < 1 || o.writeBudget <= 0 ||
-		o.loginClients < 1 || o.loginInterval <= 0 {
-		return o, fmt.Errorf("rounds, cell, duration, leases, login-clients and login-interval must be positive, roles at least 10")
-	}
-	return o, nil
-}
-
-var (
-	startTime = time.Now()
-	logMu     sync.Mutex
-)
+var startTime = time.Now()
 
 // logf prints progress to stderr.
 func logf(format string, args ...any) {
-	logMu.Lock()
-	defer logMu.Unlock()
 	fmt.Fprintf(os.Stderr, "[%6.1fs] %s\n", time.Since(startTime).Seconds(), fmt.Sprintf(format, args...))
 }
 
 func main() {
-	opts, err := parseFlags(os.Args[1:])
-	if err != nil {
-		if err == flag.ErrHelp {
-			os.Exit(0)
+	var o options
+	flag.StringVar(&o.out, "out", "", "write the report (markdown) to this file as well as stdout")
+	flag.DurationVar(&o.duration, "duration", 10*time.Minute, "duration of the run with 30-second tokens")
+	flag.IntVar(&o.rounds, "rounds", 5, "interleaved rounds of every throughput measurement")
+	flag.DurationVar(&o.cell, "cell", 3*time.Second, "duration of one throughput measurement")
+	flag.IntVar(&o.leaseReads, "leases", 10000, "reads of creds/ (and of static-creds/) in the lease cost run")
+	flag.IntVar(&o.roles, "roles", 10000, "roles holding tokens in the memory run")
+	phases := flag.String("phases", strings.Join(allPhases, ","), "phases to run")
+	flag.BoolVar(&o.verbose, "v", false, "log the harness's details")
+	flag.Parse()
+	o.phases = map[string]bool{}
+	for _, p := range strings.Split(*phases, ",") {
+		o.phases[p] = slices.Contains(allPhases, p)
+		if !o.phases[p] || o.rounds < 1 || o.cell <= 0 || o.duration <= 0 || o.leaseReads < 1 || o.roles < 10 {
+			fmt.Fprintf(os.Stderr, "phases are among %s; rounds, cell, duration and leases are positive, roles at least 10\n", allPhases)
+			os.Exit(2)
 		}
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(2)
 	}
-	vaulttest.RunProgram(opts.verbose, func(t *vaulttest.Program) int { return run(t, opts) })
+	vaulttest.RunProgram(o.verbose, func(t *vaulttest.Program) int { return run(t, o) })
 }
 
 // run runs the phases and writes the report; it returns the exit code.
 func run(t *vaulttest.Program, opts options) int {
-	rep := newReport(opts)
-	bins := findBinaries(t)
-	rep.vaultVersion = vaultVersion(bins.vault)
-	rep.source = sourceState(t)
-
+	pluginDir = pluginDirOf(t)
+	rep := &report{opts: opts, started: time.Now(), vaultVersion: vaultVersion(vaulttest.VaultBin(t)), source: sourceState(t)}
 	var menv *mainEnv
 	if opts.phases["throughput"] || opts.phases["logins"] {
-		menv = setupMain(t, bins, opts)
+		menv = setupMain(t)
 	}
 	if opts.phases["throughput"] {
 		rep.add(throughputPhase(menv, opts))
 	}
-	// In process: run while nothing else runs in this process.
-	if opts.phases["profile"] {
+	if opts.phases["profile"] { // before the long run: nothing else runs meanwhile
 		rep.add(profilePhase(t, opts))
 	}
-	var long *longRun
+	var long func(cold string) section
 	if opts.phases["logins"] {
 		// The long run is light (a few dozen reads a second); it runs while the
 		// phases below do, on its own mount and its own fake upstream.
-		long = startLongRun(t, menv, opts)
+		long = startLongRun(t, menv, opts.duration)
 	}
 	if opts.phases["leases"] {
-		rep.add(leasePhase(t, bins, opts))
+		rep.add(leasePhase(t, opts))
 	}
-	var cold section
+	var cold string
 	if opts.phases["logins"] {
-		cold = coldPhase(t, menv, opts)
+		cold = coldPhase(menv)
 	}
 	if opts.phases["scale"] {
-		rep.add(scalePhase(t, bins, opts))
+		rep.add(scalePhase(t, opts))
 	}
 	if long != nil {
-		rep.add(loginSection(cold, long.wait(), opts))
+		rep.add(long(cold))
 	}
-	rep.sortSections()
 	if err := rep.write(opts.out); err != nil {
 		t.Fatalf("writing %s: %v", opts.out, err)
 	}
 	return 0
 }
 
-// numCPU is reported with every result: the numbers only compare within a run.
-func numCPU() int { return runtime.NumCPU() }
+// section is one part of the report; the one titled profileTitle is
+// "before" or "after" (see write).
+type section struct {
+	order       int
+	title, body string // body: markdown
+}
+
+// profileTitle is the title of the profile section, followed by " (before)" or
+// " (after)" in the file.
+const profileTitle = "Profile of the read path"
+
+// keptTitles are the sections of the report that other commands write (each
+// names its command): a run keeps them as they are.
+var keptTitles = []string{"Capacity on the injected clock"}
+
+type report struct {
+	opts                 options
+	started              time.Time
+	vaultVersion, source string // source: the plugin's commit and uncommitted changes
+	sections             []section
+}
+
+func (r *report) add(s section) {
+	r.sections = append(r.sections, s)
+	fmt.Printf("\n## %s\n\n%s\n", s.title, s.body) // each section as soon as it is measured
+}
+
+func vaultVersion(bin string) string {
+	out, _ := exec.Command(bin, "version").Output()
+	if f := strings.Fields(string(out)); len(f) >= 2 {
+		return f[0] + " " + strings.TrimSuffix(f[1], ",")
+	}
+	return "Vault (unknown version)"
+}
+
+func (r *report) header() string {
+	cmd := strings.TrimSpace("go run ./cmd/bench " + strings.Join(os.Args[1:], " "))
+	if os.Getenv("MAKELEVEL") != "" {
+		cmd = "make bench, which runs " + cmd
+	}
+	load, _ := os.ReadFile("/proc/loadavg")
+	return fmt.Sprintf("# Benchmarks on a real Vault\n\nWritten by `cmd/bench`; do not edit by hand, run it again. The sections it keeps from an earlier file\n"+
+		"(%s) are written from `go test -bench` runs and name their command.\n\n"+
+		"- Command: `%s`\n- Date: %s (took %s)\n"+
+		"- Machine: %d cores (runtime.NumCPU), %s/%s, load average at the end %s; shared with other work, so absolute\n"+
+		"  numbers are noisy: compare the ratios, measured side by side in the same run\n- Plugin measured: %s\n"+
+		"- %s, bench built with %s; upstream: in-process fake iAdvize on loopback answering logins in %s\n"+
+		"- Settings: %d rounds of %s per measurement; %d-read lease run; %d roles in the memory run; %s run with 30-second tokens\n",
+		strings.Join(keptTitles, ", "), cmd, r.started.UTC().Format("2006-01-02 15:04 MST"), time.Since(r.started).Round(time.Second),
+		runtime.NumCPU(), runtime.GOOS, runtime.GOARCH, strings.Join(strings.Fields(string(load) + " ? ? ?")[:3], " "), r.source,
+		r.vaultVersion, runtime.Version(), upstreamLatency, r.opts.rounds, r.opts.cell, r.opts.leaseReads, r.opts.roles, r.opts.duration)
+}
+
+// write writes the report, sections in their order. The profile section is
+// the "before" of the code being changed: when the file already holds a
+// "before" profile measured on other code, it is kept, and this run's profile
+// becomes the "after" (remove the file to start again). The sections of
+// keptTitles are copied from the old file.
+func (r *report) write(path string) error {
+	if path == "" {
+		return nil
+	}
+	old, _ := os.ReadFile(path)
+	before := previousBefore(string(old), r.source)
+	slices.SortStableFunc(r.sections, func(a, b section) int { return a.order - b.order })
+	var b strings.Builder
+	b.WriteString(r.header())
+	for _, s := range r.sections {
+		title := s.title
+		if s.title == profileTitle && before != "" {
+			title += " (after)"
+		} else if s.title == profileTitle {
+			title += " (before)"
+		}
+		fmt.Fprintf(&b, "\n## %s\n\n%s\n", title, strings.TrimRight(s.body, "\n"))
+		if s.title == profileTitle && before != "" {
+			b.WriteString("\n" + before)
+		}
+	}
+	for _, title := range keptTitles {
+		if sec := sectionOf(string(old), title); sec != "" {
+			b.WriteString("\n" + sec)
+		}
+	}
+	logf("writing %s", path)
+	return os.WriteFile(path, []byte(b.String()), 0o644)
+}
+
+// sectionOf returns the section of a report with this title, up to the next
+// section, ending with one newline; "" when there is none.
+func sectionOf(doc, title string) string {
+	head := "## " + title + "\n"
+	_, sec, ok := strings.Cut(doc, head)
+	if !ok {
+		return ""
+	}
+	sec, _, _ = strings.Cut(sec, "\n## ")
+	return head + strings.TrimRight(sec, "\n") + "\n"
+}
+
+// previousBefore returns the "before" profile section of an earlier report,
+// saying the code and date it measured, unless it measured the same code as
+// this run (source) or there is none.
+func previousBefore(old, source string) string {
+	sec := sectionOf(old, profileTitle+" (before)")
+	if sec != "" && !strings.Contains(sec, "\nMeasured on ") { // written by the last run: say what it measured
+		field := func(name string) string {
+			_, v, _ := strings.Cut(old, "\n- "+name+": ")
+			v, _, _ = strings.Cut(v, "\n")
+			return v
+		}
+		date, _, _ := strings.Cut(field("Date"), " (took")
+		head, body, _ := strings.Cut(sec, "\n")
+		sec = head + "\n\nMeasured on " + date + ", plugin at " + field("Plugin measured") + ".\n\n" + strings.TrimLeft(body, "\n")
+	}
+	if strings.Contains(sec, "plugin at "+source+".") {
+		return ""
+	}
+	return sec
+}
+
+// table renders a markdown table, the first column left-aligned, the others
+// right-aligned.
+func table(head []string, rows [][]string) string {
+	var b strings.Builder
+	b.WriteString("| " + strings.Join(head, " | ") + " |\n|---" + strings.Repeat("|--:", len(head)-1) + "|\n")
+	for _, row := range rows {
+		b.WriteString("| " + strings.Join(row, " | ") + " |\n")
+	}
+	return b.String()
+}
+
+// fmtDur prints a latency with three significant digits.
+func fmtDur(d time.Duration) string {
+	switch {
+	case d >= time.Second:
+		return fmt.Sprintf("%.2f s", d.Seconds())
+	case d >= time.Millisecond:
+		return fmt.Sprintf("%.2f ms", float64(d)/float64(time.Millisecond))
+	}
+	return fmt.Sprintf("%.0f µs", float64(d)/float64(time.Microsecond))
+}
+
+func fmtBytes(n int64) string {
+	switch a := max(n, -n); {
+	case a >= 10<<20:
+		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
+	case a >= 10<<10:
+		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
+	}
+	return fmt.Sprintf("%d B", n)
+}
+
+var english = message.NewPrinter(language.English)
+
+// fmtInt prints an integer with thousands separators.
+func fmtInt[T int | int64](n T) string { return english.Sprintf("%d", n) }
+
+// f0 and f2 print a float with no and with two decimals.
+func f0(x float64) string { return fmt.Sprintf("%.0f", x) }
+func f2(x float64) string { return fmt.Sprintf("%.2f", x) }

@@ -15,7 +15,7 @@ func TestReportKeepsSectionsWrittenByOtherCommands(t *testing.T) {
 	if err := os.WriteFile(path, []byte(old), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	r := newReport(options{})
+	r := &report{}
 	r.add(section{order: 30, title: "Logins", body: "new figures\n"})
 	if err := r.write(path); err != nil {
 		t.Fatal(err)

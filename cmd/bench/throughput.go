@@ -5,6 +5,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/hashicorp/vault/api"
+
 	"github.com/iadvize/vault-plugin-secrets-iadvize/internal/fakeiadvize"
 	"github.com/iadvize/vault-plugin-secrets-iadvize/internal/vaulttest"
 )
@@ -17,169 +19,120 @@ type mainEnv struct {
 	v     *vault
 	fake  *fake
 	token string // the clients' token: never printed
-	bins  binaries
 }
 
-func setupMain(t *vaulttest.Program, bins binaries, opts options) *mainEnv {
+func setupMain(t *vaulttest.Program) *mainEnv {
 	logf("starting the main Vault dev server")
-	v := startDev(t, bins)
-	f := startFake(t, fakeiadvize.Options{}, opts.upstreamLatency)
-	v.mountPlugin(t, "iadvize", vaulttest.PluginName)
-	v.mountPlugin(t, "noop", noopPluginName)
-	v.must(t, "POST", "sys/mounts/kv1", map[string]any{"type": "kv", "options": map[string]any{"version": "1"}}, nil)
-	v.configure(t, "iadvize", f, nil)
-	v.addRole(t, "iadvize", "app", f)
+	v := startVault(t, false)
+	f := startFake(t, fakeiadvize.Options{})
+	v.mountIadvize(t, "iadvize", f, nil, "app")
+	must(t, v.Client.Sys().Mount("noop", &api.MountInput{Type: noopPluginName}))
+	must(t, v.Client.Sys().Mount("kv1", &api.MountInput{Type: "kv", Options: map[string]string{"version": "1"}}))
 	token := v.benchToken(t, "iadvize/*", "iadvize-short/*", "kv1/*", "noop/*")
-
 	// The first read logs in; the KV secret then gets data of the same size.
-	var creds struct {
-		Data map[string]any `json:"data"`
+	creds, err := v.Client.Logical().Read("iadvize/static-creds/app")
+	if err != nil || creds == nil {
+		t.Fatalf("reading static-creds/app: %v", err)
 	}
-	v.must(t, "GET", "iadvize/static-creds/app", nil, &creds)
-	at, _ := creds.Data["access_token"].(string)
-	tt, _ := creds.Data["token_type"].(string)
-	et, _ := creds.Data["expire_time"].(string)
-	if at == "" || tt == "" || et == "" {
-		t.Fatalf("static-creds/app answered without access_token, token_type or expire_time")
+	data := map[string]any{}
+	for _, k := range []string{"access_token", "token_type", "expire_time"} {
+		if data[k], _ = creds.Data[k].(string); data[k] == "" {
+			t.Fatalf("static-creds/app answered without %s", k)
+		}
 	}
-	v.must(t, "POST", "kv1/app", map[string]any{
-		"access_token": strings.Repeat("k", len(at)), "token_type": tt, "expire_time": et,
-	}, nil)
-	return &mainEnv{t: t, v: v, fake: f, token: token, bins: bins}
+	data["access_token"] = strings.Repeat("k", len(data["access_token"].(string)))
+	_, err = v.Client.Logical().Write("kv1/app", data)
+	must(t, err)
+	return &mainEnv{t: t, v: v, fake: f, token: token}
 }
 
 // benchPath is one of the paths the throughput phase compares.
 type benchPath struct {
-	key, label, path string
-	plugin           string // the process that serves it besides Vault, "" for none
+	label, path string
+	plugin      string // the process that serves it besides Vault, "" for none
 }
 
+// throughputPaths: KV and noop, the references, are third and fourth.
 var throughputPaths = []benchPath{
-	{"creds", "`iadvize/creds/app` (leased)", "iadvize/creds/app", vaulttest.PluginName},
-	{"static", "`iadvize/static-creds/app`", "iadvize/static-creds/app", vaulttest.PluginName},
-	{"kv", "`kv1/app` (KV v1, reference)", "kv1/app", ""},
-	{"noop", "`noop/data/app` (do-nothing plugin, reference)", "noop/data/app", noopPluginName},
+	{"`iadvize/creds/app` (leased)", "iadvize/creds/app", vaulttest.PluginName},
+	{"`iadvize/static-creds/app`", "iadvize/static-creds/app", vaulttest.PluginName},
+	{"`kv1/app` (KV v1, reference)", "kv1/app", ""},
+	{"`noop/data/app` (do-nothing plugin, reference)", "noop/data/app", noopPluginName},
 }
 
-var concurrencies = []int{1, 8, 64}
+// cell is one measurement: a path read by conc clients.
+type cell struct {
+	benchPath
+	conc int
+}
+
+// cells are every path at every concurrency.
+func cells(paths []benchPath, concs ...int) (cs []cell) {
+	for _, c := range concs {
+		for _, p := range paths {
+			cs = append(cs, cell{p, c})
+		}
+	}
+	return cs
+}
 
 func throughputPhase(m *mainEnv, opts options) section {
-	ld := &loader{client: newHTTPClient(256), addr: m.v.Addr, token: m.token}
-	vpid := m.v.Pid()
+	ld := newLoader(m.v.Addr, m.token, 256)
+	measure := func(c cell) loadResult { // c.conc clients read c.path
+		return ld.attack(attack{paths: []string{c.path}, conc: c.conc, d: opts.cell, vaultPid: m.v.Pid(), pluginPid: m.v.pluginPid(c.plugin)})
+	}
 	leases0, heap0 := m.v.leaseCount(m.t, "iadvize/creds/app/"), m.v.liveHeap()
-
 	logf("throughput: warming up")
 	for _, p := range throughputPaths {
-		r := ld.run([]string{p.path}, 8, time.Second, 0, 0)
-		if r.Errors > 0 {
+		if r := ld.attack(attack{paths: []string{p.path}, conc: 8, d: time.Second}); r.Errors > 0 {
 			m.t.Fatalf("%s: %d of %d reads failed (first: %s)", p.path, r.Errors, r.Reads+r.Errors, r.FirstErr)
 		}
 	}
-
-	res := map[string]map[int][]loadResult{}
-	for _, p := range throughputPaths {
-		res[p.key] = map[int][]loadResult{}
-	}
-	for round := range opts.rounds {
-		for _, c := range concurrencies {
-			// Each round starts with another path, so that none always runs first.
-			for i := range throughputPaths {
-				p := throughputPaths[(i+round)%len(throughputPaths)]
-				r := ld.run([]string{p.path}, c, opts.cell, vpid, m.v.pluginPid(p.plugin))
-				res[p.key][c] = append(res[p.key][c], r)
-			}
-		}
-		logf("throughput: round %d/%d done (creds/ at 8 clients: %.0f reads/s)", round+1, opts.rounds, res["creds"][8][round].rate())
-	}
+	cs := cells(throughputPaths, 1, 8, 64)
+	res := interleave("throughput", opts.rounds, cs, measure)
 	leases1, heap1 := m.v.leaseCount(m.t, "iadvize/creds/app/"), m.v.liveHeap()
-	experiment := replicationStateExperiment(m, ld, opts)
 
 	var b strings.Builder
-	fmt.Fprintf(&b, "Reads of one role's token by N concurrent clients (plain `net/http`, keep-alive, `X-Vault-Token` of a\n"+
-		"non-root token with a policy), each measurement %s long, %d interleaved rounds (each path once per round and\n"+
-		"concurrency, the starting path rotating). Every figure is the median over the rounds; a ratio is computed within\n"+
-		"each round (the two paths measured seconds apart on the same server) and then its median taken. \"×KV\" is\n"+
-		"reads/s of the path divided by reads/s of the KV read; above 1 is faster. CPU columns: CPU time of the Vault\n"+
-		"process and of the plugin process during the measurement divided by the reads (/proc, 10 ms ticks).\n\n",
+	fmt.Fprintf(&b, "Reads of one role's token by N concurrent clients (vegeta, keep-alive, `X-Vault-Token` of a non-root\n"+
+		"token with a policy), each measurement %s long, %d interleaved rounds. Every figure is the median over the\n"+
+		"rounds; a ratio is computed within each round, then its median taken. \"×KV\": reads/s ÷ the KV read's; above 1\n"+
+		"is faster. CPU: of the Vault process and of the plugin process during the measurement ÷ reads (/proc, 10 ms ticks).\n\n",
 		opts.cell, opts.rounds)
-	head := []string{"path", "clients", "reads/s", "p50", "p99", "×KV", "×noop", "Vault CPU µs/read", "plugin CPU µs/read", "bytes/read", "errors"}
 	var rows [][]string
-	for _, c := range concurrencies {
-		for _, p := range throughputPaths {
-			rs := res[p.key][c]
-			var rates, vsKV, vsNoop, vcpu, pcpu []float64
-			var p50s, p99s []time.Duration
-			errs, reads := 0, 0
-			var bytes int64
-			for i, r := range rs {
-				rates = append(rates, r.rate())
-				vsKV = append(vsKV, r.rate()/res["kv"][c][i].rate())
-				vsNoop = append(vsNoop, r.rate()/res["noop"][c][i].rate())
-				vcpu = append(vcpu, r.perRead(r.VaultCPU))
-				pcpu = append(pcpu, r.perRead(r.PluginCPU))
-				p50s = append(p50s, r.pct(0.50))
-				p99s = append(p99s, r.pct(0.99))
-				errs += r.Errors
-				reads += r.Reads
-				bytes += r.Bytes
-			}
-			plug := fmt.Sprintf("%.0f", median(pcpu))
-			if p.plugin == "" {
-				plug = "–"
-			}
-			rows = append(rows, []string{p.label, fmt.Sprint(c), fmt.Sprintf("%.0f", median(rates)),
-				fmtDur(medianDur(p50s)), fmtDur(medianDur(p99s)),
-				fmt.Sprintf("%.2f", median(vsKV)), fmt.Sprintf("%.2f", median(vsNoop)),
-				fmt.Sprintf("%.0f", median(vcpu)), plug, fmt.Sprint(bytes / int64(max(reads+errs, 1))), fmt.Sprint(errs)})
+	for i, c := range cs {
+		rs, ref := res[i], i-i%len(throughputPaths)
+		var bytes uint64
+		var n, errs int
+		for _, r := range rs {
+			bytes, n, errs = bytes+r.Bytes, n+r.Reads+r.Errors, errs+r.Errors
 		}
+		plug := f0(rs.med(loadResult.pluginCPU))
+		if c.plugin == "" {
+			plug = "–"
+		}
+		rows = append(rows, []string{c.label, fmt.Sprint(c.conc), f0(rs.med(loadResult.rate)), rs.dur(loadResult.p50), rs.dur(loadResult.p99),
+			f2(rs.vs(res[ref+2])), f2(rs.vs(res[ref+3])), f0(rs.med(loadResult.vaultCPU)), plug, fmt.Sprint(bytes / uint64(max(n, 1))), fmt.Sprint(errs)})
 	}
-	b.WriteString(table(head, rows))
-	fmt.Fprintf(&b, "\nDuring this phase the creds/ reads created %s leases on this (in-memory) dev server (%s → %s live\n"+
-		"leases under `iadvize/creds/app/`); Vault's live heap (after a forced GC) went from %s to %s, %s per lease.\n"+
-		"static-creds/, KV and the noop plugin create none.\n", fmtInt(leases1-leases0), fmtInt(leases0), fmtInt(leases1),
-		fmtBytes(heap0), fmtBytes(heap1), fmtBytes((heap1-heap0)/int64(max(leases1-leases0, 1))))
-	b.WriteString(experiment)
-	return section{order: 10, title: "Read throughput and latency", body: b.String()}
-}
+	b.WriteString(table([]string{"path", "clients", "reads/s", "p50", "p99", "×KV", "×noop", "Vault CPU µs/read", "plugin CPU µs/read", "bytes/read", "errors"}, rows))
+	fmt.Fprintf(&b, "\nThe creds/ reads created %s leases on this (in-memory) dev server (%s → %s under `iadvize/creds/app/`);\n"+
+		"Vault's live heap (after a forced GC) went from %s to %s, %s per lease. The other paths create none.\n",
+		fmtInt(leases1-leases0), fmtInt(leases0), fmtInt(leases1), fmtBytes(heap0), fmtBytes(heap1), fmtBytes((heap1-heap0)/int64(max(leases1-leases0, 1))))
 
-// replicationStateExperiment compares the do-nothing plugin's data/ (a path
-// with Operations) with its legacy/ (the same through Callbacks), which differ
-// only by the ReplicationState call the framework makes for the former: in a
-// plugin process, a gRPC round trip back to Vault on every request.
-func replicationStateExperiment(m *mainEnv, ld *loader, opts options) string {
+	// The do-nothing plugin's data/ (Operations) and legacy/ (Callbacks) differ
+	// only by the ReplicationState call the framework makes for the former.
 	logf("throughput: the framework's ReplicationState call")
-	paths := []string{"noop/data/app", "noop/legacy/app"}
-	res := map[string]map[int][]loadResult{paths[0]: {}, paths[1]: {}}
-	concs := []int{1, 8}
-	pid := m.v.pluginPid(noopPluginName)
-	for round := range opts.rounds {
-		for _, c := range concs {
-			for i := range paths {
-				p := paths[(i+round)%len(paths)]
-				res[p][c] = append(res[p][c], ld.run([]string{p}, c, opts.cell, m.v.Pid(), pid))
-			}
-		}
-	}
-	var rows [][]string
-	for _, c := range concs {
-		var ratio, vcpu0, vcpu1, pcpu0, pcpu1 []float64
-		var p50a, p50b []time.Duration
-		for i := range res[paths[0]][c] {
-			a, b := res[paths[0]][c][i], res[paths[1]][c][i]
-			ratio = append(ratio, b.rate()/a.rate())
-			vcpu0, vcpu1 = append(vcpu0, a.perRead(a.VaultCPU)), append(vcpu1, b.perRead(b.VaultCPU))
-			pcpu0, pcpu1 = append(pcpu0, a.perRead(a.PluginCPU)), append(pcpu1, b.perRead(b.PluginCPU))
-			p50a, p50b = append(p50a, a.pct(0.5)), append(p50b, b.pct(0.5))
-		}
-		rows = append(rows, []string{fmt.Sprint(c), fmt.Sprintf("%.2f", median(ratio)),
-			fmtDur(medianDur(p50a)) + " / " + fmtDur(medianDur(p50b)),
-			fmt.Sprintf("%.0f / %.0f", median(vcpu0), median(vcpu1)), fmt.Sprintf("%.0f / %.0f", median(pcpu0), median(pcpu1))})
-	}
-	var b strings.Builder
+	cs = cells([]benchPath{{"data", "noop/data/app", noopPluginName}, {"legacy", "noop/legacy/app", noopPluginName}}, 1, 8)
+	res = interleave("ReplicationState", opts.rounds, cs, measure)
 	fmt.Fprintf(&b, "\n**The sdk's per-request ReplicationState call.** For every request to a path declared with `Operations`,\n"+
-		"`framework.(*Backend).HandleRequest` asks `b.System().ReplicationState()`, which in a plugin process is a gRPC\n"+
-		"call back to Vault. The do-nothing plugin answers the same data at `noop/data/` (Operations) and `noop/legacy/`\n"+
-		"(the deprecated Callbacks map, which skips that call); %d interleaved rounds of %s:\n\n", opts.rounds, opts.cell)
+		"`framework.(*Backend).HandleRequest` asks `b.System().ReplicationState()`, in a plugin process a gRPC call back to\n"+
+		"Vault. The do-nothing plugin answers the same data at `noop/data/` (Operations) and `noop/legacy/` (the deprecated\n"+
+		"Callbacks map, which skips that call); %d interleaved rounds of %s:\n\n", opts.rounds, opts.cell)
+	rows = nil
+	for i := 0; i < len(cs); i += 2 {
+		d, l := res[i], res[i+1]
+		rows = append(rows, []string{fmt.Sprint(cs[i].conc), f2(l.vs(d)), d.dur(loadResult.p50) + " / " + l.dur(loadResult.p50),
+			f0(d.med(loadResult.vaultCPU)) + " / " + f0(l.med(loadResult.vaultCPU)), f0(d.med(loadResult.pluginCPU)) + " / " + f0(l.med(loadResult.pluginCPU))})
+	}
 	b.WriteString(table([]string{"clients", "reads/s legacy ÷ data", "p50 data / legacy", "Vault CPU µs/read data / legacy", "plugin CPU µs/read data / legacy"}, rows))
-	return b.String()
+	return section{order: 10, title: "Read throughput and latency", body: b.String()}
 }
