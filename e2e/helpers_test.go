@@ -380,22 +380,7 @@ func (e *env) tokenWithPolicy(name, rules string, noDefault bool) string {
 func (e *env) startFileVault(pluginDir string) (unsealKey, rootToken string) {
 	t := e.t
 	t.Helper()
-	dir := t.TempDir()
-	port := vaulttest.FreePort(t)
-	addr := fmt.Sprintf("127.0.0.1:%d", port)
-	hcl := fmt.Sprintf(`
-storage "file" {
-  path = %q
-}
-listener "tcp" {
-  address     = %q
-  tls_disable = true
-}
-plugin_directory = %q
-disable_mlock    = true
-api_addr         = "http://%s"
-`, filepath.Join(dir, "data"), addr, pluginDir, addr)
-	e.vault = vaulttest.Start(t, vaulttest.Options{ConfigHCL: hcl, PluginDir: pluginDir, Port: port, LogLevel: "debug"})
+	e.vault, _ = vaulttest.StartFileStorage(t, vaulttest.Options{PluginDir: pluginDir, LogLevel: "debug"})
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("vault log (tail, redacted):\n%s", tail(e.secrets.redact(e.vault.Log()), 6000))

@@ -69,10 +69,7 @@ func startVault(t vaulttest.TB, fileStorage bool) *vault {
 	if !fileStorage {
 		return &vault{Server: vaulttest.Start(t, vaulttest.Options{Dev: true, PluginDir: pluginDir, LogLevel: "warn"})}
 	}
-	data, port := filepath.Join(t.TempDir(), "data"), vaulttest.FreePort(t)
-	hcl := fmt.Sprintf("storage \"file\" { path = %q }\nlistener \"tcp\" {\n  address = \"127.0.0.1:%d\"\n  tls_disable = true\n}\n"+
-		"plugin_directory = %q\napi_addr = \"http://127.0.0.1:%[2]d\"\ndisable_mlock = true\n", data, port, pluginDir)
-	s := vaulttest.Start(t, vaulttest.Options{ConfigHCL: hcl, PluginDir: pluginDir, Port: port, LogLevel: "warn"})
+	s, data := vaulttest.StartFileStorage(t, vaulttest.Options{PluginDir: pluginDir, LogLevel: "warn"})
 	s.InitAndUnseal()
 	s.RegisterPlugin()
 	return &vault{Server: s, dataDir: data}
