@@ -74,24 +74,19 @@ func newMount(tb testing.TB, roles int, measureHeap bool) *mount {
 		_ = json.NewEncoder(w).Encode(map[string]any{"access_token": fmt.Sprintf("%043d", rand.Int64()), "expires_in": 86400, "token_type": "Bearer"})
 	}))
 	m.close = srv.Close // left open in benchmarks: the mounts live as long as the process
-	must := func(err error) {
-		if err != nil {
-			tb.Fatal(err)
-		}
-	}
 	var err error
 	m.b, err = iadvize.Factory(context.Background(), &logical.BackendConfig{Logger: hclog.NewNullLogger(), StorageView: m.storage,
 		System: &logical.StaticSystemView{DefaultLeaseTTLVal: 768 * time.Hour, MaxLeaseTTLVal: 768 * time.Hour}})
-	must(err)
-	must(m.handle(logical.CreateOperation, "config", map[string]any{"token_url": srv.URL + "/oauth2/token", "verify_url": srv.URL + "/_authenticated",
+	must(tb, err)
+	must(tb, m.handle(logical.CreateOperation, "config", map[string]any{"token_url": srv.URL + "/oauth2/token", "verify_url": srv.URL + "/_authenticated",
 		"logins_per_minute": 1_000_000, "user_logins_per_minute": 10}))
 	for i := range roles {
-		must(m.handle(logical.CreateOperation, fmt.Sprintf("roles/r%d", i), map[string]any{"username": fmt.Sprintf("svc-r%d", i), "password": "pw"}))
+		must(tb, m.handle(logical.CreateOperation, fmt.Sprintf("roles/r%d", i), map[string]any{"username": fmt.Sprintf("svc-r%d", i), "password": "pw"}))
 	}
 	h0 := liveHeap()
 	m.storage.dropTokens.Store(measureHeap)
 	for i := range roles {
-		must(m.handle(logical.ReadOperation, fmt.Sprintf("static-creds/r%d", i), nil))
+		must(tb, m.handle(logical.ReadOperation, fmt.Sprintf("static-creds/r%d", i), nil))
 	}
 	m.storage.dropTokens.Store(false)
 	if measureHeap {

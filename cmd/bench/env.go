@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"maps"
 	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
@@ -170,9 +171,7 @@ func startFake(t vaulttest.TB, opts fakeiadvize.Options) *fake {
 func (v *vault) mountIadvize(t vaulttest.TB, mount string, f *fake, extra map[string]any, roles ...string) {
 	must(t, v.Client.Sys().Mount(mount, &api.MountInput{Type: vaulttest.PluginName}))
 	cfg := map[string]any{"token_url": f.url + "/oauth2/token", "verify_url": f.url + "/_authenticated"}
-	for k, x := range extra {
-		cfg[k] = x
-	}
+	maps.Copy(cfg, extra)
 	_, err := v.Client.Logical().Write(mount+"/config", cfg)
 	must(t, err)
 	for _, r := range roles {
@@ -244,12 +243,9 @@ func (r loadResult) p50() float64  { return float64(r.Lat.Quantile(0.50)) }
 func (r loadResult) p99() float64  { return float64(r.Lat.Quantile(0.99)) }
 
 // vaultCPU and pluginCPU are the processes' CPU time per read, in µs.
-func (r loadResult) vaultCPU() float64 {
-	return float64(r.VaultCPU.Microseconds()) / float64(max(r.Reads, 1))
-}
-func (r loadResult) pluginCPU() float64 {
-	return float64(r.PluginCPU.Microseconds()) / float64(max(r.Reads, 1))
-}
+func (r loadResult) vaultCPU() float64  { return usPer(r.VaultCPU, r.Reads) }
+func (r loadResult) pluginCPU() float64 { return usPer(r.PluginCPU, r.Reads) }
+func usPer(d time.Duration, n int) float64 { return float64(d.Microseconds()) / float64(max(n, 1)) }
 
 // rounds are one measurement's results, one per interleaved round.
 type rounds []loadResult

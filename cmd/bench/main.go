@@ -29,7 +29,6 @@ type options struct {
 	duration, cell            time.Duration // the long login run; one throughput measurement
 	rounds, leaseReads, roles int
 	phases                    map[string]bool
-	verbose                   bool
 }
 
 // The fake upstream's time to answer a login, and the long login run's clients
@@ -58,7 +57,6 @@ func main() {
 	flag.IntVar(&o.leaseReads, "leases", 10000, "reads of creds/ (and of static-creds/) in the lease cost run")
 	flag.IntVar(&o.roles, "roles", 10000, "roles holding tokens in the memory run")
 	phases := flag.String("phases", strings.Join(allPhases, ","), "phases to run")
-	flag.BoolVar(&o.verbose, "v", false, "log the harness's details")
 	flag.Parse()
 	o.phases = map[string]bool{}
 	for _, p := range strings.Split(*phases, ",") {
@@ -68,7 +66,7 @@ func main() {
 			os.Exit(2)
 		}
 	}
-	vaulttest.RunProgram(o.verbose, func(t *vaulttest.Program) int { return run(t, o) })
+	vaulttest.RunProgram(false, func(t *vaulttest.Program) int { return run(t, o) })
 }
 
 // run runs the phases and writes the report; it returns the exit code.
