@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"fmt"
 	"io"
 	"io/fs"
@@ -63,9 +64,8 @@ type vault struct {
 	dataDir string // file storage directory, "" for a dev server
 }
 
-// startVault starts a dev server (in-memory storage; dev mode registers both
-// plugins), or with fileStorage a server with file storage, initialised and
-// unsealed, with the iadvize plugin registered.
+// startVault starts a dev server (which registers both plugins), or with
+// fileStorage an unsealed file-storage server with the iadvize plugin registered.
 func startVault(t vaulttest.TB, fileStorage bool) *vault {
 	if !fileStorage {
 		return &vault{Server: vaulttest.Start(t, vaulttest.Options{Dev: true, PluginDir: pluginDir, LogLevel: "warn"})}
@@ -143,9 +143,9 @@ func (v *vault) leaseCount(t vaulttest.TB, prefix string) int {
 	return len(keys)
 }
 
-// fake is an in-process fake iAdvize upstream on a loopback port whose logins
-// take latency, as a real upstream's do (so that concurrent readers really
-// overlap with a login in flight). It records a login when it answers it.
+// fake is an in-process fake iAdvize upstream on loopback whose logins take
+// upstreamLatency, as a real upstream's do, so that readers overlap a login in
+// flight. It records a login when it answers it.
 type fake struct {
 	*fakeiadvize.Server
 	url string
@@ -243,8 +243,8 @@ func (r loadResult) p50() float64  { return float64(r.Lat.Quantile(0.50)) }
 func (r loadResult) p99() float64  { return float64(r.Lat.Quantile(0.99)) }
 
 // vaultCPU and pluginCPU are the processes' CPU time per read, in µs.
-func (r loadResult) vaultCPU() float64  { return usPer(r.VaultCPU, r.Reads) }
-func (r loadResult) pluginCPU() float64 { return usPer(r.PluginCPU, r.Reads) }
+func (r loadResult) vaultCPU() float64     { return usPer(r.VaultCPU, r.Reads) }
+func (r loadResult) pluginCPU() float64    { return usPer(r.PluginCPU, r.Reads) }
 func usPer(d time.Duration, n int) float64 { return float64(d.Microseconds()) / float64(max(n, 1)) }
 
 // rounds are one measurement's results, one per interleaved round.
@@ -298,10 +298,9 @@ func newLoader(addr, token string, conns int) *loader {
 	}}}
 }
 
-// attack is one measurement: conc clients read paths for d (at random), or n
-// reads (in turn); each client reads again once answered, unless pace is set.
-// vaultPid and pluginPid, when not 0, are sampled for CPU time; each, when
-// set, sees every answer.
+// attack is one measurement: conc clients read paths for d (at random) or n
+// reads (in turn), again once answered unless pace is set; CPU time of the
+// non-zero pids is sampled; each, when set, sees every answer.
 type attack struct {
 	paths               []string
 	conc, n             int
@@ -326,9 +325,7 @@ func (l *loader) attack(a attack) loadResult {
 		*t = vegeta.Target{Method: http.MethodGet, URL: l.addr + "/v1/" + p, Header: hdr}
 		return nil
 	}
-	if a.pace == nil {
-		a.pace = vegeta.ConstantPacer{} // unbounded: each worker reads again once answered
-	}
+	a.pace = cmp.Or(a.pace, vegeta.Pacer(vegeta.ConstantPacer{})) // unbounded by default
 	atk := vegeta.NewAttacker(vegeta.Client(l.client), vegeta.Workers(uint64(a.conc)), vegeta.MaxWorkers(uint64(a.conc)))
 	var res loadResult
 	v0, p0, t0 := cpuTime(a.vaultPid), cpuTime(a.pluginPid), time.Now()

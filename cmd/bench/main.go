@@ -108,15 +108,13 @@ func run(t *vaulttest.Program, opts options) int {
 	return 0
 }
 
-// section is one part of the report; the one titled profileTitle is
-// "before" or "after" (see write).
+// section is one part of the report, placed by order.
 type section struct {
 	order       int
 	title, body string // body: markdown
 }
 
-// profileTitle is the title of the profile section, followed by " (before)" or
-// " (after)" in the file.
+// profileTitle is the profile section's title; the file adds " (before)" or " (after)" (see write).
 const profileTitle = "Profile of the read path"
 
 // keptTitles are the sections of the report that other commands write (each
@@ -161,11 +159,9 @@ func (r *report) header() string {
 		r.vaultVersion, runtime.Version(), upstreamLatency, r.opts.rounds, r.opts.cell, r.opts.leaseReads, r.opts.roles, r.opts.duration)
 }
 
-// write writes the report, sections in their order. The profile section is
-// the "before" of the code being changed: when the file already holds a
-// "before" profile measured on other code, it is kept, and this run's profile
-// becomes the "after" (remove the file to start again). The sections of
-// keptTitles are copied from the old file.
+// write writes the report, sections in order, then the keptTitles sections of
+// the old file. A "before" profile of other code in the old file is kept, and
+// this run's profile becomes the "after" (remove the file to start again).
 func (r *report) write(path string) error {
 	if path == "" {
 		return nil
@@ -176,16 +172,13 @@ func (r *report) write(path string) error {
 	var b strings.Builder
 	b.WriteString(r.header())
 	for _, s := range r.sections {
-		title := s.title
+		title, after := s.title, ""
 		if s.title == profileTitle && before != "" {
-			title += " (after)"
+			title, after = title+" (after)", "\n"+before
 		} else if s.title == profileTitle {
 			title += " (before)"
 		}
-		fmt.Fprintf(&b, "\n## %s\n\n%s\n", title, strings.TrimRight(s.body, "\n"))
-		if s.title == profileTitle && before != "" {
-			b.WriteString("\n" + before)
-		}
+		fmt.Fprintf(&b, "\n## %s\n\n%s\n%s", title, strings.TrimRight(s.body, "\n"), after)
 	}
 	for _, title := range keptTitles {
 		if sec := sectionOf(string(old), title); sec != "" {
