@@ -5,7 +5,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"time"
 
 	"golang.org/x/sync/errgroup"
@@ -150,19 +149,15 @@ func scalePhase(t *vaulttest.Program, opts options) section {
 
 	logf("scale: writing %s roles", fmtInt(opts.roles))
 	const buckets = 10
-	writeLat := make([][]float64, buckets)
-	var mu sync.Mutex
+	lat := make([]float64, opts.roles) // of each write, by the number of roles before it
 	var g errgroup.Group
 	g.SetLimit(8)
 	t0 := time.Now()
 	for i := range opts.roles {
 		g.Go(func() error {
 			start := time.Now()
-			err := v.addRole("big", fmt.Sprintf("r%d", i), f)
-			mu.Lock()
-			writeLat[i*buckets/opts.roles] = append(writeLat[i*buckets/opts.roles], float64(time.Since(start)))
-			mu.Unlock()
-			return err
+			defer func() { lat[i] = float64(time.Since(start)) }()
+			return v.addRole("big", fmt.Sprintf("r%d", i), f)
 		})
 	}
 	if err := g.Wait(); err != nil {
@@ -217,9 +212,10 @@ func scalePhase(t *vaulttest.Program, opts options) section {
 	fmt.Fprintf(&b, "\n**Cost of a role write by the number of roles its mount already holds** (8 writers); %s for all:\n\n", fmtDur(writeTime))
 	var rows [][]string
 	meds := make([]float64, buckets)
-	for i, lats := range writeLat {
-		meds[i] = median(lats)
-		rows = append(rows, []string{fmt.Sprintf("%d–%d", i*opts.roles/buckets, (i+1)*opts.roles/buckets-1), fmt.Sprint(len(lats)), fmtDur(time.Duration(meds[i]))})
+	for i := range buckets {
+		lo, hi := i*opts.roles/buckets, (i+1)*opts.roles/buckets
+		meds[i] = median(lat[lo:hi])
+		rows = append(rows, []string{fmt.Sprintf("%d–%d", lo, hi-1), fmt.Sprint(hi - lo), fmtDur(time.Duration(meds[i]))})
 	}
 	b.WriteString(table([]string{"roles already in the mount", "writes", "median latency"}, rows))
 	fmt.Fprintf(&b, "\nLast row ÷ first row: %.1f×.\n", meds[buckets-1]/meds[0])
