@@ -68,10 +68,9 @@ func leasePhase(t *vaulttest.Program, opts options) section {
 	c, s := accs[0], accs[1]
 
 	var b strings.Builder
-	fmt.Fprintf(&b, "A Vault server with `storage \"file\"`, one role, a non-root token; %s reads of each path by 8 clients, in %d\n"+
-		"interleaved chunks. Live heap: Vault's HeapAlloc after a forced GC (`sys/pprof/heap?gc=1`). Every lease is a file under\n"+
-		"`sys/expire/id/` (an encrypted copy of the answer, access token included) plus an entry under `sys/expire/token/`,\n"+
-		"kept until the lease expires (here: the token's 24-hour life less 30 s) or is revoked.\n\n", fmtInt(per*chunks), chunks)
+	fmt.Fprintf(&b, "`storage \"file\"`, one role, a non-root token; %s reads of each path by 8 clients, %d interleaved chunks. Live heap:\n"+
+		"HeapAlloc after a forced GC (`sys/pprof/heap?gc=1`). A lease is a file under `sys/expire/id/` (the answer encrypted,\n"+
+		"token included) and one under `sys/expire/token/`, until it expires (24 h less 30 s here) or is revoked.\n\n", fmtInt(per*chunks), chunks)
 	var rows [][]string
 	for _, a := range accs {
 		rows = append(rows, []string{"`" + a.path + "`", fmtInt(a.reads), fmtInt(a.leases), fmtInt(a.storage.Files), fmtBytes(a.storage.Bytes),

@@ -123,10 +123,9 @@ func startLongRun(t *vaulttest.Program, m *mainEnv, duration time.Duration) func
 		if cold != "" {
 			b.WriteString(cold + "\n")
 		}
-		fmt.Fprintf(&b, "**30-second tokens, `refresh_before` 10 s, %s.** %d clients, in all one read every %s ÷ %[2]d evenly paced\n"+
-			"(vegeta), of creds/ or static-creds/ of one role at random, on their own mount and fake upstream. This run overlapped\n"+
-			"the lease, cold-read and memory phases (it is light; its login count does not depend on load).\n\n",
-			d.Round(time.Second), loginClients, loginInterval)
+		fmt.Fprintf(&b, "**30-second tokens, `refresh_before` 10 s, %s.** %d clients, one read every %s ÷ %[2]d in all, evenly paced,\n"+
+			"of creds/ or static-creds/ of one role at random, own mount and fake; it overlapped the lease, cold-read and memory\n"+
+			"phases (it is light; its login count does not depend on load).\n\n", d.Round(time.Second), loginClients, loginInterval)
 		rows := [][]string{
 			{"reads made (answered 200)", fmtInt(r.Reads)},
 			{"failed reads", fmt.Sprint(r.Errors)},
@@ -149,10 +148,10 @@ func startLongRun(t *vaulttest.Program, m *mainEnv, duration time.Duration) func
 			rows = append(rows, []string{"first error", r.FirstErr})
 		}
 		b.WriteString(table([]string{"", "value"}, rows))
-		fmt.Fprintf(&b, "\nA read in flight when a rotation login answered (the login takes %s at the fake) got the old token without\n"+
-			"waiting, or reached the plugin once the new token was stored; one that waited for the login would get the new token\n"+
-			"after up to %[1]s. Reads that overlap an instant are the long ones (length bias), slow when the machine is busy.\n", upstreamLatency)
-		b.WriteString("\nThe same workload under the anti-patterns of the README, computed from this run's own counts:\n\n")
+		fmt.Fprintf(&b, "\nA read in flight when a rotation login (%s at the fake) answered got the old token at once, or came after the\n"+
+			"new one was stored; one that waited would get the new token after up to %[1]s. Reads overlapping an instant are the\n"+
+			"long ones (length bias), slow when the machine is busy.\n\nThe same workload under the README's anti-patterns, from this run's counts:\n\n",
+			upstreamLatency)
 		b.WriteString(table([]string{"who logs in", "logins", "per minute (budget: 10 per user)", "vs the plugin"}, [][]string{
 			{"this plugin (measured)", fmt.Sprint(st.LoginAttempts), fmt.Sprintf("%.1f", float64(st.LoginAttempts)/d.Minutes()), "1×"},
 			{"a login per read (reads made)", fmtInt(int64(reads)), f0(reads / d.Minutes()), fmt.Sprintf("%.0f×", reads/max(float64(st.LoginAttempts), 1))},

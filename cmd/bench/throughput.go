@@ -93,11 +93,9 @@ func throughputPhase(m *mainEnv, opts options) section {
 	leases1, heap1 := m.v.leaseCount(m.t, "iadvize/creds/app/"), m.v.liveHeap()
 
 	var b strings.Builder
-	fmt.Fprintf(&b, "Reads of one role's token by N concurrent clients (vegeta, keep-alive, `X-Vault-Token` of a non-root\n"+
-		"token with a policy), each measurement %s long, %d interleaved rounds. Every figure is the median over the\n"+
-		"rounds; a ratio is computed within each round, then its median taken. \"×KV\": reads/s ÷ the KV read's; above 1\n"+
-		"is faster. CPU: of the Vault process and of the plugin process during the measurement ÷ reads (/proc, 10 ms ticks).\n\n",
-		opts.cell, opts.rounds)
+	fmt.Fprintf(&b, "Reads of one role's token by N clients (vegeta, keep-alive, a non-root token), %d interleaved rounds of %s;\n"+
+		"medians over the rounds, a ratio taken within each round. \"×KV\": reads/s ÷ the KV read's (above 1: faster).\n"+
+		"CPU: of the Vault and of the plugin process during the measurement ÷ reads (/proc, 10 ms ticks).\n\n", opts.rounds, opts.cell)
 	var rows [][]string
 	for i, c := range cs {
 		rs, ref := res[i], i-i%len(throughputPaths)
@@ -123,10 +121,9 @@ func throughputPhase(m *mainEnv, opts options) section {
 	logf("throughput: the framework's ReplicationState call")
 	cs = cells([]benchPath{{"data", "noop/data/app", noopPluginName}, {"legacy", "noop/legacy/app", noopPluginName}}, 1, 8)
 	res = interleave("ReplicationState", opts.rounds, cs, measure)
-	fmt.Fprintf(&b, "\n**The sdk's per-request ReplicationState call.** For every request to a path declared with `Operations`,\n"+
-		"`framework.(*Backend).HandleRequest` asks `b.System().ReplicationState()`, in a plugin process a gRPC call back to\n"+
-		"Vault. The do-nothing plugin answers the same data at `noop/data/` (Operations) and `noop/legacy/` (the deprecated\n"+
-		"Callbacks map, which skips that call); %d interleaved rounds of %s:\n\n", opts.rounds, opts.cell)
+	fmt.Fprintf(&b, "\n**The sdk's per-request ReplicationState call**, a gRPC call back to Vault that `HandleRequest` makes for a path\n"+
+		"with `Operations`: `noop/data/` (Operations) against `noop/legacy/` (deprecated Callbacks, no such call), %d rounds of %s:\n\n",
+		opts.rounds, opts.cell)
 	rows = nil
 	for i := 0; i < len(cs); i += 2 {
 		d, l := res[i], res[i+1]
