@@ -114,12 +114,13 @@ type section struct {
 	title, body string // body: markdown
 }
 
-// profileTitle is the profile section's title; the file adds " (before)" or " (after)" (see write).
-const profileTitle = "Profile of the read path"
+// profileTitle is the title of this run's profile section.
+const profileTitle = "Profile of the read path (after)"
 
-// keptTitles are the sections of the report that other commands write (each
-// names its command): a run keeps them as they are.
-var keptTitles = []string{"Capacity on the injected clock"}
+// keptTitles are the sections of the report that a run keeps as they are: the
+// profile of the read path before its optimisation (it names the commit it
+// measured), and what `go test -bench` runs wrote (each names its command).
+var keptTitles = []string{"Profile of the read path (before)", "Capacity on the injected clock"}
 
 type report struct {
 	opts                 options
@@ -148,7 +149,7 @@ func (r *report) header() string {
 	}
 	load, _ := os.ReadFile("/proc/loadavg")
 	return fmt.Sprintf("# Benchmarks on a real Vault\n\nWritten by `cmd/bench`; do not edit by hand, run it again. The sections it keeps from an earlier file\n"+
-		"(%s) are written from `go test -bench` runs and name their command.\n\n"+
+		"(%s) are kept as they are; each names what it measured.\n\n"+
 		"- Command: `%s`\n- Date: %s (took %s)\n"+
 		"- Machine: %d cores (runtime.NumCPU), %s/%s, load average at the end %s; shared with other work, so absolute\n"+
 		"  numbers are noisy: compare the ratios, measured side by side in the same run\n- Plugin measured: %s\n"+
@@ -160,25 +161,17 @@ func (r *report) header() string {
 }
 
 // write writes the report, sections in order, then the keptTitles sections of
-// the old file. A "before" profile of other code in the old file is kept, and
-// this run's profile becomes the "after" (remove the file to start again).
+// the old file.
 func (r *report) write(path string) error {
 	if path == "" {
 		return nil
 	}
 	old, _ := os.ReadFile(path)
-	before := previousBefore(string(old), r.source)
 	slices.SortStableFunc(r.sections, func(a, b section) int { return a.order - b.order })
 	var b strings.Builder
 	b.WriteString(r.header())
 	for _, s := range r.sections {
-		title, after := s.title, ""
-		if s.title == profileTitle && before != "" {
-			title, after = title+" (after)", "\n"+before
-		} else if s.title == profileTitle {
-			title += " (before)"
-		}
-		fmt.Fprintf(&b, "\n## %s\n\n%s\n%s", title, strings.TrimRight(s.body, "\n"), after)
+		fmt.Fprintf(&b, "\n## %s\n\n%s\n", s.title, strings.TrimRight(s.body, "\n"))
 	}
 	for _, title := range keptTitles {
 		if sec := sectionOf(string(old), title); sec != "" {
@@ -199,27 +192,6 @@ func sectionOf(doc, title string) string {
 	}
 	sec, _, _ = strings.Cut(sec, "\n## ")
 	return head + strings.TrimRight(sec, "\n") + "\n"
-}
-
-// previousBefore returns the "before" profile section of an earlier report,
-// saying the code and date it measured, unless it measured the same code as
-// this run (source) or there is none.
-func previousBefore(old, source string) string {
-	sec := sectionOf(old, profileTitle+" (before)")
-	if sec != "" && !strings.Contains(sec, "\nMeasured on ") { // written by the last run: say what it measured
-		field := func(name string) string {
-			_, v, _ := strings.Cut(old, "\n- "+name+": ")
-			v, _, _ = strings.Cut(v, "\n")
-			return v
-		}
-		date, _, _ := strings.Cut(field("Date"), " (took")
-		head, body, _ := strings.Cut(sec, "\n")
-		sec = head + "\n\nMeasured on " + date + ", plugin at " + field("Plugin measured") + ".\n\n" + strings.TrimLeft(body, "\n")
-	}
-	if strings.Contains(sec, "plugin at "+source+".") {
-		return ""
-	}
-	return sec
 }
 
 // table renders a markdown table, the first column left-aligned, the others
