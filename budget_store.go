@@ -38,14 +38,29 @@ func (b *backend) loadBudgets(ctx context.Context, s logical.Storage, _ string) 
 	return b.restoreBudgets(ctx, s)
 }
 
-// saveBudgets writes this mount's own recent logins and blocks after a change.
-// Saves are serialised so that an older snapshot never overwrites a newer one.
+// saveBudgets writes this mount's own recent logins and blocks after a change,
+// and returns once a write that holds the change has ended (its error, if it
+// failed). Writes run one at a time, so an older snapshot never overwrites a
+// newer one, and concurrent callers share them: a caller that waited for a
+// write which began after its call returns without writing again. The record
+// grows with the principals that logged in within the window, so without
+// sharing N concurrent logins would write N records of up to N principals each
+// (docs/storage.md, budgets/recent).
 func (b *backend) saveBudgets(ctx context.Context, s logical.Storage, _ string) error {
 	m := b.limits
+	asked := m.saveAsked.Add(1)
 	m.saveMu.Lock()
 	defer m.saveMu.Unlock()
+	if m.saveCovered >= asked {
+		return m.saveErr // a write that began after this call holds its change
+	}
+	// Every call counted so far changed the budgets before it asked: the
+	// snapshot, taken after this read, holds all of them.
+	covers := m.saveAsked.Load()
 	h := m.current.Load()
 	rec := h.own.snapshot(b.now())
 	rec.Host = h.host
-	return writeBudget(ctx, s, rec)
+	err := writeBudget(ctx, s, rec)
+	m.saveCovered, m.saveErr = covers, err
+	return err
 }

@@ -1,7 +1,11 @@
 package iadvize
 
 import (
+	"context"
+	"fmt"
 	"net/http"
+	"runtime"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -105,4 +109,66 @@ func TestBudgetUnreadableRefusesTheLogin(t *testing.T) {
 	u.wantCount(t, 0, "")
 	s.failGets("", false)
 	e.mustRead("creds/app")
+}
+
+// heldPutStorage holds the first Put of key until release is closed (entered
+// is closed once it is held), and counts the Puts of key.
+type heldPutStorage struct {
+	logical.Storage
+	key              string
+	entered, release chan struct{}
+	puts             atomic.Int64
+}
+
+func (s *heldPutStorage) Put(ctx context.Context, entry *logical.StorageEntry) error {
+	if entry.Key == s.key && s.puts.Add(1) == 1 {
+		close(s.entered)
+		<-s.release
+	}
+	return s.Storage.Put(ctx, entry)
+}
+
+// Logins saved while a write of the budget record is in progress share the
+// next write: a burst of N logins costs two writes, not N records of up to N
+// principals each, and the record stored last holds every login.
+func TestBudgetSavesDuringAWriteShareTheNextWrite(t *testing.T) {
+	const burst = 20
+	e := newTestEnv(t, nil, nil)
+	s := &heldPutStorage{Storage: e.storage, key: recentBudgetKey, entered: make(chan struct{}), release: make(chan struct{})}
+	ctx := context.Background()
+	errs := make(chan error, burst+1)
+	save := func(i int) {
+		if _, _, ok := e.b.limits.reserve(fmt.Sprintf("user:u%d", i), e.clock.Now(), 10, 1000); !ok {
+			t.Fatalf("login %d was refused by the budget", i)
+		}
+		go func() { errs <- e.b.saveBudgets(ctx, s, "") }()
+	}
+
+	save(0)
+	<-s.entered // the first write is under way
+	for i := 1; i <= burst; i++ {
+		save(i)
+	}
+	for deadline := time.Now().Add(waitFor); e.b.limits.saveAsked.Load() < burst+1; runtime.Gosched() {
+		if time.Now().After(deadline) {
+			t.Fatal("the saves did not all start")
+		}
+	}
+	close(s.release)
+	for range burst + 1 {
+		if err := <-errs; err != nil {
+			t.Fatalf("saving the budget: %v", err)
+		}
+	}
+
+	if n := s.puts.Load(); n != 2 {
+		t.Fatalf("%d writes of the budget record, want 2 (the one in progress, then one for the burst)", n)
+	}
+	rec, err := readBudget(ctx, e.storage, recentBudgetKey)
+	if err != nil || rec == nil {
+		t.Fatalf("reading the stored record: %v", err)
+	}
+	if len(rec.Principals) != burst+1 {
+		t.Fatalf("the stored record holds %d principals, want %d", len(rec.Principals), burst+1)
+	}
 }

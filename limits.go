@@ -76,7 +76,12 @@ type mountBudgets struct {
 	// snapshot never overwrites a newer one: held across the snapshot
 	// (loginLimiter.mu) and the storage write. May be taken under a role lock
 	// (recordLogin after a 429), never the other way round. See docs/locks.md.
-	saveMu sync.Mutex
+	// It guards saveCovered and saveErr: the count of saveBudgets calls the last
+	// write holds (saveAsked as it began), and that write's error.
+	saveMu      sync.Mutex
+	saveAsked   atomic.Uint64 // saveBudgets calls so far
+	saveCovered uint64
+	saveErr     error
 }
 
 // hostBudgets is one token host's shared limiter and this mount's own logins to it.
