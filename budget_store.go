@@ -32,12 +32,6 @@ func (b *backend) restoreBudgets(ctx context.Context, s logical.Storage) error {
 	return nil
 }
 
-// loadBudgets makes sure the budgets hold this mount's stored logins before a
-// login is judged.
-func (b *backend) loadBudgets(ctx context.Context, s logical.Storage, _ string) error {
-	return b.restoreBudgets(ctx, s)
-}
-
 // saveBudgets writes this mount's own recent logins and blocks after a change,
 // and returns once a write that holds the change has ended (its error, if it
 // failed). Writes run one at a time, so an older snapshot never overwrites a
@@ -46,7 +40,7 @@ func (b *backend) loadBudgets(ctx context.Context, s logical.Storage, _ string) 
 // grows with the principals that logged in within the window, so without
 // sharing N concurrent logins would write N records of up to N principals each
 // (docs/storage.md, budgets/recent).
-func (b *backend) saveBudgets(ctx context.Context, s logical.Storage, _ string) error {
+func (b *backend) saveBudgets(ctx context.Context, s logical.Storage) error {
 	m := b.limits
 	asked := m.saveAsked.Add(1)
 	m.saveMu.Lock()

@@ -141,7 +141,7 @@ func TestBudgetSavesDuringAWriteShareTheNextWrite(t *testing.T) {
 		if _, _, ok := e.b.limits.reserve(fmt.Sprintf("user:u%d", i), e.clock.Now(), 10, 1000); !ok {
 			t.Fatalf("login %d was refused by the budget", i)
 		}
-		go func() { errs <- e.b.saveBudgets(ctx, s, "") }()
+		go func() { errs <- e.b.saveBudgets(ctx, s) }()
 	}
 
 	save(0)

@@ -342,12 +342,12 @@ func (b *backend) mayLogin(ctx context.Context, s logical.Storage, e *cacheEntry
 		return &loginRefusal{status: http.StatusTooManyRequests, cause: "backing off after: " + st.LastError, retryAt: st.NextAttempt}
 	}
 	principal := e.role.principal()
-	if err := b.loadBudgets(ctx, s, principal); err != nil {
+	if err := b.restoreBudgets(ctx, s); err != nil {
 		return &loginRefusal{status: http.StatusInternalServerError, cause: "reading the login budget failed", retryAt: now}
 	}
 	retryAt, hostFull, ok := b.limits.reserve(principal, now, cfg.UserLoginsPerMinute, cfg.LoginsPerMinute)
 	if ok {
-		if err := b.saveBudgets(ctx, s, principal); err != nil {
+		if err := b.saveBudgets(ctx, s); err != nil {
 			// The login is within budget; only a restart's memory of it is lost.
 			b.Logger().Warn("storing the login budget failed", "error", err)
 		}
@@ -453,7 +453,7 @@ func (b *backend) recordLogin(ctx context.Context, s logical.Storage, name strin
 		}
 		st.NextAttempt = now.Add(delay)
 		b.limits.block(r.principal(), st.NextAttempt)
-		if err := b.saveBudgets(ctx, s, r.principal()); err != nil {
+		if err := b.saveBudgets(ctx, s); err != nil {
 			b.Logger().Warn("storing the login budget failed", "error", err)
 		}
 	default:
