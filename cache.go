@@ -52,13 +52,17 @@ type configEntry struct {
 type cacheEntry struct {
 	role  *role
 	state *tokenState
-	// expireTime is state.ExpiresAt in RFC 3339, formatted once rather than on
-	// every read.
+	// expireTime is state.ExpiresAt in RFC 3339, and rotatedAt state.IssuedAt
+	// in RFC 3339 with nanoseconds (static-creds/ last_vault_rotation),
+	// formatted once rather than on every read.
 	expireTime string
+	rotatedAt  string
 }
 
 func newCacheEntry(r *role, st *tokenState) *cacheEntry {
-	return &cacheEntry{role: r, state: st, expireTime: st.ExpiresAt.UTC().Format(time.RFC3339)}
+	return &cacheEntry{role: r, state: st,
+		expireTime: st.ExpiresAt.UTC().Format(time.RFC3339),
+		rotatedAt:  st.IssuedAt.UTC().Format(time.RFC3339Nano)}
 }
 
 // rejectedUnder reports whether the role's credentials stand rejected under cfg:

@@ -412,10 +412,16 @@ func (b *backend) recordLogin(ctx context.Context, s logical.Storage, name strin
 	st.Generation = r.Generation
 	now := b.now()
 	if loginErr == nil {
+		// IssuedAt is the token's last_vault_rotation: a new token must never
+		// carry its predecessor's, even from a login sent in the same instant.
+		issued := sent
+		if used.state.AccessToken != "" && !issued.After(used.state.IssuedAt) {
+			issued = used.state.IssuedAt.Add(time.Nanosecond)
+		}
 		st = tokenState{
 			AccessToken: tok.accessToken,
 			TokenType:   tok.tokenType,
-			IssuedAt:    sent,
+			IssuedAt:    issued,
 			ExpiresAt:   sent.Add(tok.expiresIn),
 			LastAttempt: sent,
 			LastOutcome: outcomeSuccess,

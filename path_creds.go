@@ -16,6 +16,10 @@ const (
 	fieldTokenType      = "token_type"
 	fieldExpireTime     = "expire_time"
 	fieldRotationPeriod = "rotation_period"
+	// fieldLastVaultRotation is when the login that got the token was sent (RFC
+	// 3339): the name and meaning of Vault's own static credentials, which Vault
+	// Secrets Operator needs to follow rotations (README, "Kubernetes").
+	fieldLastVaultRotation = "last_vault_rotation"
 )
 
 func pathCreds(b *backend) []*framework.Path {
@@ -124,12 +128,13 @@ func (b *backend) pathStaticCredsRead(ctx context.Context, req *logical.Request,
 		return resp, err
 	}
 	st := srv.entry.state
-	data := tokenData(srv.entry, 5)
+	data := tokenData(srv.entry, 6)
 	now := b.now()
 	// Integers, as Vault Agent reads them as JSON numbers and sleeps ttl + 1 s.
 	nextLogin := func() time.Time { return b.nextLogin(srv.entry, srv.cfg, now) }
 	data[fieldTTL] = int64(staticTTL(srv.entry, srv.cfg.config, nextLogin, now).Seconds())
 	data[fieldRotationPeriod] = int64(rotationPeriod(st, srv.cfg.RefreshBefore).Seconds())
+	data[fieldLastVaultRotation] = srv.entry.rotatedAt
 	resp = &logical.Response{Data: data}
 	if srv.warning != "" {
 		resp.AddWarning(srv.warning)
@@ -153,9 +158,11 @@ which creates no lease.
 const pathStaticCredsHelpSynopsis = `Read the role's access token, without a lease.`
 
 const pathStaticCredsHelpDescription = `
-Returns the same token as creds/<name> with no lease, plus ttl and rotation_period
-(seconds between logins), so that Vault Agent, which sleeps ttl + 1 seconds,
-re-renders its template right after each rotation and never polls in a loop.
+Returns the same token as creds/<name> with no lease, plus ttl, rotation_period
+(seconds between logins) and last_vault_rotation (RFC 3339: when the login that
+got this token was sent; the same on every read of one token), so that Vault
+Agent, which sleeps ttl + 1 seconds, and Vault Secrets Operator re-read right
+after each rotation and never poll in a loop.
 ttl is the number of seconds until a read may get another token: while the token
 is fresh, until its refresh window starts; inside the window, until the next
 moment a login may happen (end of a backoff, a spent login budget or an upstream

@@ -276,3 +276,59 @@ func TestReadsOfUnknownRoleAre400NamingTheRole(t *testing.T) {
 	u.wantCount(t, 0, "")
 	assertStorageUnchanged(t, e.storage, before)
 }
+
+// last_vault_rotation is what Vault Secrets Operator follows rotations by
+// (README, "Kubernetes"): the time the login that got the token was sent, the
+// same on every read of that token (a restart included), and different as soon
+// as access_token is, even for a login sent in the same instant.
+func TestStaticCredsLastVaultRotationFollowsTheToken(t *testing.T) {
+	u := newUpstream(t, issuing(24*time.Hour))
+	e := newTestEnv(t, nil, nil)
+	e.configure(u, nil)
+	e.addRole("app", "svc@example.com", "pw-one")
+	sentAt := e.clock.Now()
+
+	rotation := func(s *logical.Response) string {
+		t.Helper()
+		v, ok := s.Data["last_vault_rotation"].(string)
+		if !ok {
+			t.Fatalf("last_vault_rotation = %#v, want a string", s.Data["last_vault_rotation"])
+		}
+		if _, err := time.Parse(time.RFC3339Nano, v); err != nil {
+			t.Fatalf("last_vault_rotation %q is not RFC 3339: %v", v, err)
+		}
+		return v
+	}
+	first := e.mustRead("static-creds/app")
+	r1 := rotation(first)
+	if got, _ := time.Parse(time.RFC3339Nano, r1); !got.Equal(sentAt) {
+		t.Fatalf("last_vault_rotation = %s, want the login's send time %s", r1, sentAt.UTC().Format(time.RFC3339Nano))
+	}
+	e.clock.Advance(time.Hour)
+	if r := rotation(e.mustRead("static-creds/app")); r != r1 {
+		t.Fatalf("last_vault_rotation moved from %s to %s with the same token", r1, r)
+	}
+	restarted := newTestEnv(t, e.storage, e.clock)
+	if r := rotation(restarted.mustRead("static-creds/app")); r != r1 {
+		t.Fatalf("after a restart, last_vault_rotation = %s, want %s", r, r1)
+	}
+
+	// Two rotations in the same instant still give two values.
+	seen := map[string]string{accessToken(t, first): r1}
+	for range 2 {
+		if resp, err := restarted.do(logical.UpdateOperation, "rotate-role/app", nil); err != nil || resp.IsError() {
+			t.Fatalf("rotate-role: %v %v", err, respErr(resp))
+		}
+		s := restarted.mustRead("static-creds/app")
+		tok, r := accessToken(t, s), rotation(s)
+		for otherTok, otherR := range seen {
+			if otherTok != tok && otherR == r {
+				t.Fatalf("two tokens share last_vault_rotation %s", r)
+			}
+		}
+		seen[tok] = r
+	}
+	if len(seen) != 3 {
+		t.Fatalf("%d distinct tokens, want 3", len(seen))
+	}
+}
