@@ -10,6 +10,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/vault/sdk/framework"
@@ -107,6 +108,12 @@ type backend struct {
 	limits *mountBudgets
 	// verifies remembers the last verify/ answer per role (role name -> *verifyResult).
 	verifies sync.Map
+	// reports remembers the last refused-token report of each role that did not
+	// change storage (role name -> *reportNote), for status/.
+	reports sync.Map
+	// legacyHost caches the token host roles stored before hosts were recorded
+	// are bound to (legacyTokenHost), once read or stored.
+	legacyHost atomic.Pointer[string]
 }
 
 // newBackend builds a mount that counts its logins in limits (nil: budgets of its
@@ -116,7 +123,7 @@ func newBackend(now func() time.Time, limits *Limits) *backend {
 		limits = NewLimits()
 	}
 	b := &backend{
-		now:       now,
+		now:       wallClock(now),
 		sleep:     sleepCtx,
 		roleLocks: locksutil.CreateLocks(),
 		limits:    newMountBudgets(limits),
@@ -152,6 +159,15 @@ func (b *backend) lockRole(name string) *locksutil.LockEntry {
 	return lock
 }
 
+// wallClock reads now with Go's monotonic reading stripped (time.Round(0)):
+// expiry, refresh windows and backoffs are judged on wall time (README, "When
+// the plugin logs in"), so that a host that was suspended, or a clock stepped
+// by NTP, never serves a token past its expire_time. Every time the plugin keeps,
+// in memory or in storage, comes from it.
+func wallClock(now func() time.Time) func() time.Time {
+	return func() time.Time { return now().Round(0) }
+}
+
 // sleepCtx waits for d, or until ctx ends (its error).
 func sleepCtx(ctx context.Context, d time.Duration) error {
 	t := time.NewTimer(d)
@@ -175,14 +191,35 @@ func (b *backend) initialize(ctx context.Context, req *logical.InitializationReq
 	if err := b.restoreBudgets(ctx, req.Storage); err != nil {
 		b.Logger().Warn("restoring the login budget at start failed; the first login retries", "error", err)
 	}
+	// Roles stored before credentials were bound to their token host are bound
+	// to the config in force when this version first ran (docs/security.md).
+	if _, err := b.legacyTokenHost(ctx, req.Storage); err != nil {
+		b.Logger().Warn("reading the legacy token host at start failed; the first login retries", "error", err)
+	}
 	return nil
 }
 
-// clean runs when Vault unmounts the mount or stops the plugin: refreshes running
-// on their own are cancelled and waited for.
+// clean runs when Vault unmounts the mount, reloads or stops the plugin, seals
+// or steps down: every upstream call in flight is cancelled at once (detach),
+// and refreshes running on their own are waited for.
 func (b *backend) clean(context.Context) {
 	b.endLifetime()
 	b.detachedWG.Wait()
+}
+
+// detach returns a context for work that must outlive the request that started
+// it (other readers share its result) but not the mount: it keeps ctx's values,
+// not its cancellation, ends when Clean ends the mount's lifetime, and after
+// timeout when timeout > 0. Call cancel when done.
+func (b *backend) detach(ctx context.Context, timeout time.Duration) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	stop := context.AfterFunc(b.lifetime, cancel)
+	end := func() { stop(); cancel() }
+	if timeout <= 0 {
+		return ctx, end
+	}
+	ctx, cancelTimeout := context.WithTimeout(ctx, timeout)
+	return ctx, func() { cancelTimeout(); end() }
 }
 
 // HandleRequest refuses a password or client_secret that is not a string before

@@ -29,7 +29,8 @@ import (
 //     config, roles/<name> or tokens/<name> (backend.invalidate).
 //
 // A role entry read under old credentials is never served under new ones: a role
-// write drops the entry, and state of another role generation is retired on load.
+// write drops the entry, and state of other credentials (another CredentialsID)
+// is retired on load.
 type storageCache struct {
 	// mu makes a change and a fill's gen check atomic: a fill checks gen and stores
 	// under mu, so no change comes between. Guards gen's changes; held only for
@@ -45,6 +46,10 @@ type storageCache struct {
 type configEntry struct {
 	*config
 	client *tokenClient
+	// origin is tokenOrigin(TokenURL): where the roles' credentials may go.
+	origin string
+	// stored is false when no config is stored (the defaults apply).
+	stored bool
 }
 
 // cacheEntry is the in-memory view of one role: the role and its token state, both
@@ -130,6 +135,8 @@ func (b *backend) invalidate(_ context.Context, key string) {
 	switch {
 	case key == configStoragePath:
 		b.dropConfig()
+	case key == legacyTokenHostKey:
+		b.legacyHost.Store(nil)
 	case strings.HasPrefix(key, rolesStoragePrefix):
 		b.dropEntry(strings.TrimPrefix(key, rolesStoragePrefix))
 	case strings.HasPrefix(key, tokensStoragePrefix):
@@ -143,7 +150,7 @@ func (b *backend) getConfig(ctx context.Context, s logical.Storage) (*configEntr
 		return c, nil
 	}
 	gen := b.cache.generation()
-	cfg, err := readConfig(ctx, s)
+	cfg, stored, err := readConfig(ctx, s)
 	if err != nil {
 		return nil, err
 	}
@@ -151,7 +158,7 @@ func (b *backend) getConfig(ctx context.Context, s logical.Storage) (*configEntr
 	if err != nil {
 		return nil, fmt.Errorf("building the upstream client: %w", err)
 	}
-	c := &configEntry{config: cfg, client: client}
+	c := &configEntry{config: cfg, client: client, origin: tokenOrigin(cfg.TokenURL), stored: stored}
 	b.limits.use(upstreamHost(cfg.TokenURL))
 	b.cache.fillConfig(gen, c)
 	return c, nil
@@ -178,8 +185,9 @@ func (b *backend) loadEntry(ctx context.Context, s logical.Storage, name string)
 	if err != nil {
 		return nil, err
 	}
-	if st.Generation != r.Generation {
-		st = &tokenState{Generation: r.Generation} // retired with the old credentials
+	if st.credentialsID() != r.credentialsID() {
+		// retired with the old credentials
+		st = &tokenState{CredentialsID: r.CredentialsID, Generation: r.Generation}
 	}
 	e := newCacheEntry(r, st)
 	b.cache.fillRole(gen, name, e)
@@ -207,6 +215,7 @@ func (b *backend) storeEntry(name string, e *cacheEntry) {
 func (b *backend) dropEntry(name string) {
 	b.cache.dropRole(name)
 	b.verifies.Delete(name)
+	b.reports.Delete(name)
 	b.detachedFailed.Delete(name)
 	b.sched.touch(name) // the next periodic run reads it again
 }

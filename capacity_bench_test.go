@@ -295,7 +295,7 @@ func BenchmarkPeriodicRunNoneDue(b *testing.B) {
 			ctx := context.Background()
 			issued := clock.Now()
 			for i := range n {
-				putLoggedInRole(b, s, fmt.Sprintf("r%06d", i), fmt.Sprintf("tok-%032d", i), issued)
+				putLoggedInRole(b, s, tokenOrigin(defaultTokenURL), fmt.Sprintf("r%06d", i), fmt.Sprintf("tok-%032d", i), issued)
 			}
 			heapBefore := liveHeap()
 			m := newBenchMount(b, clock, s)

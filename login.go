@@ -24,9 +24,13 @@ const (
 	backgroundLead = 3 * time.Minute
 )
 
-// errRoleChanged: the role's credentials were rewritten while a login was in
-// flight; its result belongs to the old credentials and is not cached.
+// errRoleChanged: the role's credentials were rewritten (or the role deleted and
+// created again) while a login was in flight; its result belongs to the old
+// credentials and is not kept.
 var errRoleChanged = errors.New("role credentials changed during the login")
+
+// errMountClosing: the mount's Clean cancelled the login in flight.
+var errMountClosing = logical.CodedError(http.StatusServiceUnavailable, "the mount is closing (unmount, reload, seal or step-down); read again")
 
 // loginMode says why a login is considered.
 type loginMode int
@@ -38,7 +42,18 @@ const (
 	modeRotate
 	// modeBackground: the periodic refresh; log in ahead of the refresh window.
 	modeBackground
+	// modeReport: a refused-token report (refused_token.go); log in when the
+	// reported token is still the cached one and is refused at verify_url, or,
+	// with no usable verify_url, at most once per reportLoginInterval.
+	modeReport
 )
+
+// loginRequest is what a flight is asked to do: the mode, and for modeReport
+// the hex SHA-256 of the token reported refused.
+type loginRequest struct {
+	mode        loginMode
+	refusedHash string
+}
 
 // servedToken is what a read of creds/ or static-creds/ gets (serveToken): the
 // role's entry, the config it was judged under, and a warning when the token is
@@ -56,23 +71,35 @@ type refreshOutcome struct {
 	entry   *cacheEntry
 	cfg     *configEntry
 	refusal *loginRefusal
+	// mode is the mode of the flight that produced the outcome: a caller that
+	// joined another kind of flight may need one of its own.
+	mode loginMode
+	// report is what a refused-token report led to, for the reporter alone
+	// (modeReport).
+	report *reportVerdict
 }
 
 // loginRefusal is why no token could be had: the login policy refused a login now
 // (budget, backoff, rejected credentials: mayLogin), or upstream refused the one
 // sent (upstreamRefusal), and until when.
 type loginRefusal struct {
-	status   int       // 429 (rate limit, budget, backoff), 502 (upstream failure), 500
+	status   int       // 429 (rate limit, budget, backoff), 502 (upstream failure), 409 (token host moved), 500
 	cause    string    // safe to show: never holds a secret
 	retryAt  time.Time // zero: not until the credentials are rewritten
 	hostFull bool      // the token host's login budget is spent
+	// until, when set, says what must happen before a login instead of the
+	// default for a zero retryAt (rejected credentials).
+	until string
 }
 
 // message names the role, the cause and when the next attempt may happen.
 func (u *loginRefusal) message(name string) string {
 	next := "no login until the role's credentials are rewritten or rotate-role is called"
-	if !u.retryAt.IsZero() {
+	switch {
+	case !u.retryAt.IsZero():
 		next = "next login attempt not before " + ceilSecond(u.retryAt).UTC().Format(time.RFC3339)
+	case u.until != "":
+		next = u.until
 	}
 	return fmt.Sprintf("role %q: %s; %s", name, u.cause, next)
 }
@@ -117,16 +144,32 @@ func (b *backend) serveToken(ctx context.Context, s logical.Storage, name string
 		return b.serveWhileRefreshing(ctx, s, name, e, cfg, now), nil
 	}
 
-	res, err := b.refreshOnce(ctx, s, name, modeRead)
-	if err == nil && res.refusal == nil && !res.entry.state.alive(b.now()) {
-		// Joined a background flight that found nothing to do, and the token went
-		// meanwhile (credentials rewritten, verify dropped it): judge as a read.
-		res, err = b.refreshOnce(ctx, s, name, modeRead)
+	return b.serveOutcome(ctx, s, name, modeRead, "")
+}
+
+// serveOutcome runs a flight of the role (refreshOnce) and answers a reader from
+// its outcome: a live token is served, with a warning while its refresh fails;
+// without one, the read fails with the status the README names.
+func (b *backend) serveOutcome(ctx context.Context, s logical.Storage, name string, mode loginMode, refusedHash string) (servedToken, error) {
+	req := loginRequest{mode: mode, refusedHash: refusedHash}
+	res, err := b.flight(ctx, s, name, req)
+	if err == nil && res.mode != mode && res.refusal == nil && (mode == modeReport || !res.entry.state.alive(b.now())) {
+		// Joined another kind of flight that found nothing to do for it (a
+		// background run not yet due, a report of another token, a read of a
+		// fresh token), and the token went meanwhile or is still the one
+		// reported: one flight of this kind.
+		res, err = b.flight(ctx, s, name, req)
 	}
 	if err != nil {
 		return servedToken{}, err
 	}
 	srv := servedToken{entry: res.entry, cfg: res.cfg}
+	if v := res.report; v != nil && res.mode == modeReport {
+		if v.refusal != nil {
+			return servedToken{}, logical.CodedError(v.refusal.status, v.refusal.message(name))
+		}
+		srv.warning = v.warning
+	}
 	alive := res.entry.state.alive(b.now())
 	switch {
 	case res.refusal == nil && alive:
@@ -186,7 +229,7 @@ func refreshFailure(e *cacheEntry, cfg *config, now time.Time) *loginRefusal {
 // never comes before now. A role whose credentials were rejected has none until
 // they are rewritten: the far future.
 func (b *backend) nextLogin(e *cacheEntry, cfg *configEntry, now time.Time) time.Time {
-	if e.rejectedUnder(cfg.config) {
+	if e.rejectedUnder(cfg.config) || b.boundElsewhere(e.role, cfg) {
 		return farFuture
 	}
 	return latest(e.state.NextAttempt,
@@ -210,16 +253,15 @@ func (b *backend) refreshDetached(ctx context.Context, s logical.Storage, name s
 	go func() {
 		defer b.detachedWG.Done()
 		defer b.detached.Delete(name)
-		ctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+		ctx, cancel := b.detach(ctx, 0)
 		defer cancel()
-		stop := context.AfterFunc(b.lifetime, cancel)
-		defer stop()
 		res, err := b.refreshOnce(ctx, s, name, modeRead)
 		// A failure the token state does not record (storage, a role changed
 		// twice during the login) is remembered for the warning of the reads
 		// that follow, and holds the next detached login back for a second.
 		retryAt := b.now().Add(transientBackoffMin)
 		switch {
+		case errors.Is(err, errMountClosing):
 		case err != nil && !errors.Is(err, errRoleNotFound):
 			b.Logger().Warn("refreshing the token in the background failed", "role", name, "error", err)
 			b.detachedFailed.Store(name, &loginRefusal{status: http.StatusInternalServerError,
@@ -238,12 +280,18 @@ func (b *backend) refreshDetached(ctx context.Context, s logical.Storage, name s
 // and a role has one login at a time); rotate-role has rotateFlights, as it
 // always logs in.
 func (b *backend) refreshOnce(ctx context.Context, s logical.Storage, name string, mode loginMode) (refreshOutcome, error) {
+	return b.flight(ctx, s, name, loginRequest{mode: mode})
+}
+
+// flight is refreshOnce for any loginRequest: refused-token reports share
+// loginFlights with reads and the background refresh (one login per role).
+func (b *backend) flight(ctx context.Context, s logical.Storage, name string, req loginRequest) (refreshOutcome, error) {
 	flights := &b.loginFlights
-	if mode == modeRotate {
+	if req.mode == modeRotate {
 		flights = &b.rotateFlights
 	}
 	v, err, _ := flights.Do(name, func() (any, error) {
-		return b.refreshRole(ctx, s, name, mode)
+		return b.refreshRole(ctx, s, name, req)
 	})
 	if err != nil {
 		return refreshOutcome{}, err
@@ -253,9 +301,10 @@ func (b *backend) refreshOnce(ctx context.Context, s logical.Storage, name strin
 
 // refreshRole decides whether the role needs a login, logs in if it may (mayLogin,
 // login) and records the outcome (recordLogin). It never holds a lock across the
-// upstream call. Its error is for
-// what no policy answers (storage, a missing role, a node that cannot write).
-func (b *backend) refreshRole(ctx context.Context, s logical.Storage, name string, mode loginMode) (refreshOutcome, error) {
+// upstream call. Its error is for what no policy answers (storage, a missing
+// role, a node that cannot write, the mount closing).
+func (b *backend) refreshRole(ctx context.Context, s logical.Storage, name string, req loginRequest) (refreshOutcome, error) {
+	mode := req.mode
 	for tries := 0; ; tries++ {
 		cfg, err := b.getConfig(ctx, s)
 		if err != nil {
@@ -269,14 +318,19 @@ func (b *backend) refreshRole(ctx context.Context, s logical.Storage, name strin
 			return refreshOutcome{}, errRoleNotFound
 		}
 		now := b.now()
+		done := refreshOutcome{entry: e, cfg: cfg, mode: mode}
 		switch mode {
 		case modeRead:
 			if e.state.fresh(now, cfg.RefreshBefore) {
-				return refreshOutcome{entry: e, cfg: cfg}, nil
+				return done, nil
 			}
 		case modeBackground:
 			if !dueForBackground(e.state, cfg.RefreshBefore, now) {
-				return refreshOutcome{entry: e, cfg: cfg}, nil
+				return done, nil
+			}
+		case modeReport:
+			if !e.state.holds(req.refusedHash) {
+				return done, nil // replaced already: serve the current token
 			}
 		}
 		// A node that may not write storage (performance standby, DR secondary,
@@ -287,13 +341,38 @@ func (b *backend) refreshRole(ctx context.Context, s logical.Storage, name strin
 		if !b.WriteSafeReplicationState() {
 			return refreshOutcome{}, logical.ErrReadOnly
 		}
-		if u := b.mayLogin(ctx, s, e, cfg, now, mode); u != nil {
-			return refreshOutcome{entry: e, cfg: cfg, refusal: u}, nil
+		if mode == modeReport {
+			verdict, next, err := b.judgeReport(ctx, s, name, e, cfg, now)
+			if err != nil || next == nil {
+				return refreshOutcome{entry: e, cfg: cfg, mode: mode, report: verdict}, err
+			}
+			e, done.entry, done.report = next, next, verdict // the token was dropped: log in
+		}
+		bound, err := b.boundHost(ctx, s, e.role)
+		if err != nil {
+			return refreshOutcome{}, err
+		}
+		if u := b.mayLogin(ctx, s, e, cfg, bound, now, mode); u != nil {
+			done.refusal = u
+			return done, nil
+		}
+		if bound == "" {
+			// Credentials written with no config stored go to the host of their
+			// first login, and nowhere else after (docs/security.md).
+			if _, err := b.bindOnLogin(ctx, s, name, e.role, tokenOrigin(cfg.TokenURL)); err != nil {
+				if errors.Is(err, errRoleChanged) && tries < 2 {
+					continue
+				}
+				return refreshOutcome{}, err
+			}
 		}
 
 		sent := b.now()
 		tok, loginErr := b.login(ctx, cfg, e.role)
-		next, err := b.recordLogin(ctx, s, name, e, loginSettings(cfg.config, e.role), sent, tok, loginErr)
+		if b.lifetime.Err() != nil {
+			return refreshOutcome{}, errMountClosing
+		}
+		next, err := b.recordLogin(ctx, s, name, e.role, cfg.config, sent, tok, loginErr)
 		switch {
 		case errors.Is(err, errRoleNotFound):
 			return refreshOutcome{}, err // deleted during the login
@@ -302,19 +381,28 @@ func (b *backend) refreshRole(ctx context.Context, s logical.Storage, name strin
 		case errors.Is(err, errRoleChanged):
 			return refreshOutcome{}, logical.CodedError(http.StatusConflict,
 				fmt.Sprintf("role %q: its credentials were rewritten during the login; read again", name))
+		case errors.Is(err, errOvertaken):
+			// A newer login's outcome is stored: it stands, and this answer is
+			// dropped (docs/login-policy.md, "After the answer").
+			done.entry = next
+			if loginErr != nil && !next.state.alive(b.now()) {
+				done.refusal = upstreamRefusal(loginErr, next.state)
+			}
+			return done, nil
 		case err != nil && loginErr == nil:
 			// The new token could not be stored: it is not cached, and the next
 			// read tries again within the budget.
 			b.Logger().Error("storing a new token failed", "role", name, "error", err)
-			return refreshOutcome{entry: e, cfg: cfg, refusal: &loginRefusal{
-				status: http.StatusInternalServerError, cause: "storing the new token failed", retryAt: b.now(),
-			}}, nil
+			done.refusal = &loginRefusal{status: http.StatusInternalServerError, cause: "storing the new token failed", retryAt: b.now()}
+			return done, nil
 		case err != nil:
 			return refreshOutcome{}, err
 		case loginErr != nil:
-			return refreshOutcome{entry: next, cfg: cfg, refusal: upstreamRefusal(loginErr, next.state)}, nil
+			done.entry, done.refusal = next, upstreamRefusal(loginErr, next.state)
+			return done, nil
 		}
-		return refreshOutcome{entry: next, cfg: cfg}, nil
+		done.entry = next
+		return done, nil
 	}
 }
 
@@ -332,8 +420,11 @@ func dueForBackground(st *tokenState, refreshBefore time.Duration, now time.Time
 // docs/login-policy.md: rejected credentials, backoff, budgets, upstream 429)
 // and, when a login may happen, reserves it from the budgets. It returns nil when
 // the caller may log in now.
-func (b *backend) mayLogin(ctx context.Context, s logical.Storage, e *cacheEntry, cfg *configEntry, now time.Time, mode loginMode) *loginRefusal {
+func (b *backend) mayLogin(ctx context.Context, s logical.Storage, e *cacheEntry, cfg *configEntry, bound string, now time.Time, mode loginMode) *loginRefusal {
 	st := e.state
+	if u := bindingRefusal(bound, e.role, cfg); u != nil {
+		return u
+	}
 	if e.rejectedUnder(cfg.config) && mode != modeRotate {
 		return &loginRefusal{status: http.StatusBadGateway, cause: st.LastError}
 	}
@@ -380,7 +471,7 @@ func upstreamRefusal(err error, st *tokenState) *loginRefusal {
 // login performs the upstream call, bounded by request_timeout and detached from
 // the first reader's cancellation: other readers share its result.
 func (b *backend) login(ctx context.Context, cfg *configEntry, r *role) (*issuedToken, error) {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.RequestTimeout)
+	ctx, cancel := b.detach(ctx, cfg.RequestTimeout)
 	defer cancel()
 	return cfg.client.login(ctx, cfg.TokenURL, cfg.clientAuth(), r, answerRules{
 		now:              b.now,
@@ -389,11 +480,21 @@ func (b *backend) login(ctx context.Context, cfg *configEntry, r *role) (*issued
 	})
 }
 
-// recordLogin stores the outcome of a login that was sent at sent under the
-// credentials of used and the config's login settings, and returns the new entry. A failed login is recorded too
-// (backoff, rejected credentials), in memory even if storage refuses it.
-func (b *backend) recordLogin(ctx context.Context, s logical.Storage, name string, used *cacheEntry,
-	settings string, sent time.Time, tok *issuedToken, loginErr error) (*cacheEntry, error) {
+// recordLogin is the one place that keeps a login's answer (docs/login-policy.md,
+// "After the answer"): the outcome of a login sent at sent with the credentials of
+// sentFor, under cfg. It returns the role's entry after it. An answer belongs to
+// the exact credentials it was sent with, and to the moment it was sent:
+//   - errRoleChanged: the role was deleted and created again, or its credentials
+//     rewritten, meanwhile (another CredentialsID): nothing is kept, not even a
+//     verdict;
+//   - errOvertaken, with the stored entry: a login sent later stored its outcome
+//     already; an older token never replaces a newer one, and an older failure
+//     never judges the role.
+//
+// A failed login is recorded too (backoff, rejected credentials), in memory even
+// if storage refuses it.
+func (b *backend) recordLogin(ctx context.Context, s logical.Storage, name string, sentFor *role,
+	cfg *config, sent time.Time, tok *issuedToken, loginErr error) (*cacheEntry, error) {
 	defer b.lockRole(name).Unlock()
 
 	r, err := getRole(ctx, s, name)
@@ -403,35 +504,42 @@ func (b *backend) recordLogin(ctx context.Context, s logical.Storage, name strin
 	if r == nil {
 		return nil, errRoleNotFound
 	}
-	if r.Generation != used.role.Generation {
+	if r.credentialsID() != sentFor.credentialsID() {
 		return nil, errRoleChanged
 	}
-
-	st := *used.state
-	st.LastAttempt = sent
-	st.Generation = r.Generation
+	st, err := b.currentState(ctx, s, name, r)
+	if err != nil {
+		return nil, err
+	}
 	now := b.now()
 	if loginErr == nil {
-		// IssuedAt is the token's last_vault_rotation: a new token must never
-		// carry its predecessor's, even from a login sent in the same instant.
-		issued := sent
-		if used.state.AccessToken != "" && !issued.After(used.state.IssuedAt) {
-			issued = used.state.IssuedAt.Add(time.Nanosecond)
+		if st.AccessToken != "" && sent.Before(st.IssuedAt) {
+			return newCacheEntry(r, st), errOvertaken
 		}
-		st = tokenState{
-			AccessToken: tok.accessToken,
-			TokenType:   tok.tokenType,
-			IssuedAt:    issued,
-			ExpiresAt:   sent.Add(tok.expiresIn),
-			LastAttempt: sent,
-			LastOutcome: outcomeSuccess,
-			Generation:  r.Generation,
+		next := &tokenState{
+			AccessToken:       tok.accessToken,
+			TokenType:         tok.tokenType,
+			IssuedAt:          sent,
+			ExpiresAt:         sent.Add(tok.expiresIn),
+			LastAttempt:       sent,
+			LastOutcome:       outcomeSuccess,
+			Issuer:            tokenOrigin(cfg.TokenURL),
+			LastReport:        st.LastReport,
+			LastReportOutcome: st.LastReportOutcome,
+			ForcedLoginAt:     st.ForcedLoginAt,
+			CredentialsID:     r.CredentialsID,
+			Generation:        r.Generation,
 		}
-		if err := writeTokenState(ctx, s, name, &st); err != nil {
+		if st.AccessToken != "" && !sent.After(st.IssuedAt) {
+			// IssuedAt is the token's last_vault_rotation: a new token never
+			// carries its predecessor's, even from a login sent in the same instant.
+			next.IssuedAt = st.IssuedAt.Add(time.Nanosecond)
+		}
+		if err := writeTokenState(ctx, s, name, next); err != nil {
 			return nil, err
 		}
-		b.Logger().Info("logged in", "role", name, "expires_at", st.ExpiresAt.UTC().Format(time.RFC3339))
-		e := newCacheEntry(r, &st)
+		b.Logger().Info("logged in", "role", name, "expires_at", next.ExpiresAt.UTC().Format(time.RFC3339))
+		e := newCacheEntry(r, next)
 		b.storeEntry(name, e)
 		return e, nil
 	}
@@ -440,6 +548,16 @@ func (b *backend) recordLogin(ctx context.Context, s logical.Storage, name strin
 	if !errors.As(loginErr, &le) {
 		le = &loginError{kind: kindTransient, msg: "token request failed", err: loginErr}
 	}
+	if sent.Before(st.LastAttempt) {
+		// A login sent later has recorded its outcome: this older one does not
+		// judge the role (its 429 still blocks the principal upstream blocked).
+		if le.kind == kindRateLimited {
+			b.blockPrincipal(ctx, s, r, now.Add(max(le.retryAfter, rateLimitBackoffMin)))
+		}
+		return newCacheEntry(r, st), errOvertaken
+	}
+	st = cloneState(st)
+	st.LastAttempt = sent
 	outcome := map[loginKind]string{kindTransient: outcomeUpstream, kindRateLimited: outcomeRateLimited, kindRejected: outcomeRejected}[le.kind]
 	if st.LastOutcome == outcome {
 		st.Failures++
@@ -450,7 +568,7 @@ func (b *backend) recordLogin(ctx context.Context, s logical.Storage, name strin
 	switch le.kind {
 	case kindRejected:
 		st.CredentialsRejected = true
-		st.RejectedSettings = settings
+		st.RejectedSettings = loginSettings(cfg, r)
 		st.NextAttempt = time.Time{}
 	case kindRateLimited:
 		delay := le.retryAfter
@@ -458,10 +576,7 @@ func (b *backend) recordLogin(ctx context.Context, s logical.Storage, name strin
 			delay = jitter(backoff(rateLimitBackoffMin, rateLimitBackoffMax, st.Failures))
 		}
 		st.NextAttempt = now.Add(delay)
-		b.limits.block(r.principal(), st.NextAttempt)
-		if err := b.saveBudgets(ctx, s); err != nil {
-			b.Logger().Warn("storing the login budget failed", "error", err)
-		}
+		b.blockPrincipal(ctx, s, r, st.NextAttempt)
 	default:
 		// A Retry-After on a 5xx or "temporarily unavailable" answer is honoured
 		// when it asks for longer than the backoff.
@@ -469,12 +584,48 @@ func (b *backend) recordLogin(ctx context.Context, s logical.Storage, name strin
 	}
 	b.Logger().Warn("login failed", "role", name, "outcome", outcome, "error", le.Error(),
 		"next_attempt", st.NextAttempt.UTC().Format(time.RFC3339))
-	if err := writeTokenState(ctx, s, name, &st); err != nil {
+	if err := writeTokenState(ctx, s, name, st); err != nil {
 		b.Logger().Error("storing the login bookkeeping failed; it holds in memory", "role", name, "error", err)
 	}
-	e := newCacheEntry(r, &st)
+	e := newCacheEntry(r, st)
 	b.storeEntry(name, e)
 	return e, nil
+}
+
+// errOvertaken: a login sent later than this one has stored its outcome.
+var errOvertaken = errors.New("a newer login's outcome is stored")
+
+// currentState is the role's token state as this node last stored or read it
+// (the cache, which also holds bookkeeping storage refused), else as stored; an
+// empty state when what is there belongs to other credentials. Callers hold the
+// role's lock.
+func (b *backend) currentState(ctx context.Context, s logical.Storage, name string, r *role) (*tokenState, error) {
+	if e := b.cache.role(name); e != nil && e.state.credentialsID() == r.credentialsID() {
+		return e.state, nil
+	}
+	st, err := readTokenState(ctx, s, name)
+	if err != nil {
+		return nil, err
+	}
+	if st.credentialsID() != r.credentialsID() {
+		st = &tokenState{CredentialsID: r.CredentialsID, Generation: r.Generation}
+	}
+	return st, nil
+}
+
+// cloneState copies a token state: entries are immutable once cached.
+func cloneState(st *tokenState) *tokenState {
+	c := *st
+	return &c
+}
+
+// blockPrincipal stops logins of the role's principal until the given time
+// (upstream answered 429), and stores the budgets.
+func (b *backend) blockPrincipal(ctx context.Context, s logical.Storage, r *role, until time.Time) {
+	b.limits.block(r.principal(), until)
+	if err := b.saveBudgets(ctx, s); err != nil {
+		b.Logger().Warn("storing the login budget failed", "error", err)
+	}
 }
 
 // backoff is base doubled for each consecutive failure after the first, capped.

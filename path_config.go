@@ -162,10 +162,11 @@ func (b *backend) pathConfigWrite(ctx context.Context, req *logical.Request, d *
 	b.writeMu.Lock()
 	defer b.writeMu.Unlock()
 
-	cfg, err := readConfig(ctx, req.Storage)
+	cfg, _, err := readConfig(ctx, req.Storage)
 	if err != nil {
 		return nil, err
 	}
+	was := *cfg
 	if v, ok := d.GetOk(fieldTokenURL); ok {
 		cfg.TokenURL = strings.TrimSpace(v.(string))
 		if cfg.TokenURL == "" {
@@ -226,21 +227,57 @@ func (b *backend) pathConfigWrite(ctx context.Context, req *logical.Request, d *
 		}
 	}
 
+	if err := b.keepLegacyTokenHost(ctx, req.Storage); err != nil {
+		return nil, err
+	}
 	if err := writeConfig(ctx, req.Storage, cfg); err != nil {
 		return nil, err
 	}
 	b.dropConfig()
-	return nil, nil
+	return b.configWarnings(ctx, req.Storage, &was, cfg)
 }
 
 func (b *backend) pathConfigDelete(ctx context.Context, req *logical.Request, _ *framework.FieldData) (*logical.Response, error) {
 	b.writeMu.Lock()
 	defer b.writeMu.Unlock()
+	if err := b.keepLegacyTokenHost(ctx, req.Storage); err != nil {
+		return nil, err
+	}
+	was, _, err := readConfig(ctx, req.Storage)
+	if err != nil {
+		return nil, err
+	}
 	if err := deleteConfig(ctx, req.Storage); err != nil {
 		return nil, err
 	}
 	b.dropConfig()
-	return nil, nil
+	return b.configWarnings(ctx, req.Storage, was, defaultConfig())
+}
+
+// configWarnings is the answer of a config write or delete that changed was into
+// cfg: warnings when roles now wait for their credentials (token_url moved to
+// another host) and when verify_url is not on the token host (README, "Where
+// secrets may go").
+func (b *backend) configWarnings(ctx context.Context, s logical.Storage, was, cfg *config) (*logical.Response, error) {
+	resp := &logical.Response{}
+	if host := tokenOrigin(cfg.TokenURL); host != tokenOrigin(was.TokenURL) {
+		n, err := b.rolesBoundElsewhere(ctx, s, host)
+		if err != nil {
+			b.Logger().Warn("could not count the roles bound to another token host", "error", err)
+		} else if n > 0 {
+			resp.AddWarning(fmt.Sprintf("%s moved to %s: %d role(s) hold credentials written for another token host; "+
+				"they log in nowhere until their password or client_secret is written again (status/<role> names them)", fieldTokenURL, host, n))
+		}
+	}
+	if cfg.VerifyURL != "" && tokenOrigin(cfg.VerifyURL) != tokenOrigin(cfg.TokenURL) {
+		resp.AddWarning(fmt.Sprintf("%s is on %s, not on the token host %s: tokens are sent only to the host that issued them, "+
+			"so verify/ and refused-token reports will not use it; set %s on the token host, or empty",
+			fieldVerifyURL, tokenOrigin(cfg.VerifyURL), tokenOrigin(cfg.TokenURL), fieldVerifyURL))
+	}
+	if len(resp.Warnings) == 0 {
+		return nil, nil
+	}
+	return resp, nil
 }
 
 // checkUpstreamURL allows https://, and http:// to loopback hosts only.

@@ -190,6 +190,8 @@ func TestConfigExistenceCheckTellsCreateFromUpdate(t *testing.T) {
 }
 
 // A config change applies at once: the cached client and settings are rebuilt.
+// A role whose credentials were written for the old token host logs in at the
+// new one once they are written again (TestTokenURLMoveHoldsCredentialsBack).
 func TestConfigChangeAppliesToNextLogin(t *testing.T) {
 	u1 := newUpstream(t, issuing(24*time.Hour))
 	u2 := newUpstream(t, issuing(24*time.Hour))
@@ -198,10 +200,12 @@ func TestConfigChangeAppliesToNextLogin(t *testing.T) {
 	e.addRole("app", "svc@example.com", "pw-good")
 	e.mustRead("creds/app")
 	e.mustWrite("config", map[string]any{"token_url": u2.tokenURL(), "refresh_before": "2h"})
+	e.mustWrite("roles/app", map[string]any{"password": "pw-good"})
+	e.mustRead("creds/app")
 	e.clock.Advance(22*time.Hour + time.Second) // inside the new 2h window, outside the old 1h
 	e.mustRead("creds/app")
 	e.settle()
-	if u1.count() != 1 || u2.count() != 1 {
-		t.Fatalf("requests: old upstream %d, new upstream %d, want 1 and 1", u1.count(), u2.count())
+	if u1.count() != 1 || u2.count() != 2 {
+		t.Fatalf("requests: old upstream %d, new upstream %d, want 1 and 2", u1.count(), u2.count())
 	}
 }

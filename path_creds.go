@@ -29,6 +29,11 @@ func pathCreds(b *backend) []*framework.Path {
 			Description: "Name of the role.",
 			Required:    true,
 		},
+		fieldRefusedTokenSHA256: {
+			Type: framework.TypeString,
+			Description: "Update only: the hex SHA-256 of an access token the API refused (HTTP 401). " +
+				"The answer is a read's, with a working token when the plugin can get one.",
+		},
 	}
 	return []*framework.Path{
 		{
@@ -44,7 +49,8 @@ func pathCreds(b *backend) []*framework.Path {
 			// request, a gRPC round trip from the plugin process that these reads
 			// do not need (they set no forwarding property). BENCHMARKS.md measures it.
 			Callbacks: map[logical.Operation]framework.OperationFunc{
-				logical.ReadOperation: b.pathCredsRead,
+				logical.ReadOperation:   b.pathCredsRead,
+				logical.UpdateOperation: b.pathCredsReport,
 			},
 			HelpSynopsis:    pathCredsHelpSynopsis,
 			HelpDescription: pathCredsHelpDescription,
@@ -58,7 +64,8 @@ func pathCreds(b *backend) []*framework.Path {
 			},
 			Fields: nameField,
 			Callbacks: map[logical.Operation]framework.OperationFunc{ // see creds/ above
-				logical.ReadOperation: b.pathStaticCredsRead,
+				logical.ReadOperation:   b.pathStaticCredsRead,
+				logical.UpdateOperation: b.pathStaticCredsReport,
 			},
 			HelpSynopsis:    pathStaticCredsHelpSynopsis,
 			HelpDescription: pathStaticCredsHelpDescription,
@@ -87,9 +94,24 @@ func (b *backend) secretTokenRevoke(context.Context, *logical.Request, *framewor
 }
 
 // readRoleToken is the shared part of the creds/ and static-creds/ handlers: the
-// role's token (serveToken), or the error a caller can act on.
-func (b *backend) readRoleToken(ctx context.Context, req *logical.Request, name string) (servedToken, *logical.Response, error) {
-	srv, err := b.serveToken(ctx, req.Storage, name)
+// role's token (serveToken), or, for an update naming refused_token_sha256, the
+// answer to that report (serveReport); or the error a caller can act on.
+func (b *backend) readRoleToken(ctx context.Context, req *logical.Request, d *framework.FieldData) (servedToken, *logical.Response, error) {
+	name := d.Get(fieldName).(string)
+	var srv servedToken
+	var err error
+	if req.Operation == logical.UpdateOperation {
+		if resp := refuseUnknownFields(req, d); resp != nil {
+			return servedToken{}, resp, nil
+		}
+		hash, resp := refusedHash(d)
+		if resp != nil {
+			return servedToken{}, resp, nil
+		}
+		srv, err = b.serveReport(ctx, req.Storage, name, hash)
+	} else {
+		srv, err = b.serveToken(ctx, req.Storage, name)
+	}
 	if errors.Is(err, errRoleNotFound) {
 		return servedToken{}, logical.ErrorResponse("role %q does not exist", name), nil
 	}
@@ -105,7 +127,7 @@ func tokenData(e *cacheEntry, size int) map[string]any {
 }
 
 func (b *backend) pathCredsRead(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
-	srv, resp, err := b.readRoleToken(ctx, req, d.Get(fieldName).(string))
+	srv, resp, err := b.readRoleToken(ctx, req, d)
 	if resp != nil || err != nil {
 		return resp, err
 	}
@@ -122,8 +144,13 @@ func (b *backend) pathCredsRead(ctx context.Context, req *logical.Request, d *fr
 	return resp, nil
 }
 
+// pathCredsReport is creds/ update: a refused-token report, answered as a read.
+func (b *backend) pathCredsReport(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
+	return b.pathCredsRead(ctx, req, d)
+}
+
 func (b *backend) pathStaticCredsRead(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
-	srv, resp, err := b.readRoleToken(ctx, req, d.Get(fieldName).(string))
+	srv, resp, err := b.readRoleToken(ctx, req, d)
 	if resp != nil || err != nil {
 		return resp, err
 	}
@@ -142,12 +169,24 @@ func (b *backend) pathStaticCredsRead(ctx context.Context, req *logical.Request,
 	return resp, nil
 }
 
+// pathStaticCredsReport is static-creds/ update: a refused-token report,
+// answered as a read.
+func (b *backend) pathStaticCredsReport(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
+	return b.pathStaticCredsRead(ctx, req, d)
+}
+
 const pathCredsHelpSynopsis = `Read the role's access token, as a lease.`
 
 const pathCredsHelpDescription = `
 Returns access_token, token_type and expire_time. Every reader of the role gets the
 same cached token until it nears expiry: the engine logs in only then, once for
 all concurrent readers.
+
+An update with refused_token_sha256 (the hex SHA-256 of a token the API refused
+with 401) asks for a working token and is answered as a read. A hash that is not
+the cached token's costs nothing; the cached token is checked at verify_url first;
+without a usable verify_url, a report forces at most one login per role per 5
+minutes (429 inside that time). Every login counts against the budgets.
 
 The lease lasts the token's remaining lifetime less a clock-skew margin, capped by
 the role's ttl and max_ttl. It cannot be renewed; revoking it does nothing upstream
@@ -162,7 +201,8 @@ Returns the same token as creds/<name> with no lease, plus ttl, rotation_period
 (seconds between logins) and last_vault_rotation (RFC 3339: when the login that
 got this token was sent; the same on every read of one token), so that Vault
 Agent, which sleeps ttl + 1 seconds, and Vault Secrets Operator re-read right
-after each rotation and never poll in a loop.
+after each rotation and never poll in a loop. An update with
+refused_token_sha256 reports a token the API refused, as for creds/<name>.
 ttl is the number of seconds until a read may get another token: while the token
 is fresh, until its refresh window starts; inside the window, until the next
 moment a login may happen (end of a backoff, a spent login budget or an upstream

@@ -80,18 +80,28 @@ func TestCredsLeaseIsRemainingLifetimeMinusSkewCappedByRole(t *testing.T) {
 	}
 }
 
+// A token near its end is served with a lease of at least 1 s. refresh_before 0
+// behaves as the 30 s skew margin: inside it a read logs in first, and serves
+// the old token (with a warning) only when that login fails.
 func TestCredsLeaseNeverBelowOneSecondNearExpiry(t *testing.T) {
 	for _, left := range []time.Duration{31 * time.Second, 30 * time.Second, 10 * time.Second, 1500 * time.Millisecond, 200 * time.Millisecond} {
 		t.Run(left.String(), func(t *testing.T) {
 			u := newUpstream(t, issuing(24*time.Hour))
 			e := newTestEnv(t, nil, nil)
-			// refresh_before 0: the token is served until it expires.
 			e.configure(u, map[string]any{"refresh_before": 0})
 			e.addRole("app", "svc@example.com", "pw-one")
 			e.mustRead("creds/app")
+			u.setHandler(failWith(http.StatusServiceUnavailable, "application/json", `{"error":"temporarily_unavailable"}`))
 			e.clock.Advance(24*time.Hour - left)
 			resp := e.mustRead("creds/app")
-			u.wantCount(t, 1, "")
+			logins, warned := int64(1), false
+			if left <= 30*time.Second {
+				logins, warned = 2, true
+			}
+			u.wantCount(t, logins, " (a login inside the skew margin only)")
+			if got := len(resp.Warnings) > 0; got != warned {
+				t.Fatalf("warnings %q, want a warning: %v", resp.Warnings, warned)
+			}
 			want := max((left - 30*time.Second).Truncate(time.Second), time.Second)
 			if resp.Secret.TTL != want {
 				t.Fatalf("lease TTL with %s left = %s, want %s", left, resp.Secret.TTL, want)

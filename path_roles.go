@@ -184,19 +184,19 @@ func (b *backend) pathRoleWrite(ctx context.Context, req *logical.Request, d *fr
 	}
 	defer b.lockRole(name).Unlock()
 
-	r, err := getRole(ctx, req.Storage, name)
+	old, err := getRole(ctx, req.Storage, name)
 	if err != nil {
 		return nil, err
 	}
-	if r == nil {
-		if req.Operation == logical.UpdateOperation {
-			return logical.ErrorResponse("role %q does not exist", name), nil
-		}
-		r = &role{GrantType: grantPassword}
+	r := &role{GrantType: grantPassword}
+	switch {
+	case old != nil:
+		c := *old
+		r = &c
+	case req.Operation == logical.UpdateOperation:
+		return logical.ErrorResponse("role %q does not exist", name), nil
 	}
-	oldPrincipal := r.principal()
 
-	credentialsNamed := false
 	if v, ok := d.GetOk(fieldGrantType); ok {
 		grant := v.(string)
 		if grant != grantPassword && grant != grantClientCredentials {
@@ -207,7 +207,6 @@ func (b *backend) pathRoleWrite(ctx context.Context, req *logical.Request, d *fr
 			r.Username, r.Password, r.ClientID, r.ClientSecret = "", "", "", ""
 		}
 		r.GrantType = grant
-		credentialsNamed = true
 	}
 	for _, f := range []struct {
 		name string
@@ -219,7 +218,6 @@ func (b *backend) pathRoleWrite(ctx context.Context, req *logical.Request, d *fr
 	} {
 		if v, ok := d.GetOk(f.name); ok {
 			*f.dst = v.(string)
-			credentialsNamed = true
 		}
 	}
 	for _, f := range []struct {
@@ -237,25 +235,46 @@ func (b *backend) pathRoleWrite(ctx context.Context, req *logical.Request, d *fr
 		return resp, nil
 	}
 
-	if credentialsNamed {
-		// A token belongs to the generation of credentials it was obtained with:
-		// bumping it retires the cached token and a "credentials rejected" state,
-		// even if deleting them below fails.
-		r.Generation++
+	// Credentials written with their secret are bound to the stored config's
+	// token host, or, with no config stored, to the host of their first login
+	// (docs/security.md); other writes keep the binding.
+	if old == nil || namesSecrets(d, r) {
+		host, err := b.storedTokenHost(ctx, req.Storage)
+		if err != nil {
+			return nil, err
+		}
+		r.TokenHost, r.BindOnLogin = host, host == ""
 	}
-	if err := putRole(ctx, req.Storage, name, r); err != nil {
+	// A token belongs to the credentials it was obtained with: a write that
+	// changes what a login sends draws a new CredentialsID, which retires the
+	// cached token and a "credentials rejected" verdict; one that changes nothing
+	// a login sends (Terraform re-applying a role) keeps them.
+	changed, err := b.loginChanged(ctx, req.Storage, old, r)
+	if err != nil {
 		return nil, err
 	}
-	b.dropEntry(name)
-	if credentialsNamed {
+	if changed {
+		r.CredentialsID, r.Generation = newCredentialsID(), 0
+	}
+	if old == nil || *old != *r {
+		if err := putRole(ctx, req.Storage, name, r); err != nil {
+			return nil, err
+		}
+		b.dropEntry(name)
+	}
+	if changed {
 		if err := deleteTokenState(ctx, req.Storage, name); err != nil {
 			return nil, fmt.Errorf("deleting the retired token of role %q: %w", name, err)
 		}
 	}
-	if err := indexRole(ctx, req.Storage, name, oldPrincipal, r.principal()); err != nil {
+	// Filed again on every write, so that one a storage fault cut short is
+	// finished by the next.
+	if err := indexRole(ctx, req.Storage, name, old, r); err != nil {
 		return nil, err
 	}
-
+	if old != nil && old.principal() == r.principal() {
+		return nil, nil // the sharing did not change: warned when it began
+	}
 	resp := &logical.Response{}
 	if shared, err := rolesSharingPrincipal(ctx, req.Storage, name, r); err != nil {
 		b.Logger().Warn("could not check for roles sharing a login", "role", name, "error", err)
@@ -267,6 +286,51 @@ func (b *backend) pathRoleWrite(ctx context.Context, req *logical.Request, d *fr
 		return nil, nil
 	}
 	return resp, nil
+}
+
+// namesSecrets reports whether a role write names every secret the role holds
+// (its password, its client secret): only such a write may bind the credentials
+// to another token host (docs/security.md), so that whoever may write the
+// role's other fields (a policy can deny the secret ones) cannot send them
+// elsewhere.
+func namesSecrets(d *framework.FieldData, r *role) bool {
+	for _, f := range []struct {
+		name  string
+		value string
+	}{{fieldPassword, r.Password}, {fieldClientSecret, r.ClientSecret}} {
+		if _, named := d.GetOk(f.name); f.value != "" && !named {
+			return false
+		}
+	}
+	return true
+}
+
+// loginChanged reports whether a login of r would send anything a login of old
+// (nil: none) would not: grant, username, password, client, scope, token host.
+func (b *backend) loginChanged(ctx context.Context, s logical.Storage, old, r *role) (bool, error) {
+	if old == nil {
+		return true, nil
+	}
+	was, err := b.boundHost(ctx, s, old)
+	if err != nil {
+		return false, err
+	}
+	now, err := b.boundHost(ctx, s, r)
+	if err != nil {
+		return false, err
+	}
+	return was != now || old.GrantType != r.GrantType || old.Username != r.Username || old.Password != r.Password ||
+		old.ClientID != r.ClientID || old.ClientSecret != r.ClientSecret || old.Scope != r.Scope, nil
+}
+
+// storedTokenHost is the token host (tokenOrigin) of the stored config's
+// token_url; "" when no config is stored.
+func (b *backend) storedTokenHost(ctx context.Context, s logical.Storage) (string, error) {
+	cfg, err := b.getConfig(ctx, s)
+	if err != nil || !cfg.stored {
+		return "", err
+	}
+	return cfg.origin, nil
 }
 
 // validateRole checks that a role holds what its grant needs and sane TTLs.
@@ -303,18 +367,22 @@ func (b *backend) pathRoleDelete(ctx context.Context, req *logical.Request, d *f
 	name := d.Get(fieldName).(string)
 	defer b.lockRole(name).Unlock()
 	r, err := getRole(ctx, req.Storage, name)
-	if err != nil {
+	if err != nil || r == nil {
+		return nil, err
+	}
+	// The record goes last: a delete that fails half-way leaves it, and a retry
+	// finds what to finish (its token, its index entry).
+	b.dropEntry(name)
+	if err := deleteTokenState(ctx, req.Storage, name); err != nil {
+		return nil, fmt.Errorf("deleting the cached token of role %q: %w", name, err)
+	}
+	if err := unindexRole(ctx, req.Storage, name, r); err != nil {
 		return nil, err
 	}
 	if err := deleteRole(ctx, req.Storage, name); err != nil {
 		return nil, err
 	}
 	b.dropEntry(name)
-	if r != nil {
-		if err := unindexRole(ctx, req.Storage, name, r.principal()); err != nil {
-			return nil, err
-		}
-	}
 	return nil, nil
 }
 

@@ -23,12 +23,18 @@ func (b *backend) pathStatusRead(ctx context.Context, req *logical.Request, d *f
 		return resp, err
 	}
 	st, now := e.state, b.now()
+	bound, err := b.boundHost(ctx, req.Storage, e.role)
+	if err != nil {
+		return nil, err
+	}
+	waiting := bindingRefusal(bound, e.role, cfg)
+	reportAt, reportOutcome := b.lastReport(name, st)
 
 	noLoginBefore := latest(st.NextAttempt,
 		b.limits.nextAllowed(e.role.principal(), now, cfg.UserLoginsPerMinute, cfg.LoginsPerMinute))
 	var nextLogin time.Time
 	switch {
-	case e.rejectedUnder(cfg.config):
+	case e.rejectedUnder(cfg.config), waiting != nil:
 		// none until the credentials are rewritten
 	case st.AccessToken == "":
 		nextLogin = latest(now, noLoginBefore) // on the next read
@@ -49,6 +55,15 @@ func (b *backend) pathStatusRead(ctx context.Context, req *logical.Request, d *f
 		"consecutive_failures": st.Failures,
 		"no_login_before":      rfc3339(ceilSecond(noLoginBefore)),
 		"credentials_rejected": e.rejectedUnder(cfg.config),
+		"token_host":           bound,
+		"waiting_for_credentials": func() string {
+			if waiting == nil {
+				return ""
+			}
+			return waiting.message(name)
+		}(),
+		"last_report":         rfc3339(reportAt),
+		"last_report_outcome": reportOutcome,
 	}}, nil
 }
 
@@ -75,4 +90,13 @@ consecutive_failures  failures of that kind in a row
 no_login_before       no login will be tried before this (backoff, budget, 429)
 credentials_rejected  upstream refused the credentials: no login until they are
                       rewritten or rotate-role is called
+token_host            where the credentials may be sent (scheme://host:port);
+                      empty until the first login of credentials written with
+                      no config stored
+waiting_for_credentials  set when config token_url names another host: why no
+                      login happens, and what to write
+last_report           when a consumer last reported the cached token refused
+                      (refused_token_sha256)
+last_report_outcome   what it led to: verified_valid, dropped (then a login:
+                      see last_outcome) or throttled
 `

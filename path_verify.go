@@ -21,6 +21,7 @@ type verifyResult struct {
 	checkedAt     time.Time
 	err           error // the check failed: checks in between get this error again
 	authenticated bool
+	cached        bool // a remembered answer (verify/ reports cached: true)
 }
 
 func pathVerify(b *backend) *framework.Path {
@@ -30,11 +31,8 @@ func pathVerify(b *backend) *framework.Path {
 func (b *backend) pathVerifyRead(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
 	name := d.Get(fieldName).(string)
 	cfg, err := b.getConfig(ctx, req.Storage)
-	switch {
-	case err != nil:
+	if err != nil {
 		return nil, err
-	case cfg.VerifyURL == "":
-		return logical.ErrorResponse("verify is disabled: config has an empty %s", fieldVerifyURL), nil
 	}
 	e, resp, err := b.loadRoleEntry(ctx, req.Storage, name)
 	if resp != nil || err != nil {
@@ -46,13 +44,37 @@ func (b *backend) pathVerifyRead(ctx context.Context, req *logical.Request, d *f
 		if res := b.lastVerify(name, ""); res != nil && res.err == nil {
 			return verifyResponse(res, e.state, true), nil
 		}
+		if cfg.VerifyURL == "" {
+			return logical.ErrorResponse("verify is disabled: config has an empty %s", fieldVerifyURL), nil
+		}
 		return logical.ErrorResponse("role %q has no cached token to verify; verify never logs in", name), nil
 	}
+	issuer, err := b.tokenIssuer(ctx, req.Storage, e)
+	if err != nil {
+		return nil, err
+	}
+	if ok, why := verifyUsable(cfg.config, issuer); !ok {
+		return logical.ErrorResponse("verify is disabled for role %q: %s", name, why), nil
+	}
+	res, err := b.checkToken(ctx, req.Storage, name, cfg, e, false)
+	if err != nil {
+		return nil, err
+	}
+	return verifyResponse(res, e.state, res.cached), nil
+}
+
+// checkToken asks verify_url about the role's cached token (e), at most once per
+// verifyInterval per role, whoever asks (verify/, a refused-token report): the
+// last answer while recent (cached), else one check shared by concurrent callers
+// (verifyFlights). A token upstream says is invalid is dropped, so the next read
+// logs in; report marks that drop as a report's. Callers have checked
+// verifyUsable. A node that may not write lets the active node check.
+func (b *backend) checkToken(ctx context.Context, s logical.Storage, name string, cfg *configEntry, e *cacheEntry, report bool) (*verifyResult, error) {
 	if res := b.lastVerify(name, e.state.AccessToken); res != nil {
 		if res.err != nil {
 			return nil, res.err
 		}
-		return verifyResponse(res, e.state, true), nil
+		return res.asCached(), nil
 	}
 	if !b.WriteSafeReplicationState() {
 		// A rejected token must be dropped from storage: let the active node check.
@@ -63,14 +85,21 @@ func (b *backend) pathVerifyRead(ctx context.Context, req *logical.Request, d *f
 			if res.err != nil {
 				return nil, res.err
 			}
-			return res, nil
+			return res.asCached(), nil
 		}
-		return b.verify(ctx, req.Storage, name, cfg, e)
+		return b.verify(ctx, s, name, cfg, e, report)
 	})
 	if err != nil {
 		return nil, err
 	}
-	return verifyResponse(v.(*verifyResult), e.state, false), nil
+	return v.(*verifyResult), nil
+}
+
+// asCached is a remembered answer, as a later check gets it.
+func (r *verifyResult) asCached() *verifyResult {
+	c := *r
+	c.cached = true
+	return &c
 }
 
 // lastVerify returns the last check of this token if it is recent enough; with
@@ -88,9 +117,9 @@ func (b *backend) lastVerify(name, accessToken string) *verifyResult {
 }
 
 // verify checks the token upstream and drops it when upstream says it is invalid.
-func (b *backend) verify(ctx context.Context, s logical.Storage, name string, cfg *configEntry, e *cacheEntry) (*verifyResult, error) {
+func (b *backend) verify(ctx context.Context, s logical.Storage, name string, cfg *configEntry, e *cacheEntry, report bool) (*verifyResult, error) {
 	checkedAt := b.now()
-	vctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.RequestTimeout)
+	vctx, cancel := b.detach(ctx, cfg.RequestTimeout)
 	defer cancel()
 	ok, err := cfg.client.verify(vctx, cfg.VerifyURL, e.state.AccessToken, newRedactor(append(e.role.secrets(), e.state.AccessToken)...))
 	res := &verifyResult{token: e.state.AccessToken, checkedAt: checkedAt, authenticated: ok}
@@ -102,35 +131,46 @@ func (b *backend) verify(ctx context.Context, s logical.Storage, name string, cf
 	}
 	b.verifies.Store(name, res)
 	if !ok {
-		if err := b.dropToken(ctx, s, name, e.state.AccessToken); err != nil {
+		_, err := b.dropToken(ctx, s, name, e.state.AccessToken, func(st *tokenState) {
+			if report {
+				markReport(st, checkedAt)
+			}
+		})
+		if err != nil {
 			return nil, err
 		}
+		b.Logger().Info("token reported invalid by verify_url; dropped", "role", name)
 	}
 	return res, nil
 }
 
-// dropToken forgets a role's token that upstream no longer accepts, if it is still
-// the cached one, so the next read logs in.
-func (b *backend) dropToken(ctx context.Context, s logical.Storage, name, accessToken string) error {
+// dropToken forgets a role's token that upstream no longer accepts, if it is
+// still the cached one, so the next read logs in; mark adds to the state what
+// led to it. It returns the role's entry after the drop, or nil when the token
+// was not the cached one any more (nothing done).
+func (b *backend) dropToken(ctx context.Context, s logical.Storage, name, accessToken string, mark func(*tokenState)) (*cacheEntry, error) {
 	defer b.lockRole(name).Unlock()
 	r, err := getRole(ctx, s, name)
 	if err != nil || r == nil {
-		return err
+		return nil, err
 	}
-	st, err := readTokenState(ctx, s, name)
+	cur, err := b.currentState(ctx, s, name, r)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	if st.AccessToken != accessToken {
-		return nil // already replaced
+	if cur.AccessToken != accessToken {
+		return nil, nil // already replaced
 	}
-	st.AccessToken, st.TokenType, st.IssuedAt, st.ExpiresAt = "", "", time.Time{}, time.Time{}
+	st := cloneState(cur)
+	st.AccessToken, st.TokenType, st.Issuer = "", "", ""
+	st.IssuedAt, st.ExpiresAt = time.Time{}, time.Time{}
+	mark(st)
 	if err := writeTokenState(ctx, s, name, st); err != nil {
-		return err
+		return nil, err
 	}
-	b.Logger().Info("token reported invalid by verify_url; dropped", "role", name)
-	b.storeEntry(name, newCacheEntry(r, st))
-	return nil
+	e := newCacheEntry(r, st)
+	b.storeEntry(name, e)
+	return e, nil
 }
 
 func verifyResponse(res *verifyResult, st *tokenState, cached bool) *logical.Response {

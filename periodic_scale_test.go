@@ -205,7 +205,7 @@ func TestPeriodic10000RolesNoneDueReadNothingFromStorage(t *testing.T) {
 		if i%1000 == 0 {
 			issued = issued.Add(-time.Hour) // 10 roles due an hour before the rest
 		}
-		putLoggedInRole(t, s, name, "tok-"+name, issued)
+		putLoggedInRole(t, s, tokenOrigin(u.tokenURL()), name, "tok-"+name, issued)
 	}
 	e := newTestEnv(t, s, clock) // a start over existing storage
 	e.configure(u, nil)

@@ -28,13 +28,17 @@ package iadvize
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"strconv"
 	"time"
 
 	"github.com/hashicorp/vault/sdk/logical"
+	"golang.org/x/text/cases"
+	"golang.org/x/text/unicode/norm"
 )
 
 // Storage keys and prefixes (the table above).
@@ -54,6 +58,11 @@ const (
 	budgetsStoragePrefix = "budgets/"
 	recentBudgetKey      = budgetsStoragePrefix + "recent"
 	legacyMountBudgetKey = budgetsStoragePrefix + "mount"
+	// legacyTokenHostKey holds the token host (tokenOrigin) of the config in
+	// force when a version that binds credentials to their token host first ran
+	// on this mount: roles stored before then, which record no host of their
+	// own, are bound to it (README, "Where secrets may go").
+	legacyTokenHostKey = "bindings/legacy"
 )
 
 // errRoleNotFound is returned when a path names a role that does not exist.
@@ -115,13 +124,14 @@ func loginSettings(c *config, r *role) string {
 	return c.TokenURL + " " + c.clientAuth()
 }
 
-// readConfig reads the stored config, defaults filled in, bypassing the cache.
-func readConfig(ctx context.Context, s logical.Storage) (*config, error) {
-	cfg := defaultConfig()
-	if _, err := getJSON(ctx, s, configStoragePath, "config", cfg); err != nil {
-		return nil, err
+// readConfig reads the stored config, defaults filled in, bypassing the cache;
+// stored is false when none is stored (the defaults).
+func readConfig(ctx context.Context, s logical.Storage) (cfg *config, stored bool, err error) {
+	cfg = defaultConfig()
+	if stored, err = getJSON(ctx, s, configStoragePath, "config", cfg); err != nil {
+		return nil, false, err
 	}
-	return cfg, nil
+	return cfg, stored, nil
 }
 
 // configStored reports whether a config was written (Vault's existence check).
@@ -157,13 +167,62 @@ type role struct {
 	Scope        string        `json:"scope,omitempty"`
 	TTL          time.Duration `json:"ttl,omitempty"`
 	MaxTTL       time.Duration `json:"max_ttl,omitempty"`
-	// Generation changes on every write that names a credential, so that a login
-	// which raced with that write is not cached under the new credentials.
-	Generation uint64 `json:"generation"`
+	// CredentialsID names what a login of this role sends (grant, username,
+	// password, client, scope, token host): a random value drawn whenever one of
+	// them changes, so it never repeats across deletes, restarts and nodes. A
+	// login's answer is kept only under the CredentialsID it was sent with
+	// (recordLogin), and token state of another one is retired.
+	CredentialsID string `json:"credentials_id,omitempty"`
+	// Generation is what roles stored before CredentialsID existed carry instead
+	// (credentialsID turns it into one).
+	Generation uint64 `json:"generation,omitempty"`
+	// TokenHost is the token host (tokenOrigin: scheme, host, port) the
+	// credentials may be sent to: the stored config's when they were written.
+	// Empty when they were written with no config stored (BindOnLogin: the
+	// first login binds them) or before hosts were recorded (bound to the
+	// mount's legacyTokenHostKey).
+	TokenHost   string `json:"token_host,omitempty"`
+	BindOnLogin bool   `json:"bind_on_login,omitempty"`
 }
 
-// principal is the identity upstream counts logins against.
+// credentialsID is the role's CredentialsID, or its legacy generation's name.
+func (r *role) credentialsID() string {
+	if r.CredentialsID != "" {
+		return r.CredentialsID
+	}
+	return legacyCredentialsID(r.Generation)
+}
+
+func legacyCredentialsID(generation uint64) string {
+	return "generation-" + strconv.FormatUint(generation, 10)
+}
+
+// newCredentialsID draws a CredentialsID: 128 random bits, hex-encoded.
+func newCredentialsID() string {
+	var b [16]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		panic("crypto/rand failed: " + err.Error()) // never on supported platforms (Go 1.24+)
+	}
+	return hex.EncodeToString(b[:])
+}
+
+// principal is the identity upstream counts logins against, folded: Unicode
+// NFC and lower case, as email logins are compared (Svc@Example.com and
+// svc@example.com are one user, one budget).
 func (r *role) principal() string {
+	if r.GrantType == grantClientCredentials {
+		return "client:" + foldPrincipal(r.ClientID)
+	}
+	return "user:" + foldPrincipal(r.Username)
+}
+
+func foldPrincipal(name string) string {
+	return cases.Fold().String(norm.NFC.String(name))
+}
+
+// legacyPrincipal is the principal as versions before folding spelled it, whose
+// index entries a role write or delete also clears.
+func (r *role) legacyPrincipal() string {
 	if r.GrantType == grantClientCredentials {
 		return "client:" + r.ClientID
 	}
@@ -205,12 +264,10 @@ func listRoles(ctx context.Context, s logical.Storage) ([]string, error) {
 	return names, nil
 }
 
-// deleteRole deletes a role and, first, its token state. Its principal index
-// entry is unindexRole's.
+// deleteRole deletes a role's record; its token state and principal index
+// entry go first (deleteTokenState, unindexRole), so that a delete that failed
+// half-way leaves the record for a retry to find and finish.
 func deleteRole(ctx context.Context, s logical.Storage, name string) error {
-	if err := s.Delete(ctx, tokensStoragePrefix+name); err != nil {
-		return fmt.Errorf("deleting the cached token of role %q: %w", name, err)
-	}
 	if err := s.Delete(ctx, rolesStoragePrefix+name); err != nil {
 		return fmt.Errorf("deleting role %q: %w", name, err)
 	}
@@ -229,14 +286,20 @@ func principalIndexKey(principal, name string) string {
 	return principalsStoragePrefix + principalHash(principal) + "/" + name
 }
 
-// indexRole files a role under its principal, and out of its previous one.
-func indexRole(ctx context.Context, s logical.Storage, name, oldPrincipal, principal string) error {
-	if oldPrincipal != principal {
-		if err := s.Delete(ctx, principalIndexKey(oldPrincipal, name)); err != nil {
-			return fmt.Errorf("updating the principal index of role %q: %w", name, err)
+// indexRole files a role under its principal, and out of its previous one
+// (old, nil for a new role: both the folded and the pre-folding spelling).
+func indexRole(ctx context.Context, s logical.Storage, name string, old, r *role) error {
+	if old != nil {
+		for _, p := range []string{old.principal(), old.legacyPrincipal()} {
+			if p == r.principal() {
+				continue
+			}
+			if err := s.Delete(ctx, principalIndexKey(p, name)); err != nil {
+				return fmt.Errorf("updating the principal index of role %q: %w", name, err)
+			}
 		}
 	}
-	if err := s.Put(ctx, &logical.StorageEntry{Key: principalIndexKey(principal, name), Value: []byte("{}")}); err != nil {
+	if err := s.Put(ctx, &logical.StorageEntry{Key: principalIndexKey(r.principal(), name), Value: []byte("{}")}); err != nil {
 		return fmt.Errorf("updating the principal index of role %q: %w", name, err)
 	}
 	return nil
@@ -257,10 +320,13 @@ func rolesSharingPrincipal(ctx context.Context, s logical.Storage, name string, 
 	return shared, nil
 }
 
-// unindexRole takes a deleted role out of the index of its principal.
-func unindexRole(ctx context.Context, s logical.Storage, name, principal string) error {
-	if err := s.Delete(ctx, principalIndexKey(principal, name)); err != nil {
-		return fmt.Errorf("deleting role %q from the principal index: %w", name, err)
+// unindexRole takes a role being deleted out of the index of its principal,
+// under both its folded and its pre-folding spelling.
+func unindexRole(ctx context.Context, s logical.Storage, name string, r *role) error {
+	for _, p := range []string{r.principal(), r.legacyPrincipal()} {
+		if err := s.Delete(ctx, principalIndexKey(p, name)); err != nil {
+			return fmt.Errorf("deleting role %q from the principal index: %w", name, err)
+		}
 	}
 	return nil
 }
@@ -297,9 +363,47 @@ type tokenState struct {
 	// authentication style deserves a try. Empty in state stored before the field
 	// existed, where the verdict stands whatever the config.
 	RejectedSettings string `json:"rejected_settings,omitempty"`
-	// Generation is the role generation (its credentials) this state belongs to.
-	// State of another generation is retired: never served, never judged by.
-	Generation uint64 `json:"generation"`
+	// Issuer is the token host (tokenOrigin) that issued AccessToken: the only
+	// host the token is ever sent to (verify/, refused-token reports). Empty in
+	// state stored before the field existed: the role's token host.
+	Issuer string `json:"issuer,omitempty"`
+
+	// The refused-token reports (README, "When the API refuses the token"): when
+	// the last report that acted came, and what it led to (report* constants);
+	// ForcedLoginAt is when a report last forced a login with no verify_url to
+	// ask, which it may do once per reportLoginInterval. They outlive the token.
+	LastReport        time.Time `json:"last_report,omitempty"`
+	LastReportOutcome string    `json:"last_report_outcome,omitempty"`
+	ForcedLoginAt     time.Time `json:"forced_login_at,omitempty"`
+
+	// CredentialsID is the role's CredentialsID this state belongs to (state
+	// stored before it existed carries Generation instead). State of other
+	// credentials is retired: never served, never judged by.
+	CredentialsID string `json:"credentials_id,omitempty"`
+	Generation    uint64 `json:"generation,omitempty"`
+}
+
+// credentialsID is the CredentialsID the state belongs to, or its legacy
+// generation's name.
+func (st *tokenState) credentialsID() string {
+	if st.CredentialsID != "" {
+		return st.CredentialsID
+	}
+	return legacyCredentialsID(st.Generation)
+}
+
+// readLegacyTokenHost reads the token host roles stored before hosts were
+// recorded are bound to; "" when none is stored yet.
+func readLegacyTokenHost(ctx context.Context, s logical.Storage) (string, error) {
+	var host string
+	if _, err := getJSON(ctx, s, legacyTokenHostKey, "the legacy token host", &host); err != nil {
+		return "", err
+	}
+	return host, nil
+}
+
+func writeLegacyTokenHost(ctx context.Context, s logical.Storage, host string) error {
+	return putJSON(ctx, s, legacyTokenHostKey, "the legacy token host", host)
 }
 
 // readTokenState reads a role's token state; an empty one when none is stored.

@@ -171,14 +171,17 @@ func storedJSON[T any](t *testing.T, s logical.Storage, key string) *T {
 	return v
 }
 
-// putLoggedInRole stores password role name (user name@example.com) with the
-// day-long token tok it logged in for at issued, as a node that served it left
-// them: a start over this storage finds both.
-func putLoggedInRole(tb testing.TB, s logical.Storage, name, tok string, issued time.Time) {
+// putLoggedInRole stores password role name (user name@example.com), bound to
+// the token host host (tokenOrigin), with the day-long token tok it logged in
+// for at issued, as a node that served it left them: a start over this storage
+// finds both.
+func putLoggedInRole(tb testing.TB, s logical.Storage, host, name, tok string, issued time.Time) {
 	tb.Helper()
-	r := &role{GrantType: grantPassword, Username: name + "@example.com", Password: "pw-" + name}
-	st := &tokenState{AccessToken: tok, TokenType: "Bearer", IssuedAt: issued,
-		ExpiresAt: issued.Add(24 * time.Hour), LastAttempt: issued, LastOutcome: outcomeSuccess}
+	id := "id-" + name
+	r := &role{GrantType: grantPassword, Username: name + "@example.com", Password: "pw-" + name,
+		CredentialsID: id, TokenHost: host}
+	st := &tokenState{AccessToken: tok, TokenType: "Bearer", IssuedAt: issued, Issuer: host,
+		ExpiresAt: issued.Add(24 * time.Hour), LastAttempt: issued, LastOutcome: outcomeSuccess, CredentialsID: id}
 	for key, v := range map[string]any{rolesStoragePrefix + name: r, tokensStoragePrefix + name: st} {
 		entry, err := logical.StorageEntryJSON(key, v)
 		if err != nil {

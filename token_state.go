@@ -12,9 +12,11 @@ func (st *tokenState) lifetime() time.Duration {
 
 // refreshWindow is how long before expiry the plugin logs in anew: refresh_before,
 // but at most half the token's lifetime, so a refresh_before longer than the
-// tokens live (1h against 1-hour tokens) cannot turn every read into a login.
+// tokens live (1h against 1-hour tokens) cannot turn every read into a login;
+// and at least the skew margin, so a read never gets a token it cannot use
+// without a login having started (README, "When the plugin logs in").
 func (st *tokenState) refreshWindow(refreshBefore time.Duration) time.Duration {
-	return min(refreshBefore, st.lifetime()/2)
+	return max(min(refreshBefore, st.lifetime()/2), st.skew())
 }
 
 // refreshAt is when the token enters its refresh window.

@@ -1,0 +1,208 @@
+package iadvize
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+
+	"github.com/hashicorp/vault/sdk/logical"
+)
+
+// Where secrets may go (README, "Where secrets may go"; docs/security.md): a
+// role's password and client secret only to the token host its credentials were
+// written for, and an access token only to the host that issued it. Whoever may
+// write config but not the roles' secrets must never be able to collect them by
+// pointing token_url or verify_url elsewhere.
+
+// tokenOrigin names the host a URL sends to: scheme, lower-cased host and port
+// (the scheme's when the URL names none), as in RFC 6454 §4. A path or query
+// change on the same host keeps the origin; "" for a URL with no host.
+func tokenOrigin(rawURL string) string {
+	u, err := url.Parse(rawURL)
+	if err != nil || u.Hostname() == "" {
+		return ""
+	}
+	scheme := strings.ToLower(u.Scheme)
+	port := u.Port()
+	if port == "" {
+		port = "443"
+		if scheme == "http" {
+			port = "80"
+		}
+	}
+	return scheme + "://" + net.JoinHostPort(strings.TrimSuffix(strings.ToLower(u.Hostname()), "."), port)
+}
+
+// boundHost is the token host a role's credentials may be sent to: the one
+// recorded with them, the mount's legacy token host for roles stored before
+// hosts were recorded, or "" for credentials written with no config stored,
+// which their first login binds (bindOnLogin).
+func (b *backend) boundHost(ctx context.Context, s logical.Storage, r *role) (string, error) {
+	switch {
+	case r.TokenHost != "":
+		return r.TokenHost, nil
+	case r.BindOnLogin:
+		return "", nil
+	}
+	return b.legacyTokenHost(ctx, s)
+}
+
+// legacyTokenHost is the token host of the config in force when this version
+// first ran on the mount: roles stored before hosts were recorded are bound to
+// it, with no login and no operator step. Until a config write or delete of this
+// version (which stores it first: keepLegacyTokenHost), that is the current
+// config's; after, the stored one.
+func (b *backend) legacyTokenHost(ctx context.Context, s logical.Storage) (string, error) {
+	h := b.legacyHost.Load()
+	if h == nil {
+		host, err := readLegacyTokenHost(ctx, s)
+		if err != nil {
+			return "", err
+		}
+		h = &host
+		b.legacyHost.Store(h)
+	}
+	if *h != "" {
+		return *h, nil
+	}
+	cfg, err := b.getConfig(ctx, s)
+	if err != nil {
+		return "", err
+	}
+	return cfg.origin, nil
+}
+
+// keepLegacyTokenHost stores the current config's token host as the legacy
+// token host, unless one is stored: a config write or delete calls it, under
+// the config write lock, before it changes the config.
+func (b *backend) keepLegacyTokenHost(ctx context.Context, s logical.Storage) error {
+	host, err := readLegacyTokenHost(ctx, s)
+	if err != nil || host != "" {
+		return err
+	}
+	cfg, _, err := readConfig(ctx, s)
+	if err != nil {
+		return err
+	}
+	host = tokenOrigin(cfg.TokenURL)
+	if err := writeLegacyTokenHost(ctx, s, host); err != nil {
+		return err
+	}
+	b.legacyHost.Store(&host)
+	return nil
+}
+
+// bindingRefusal is why a role whose credentials are bound to another token host
+// (bound) than the config's may not log in, in words an operator acts on; nil
+// when the role may log in there (or is not bound yet: its first login binds it).
+func bindingRefusal(bound string, r *role, cfg *configEntry) *loginRefusal {
+	if bound == "" || bound == cfg.origin {
+		return nil
+	}
+	return &loginRefusal{status: http.StatusConflict,
+		cause: fmt.Sprintf("its credentials were written for the token host %s, and config %s now names %s: "+
+			"they are sent to no other host", bound, fieldTokenURL, cfg.origin),
+		until: fmt.Sprintf("no login until the role's %s is written again (at roles/<name>), which binds it to %s",
+			secretFields(r), cfg.origin)}
+}
+
+// secretFields names the role's write-only fields, for messages.
+func secretFields(r *role) string {
+	switch {
+	case r.GrantType == grantClientCredentials:
+		return fieldClientSecret
+	case r.ClientSecret != "":
+		return fieldPassword + " and " + fieldClientSecret
+	}
+	return fieldPassword
+}
+
+// boundElsewhere reports whether the role's credentials are bound to another
+// token host than the config's, from memory (the legacy host is read at
+// Initialize); mayLogin makes the same check against storage before any login.
+func (b *backend) boundElsewhere(r *role, cfg *configEntry) bool {
+	bound := r.TokenHost
+	if bound == "" && !r.BindOnLogin {
+		if h := b.legacyHost.Load(); h != nil {
+			bound = *h // "": none stored, the config's
+		}
+	}
+	return bound != "" && bound != cfg.origin
+}
+
+// bindOnLogin records the token host of a role's first login with the role, if
+// its credentials were written with no config stored (BindOnLogin) and are still
+// the ones the login is for. It returns the role as stored after.
+func (b *backend) bindOnLogin(ctx context.Context, s logical.Storage, name string, sentFor *role, host string) (*role, error) {
+	defer b.lockRole(name).Unlock()
+	r, err := getRole(ctx, s, name)
+	switch {
+	case err != nil:
+		return nil, err
+	case r == nil:
+		return nil, errRoleNotFound
+	case r.credentialsID() != sentFor.credentialsID():
+		return nil, errRoleChanged
+	case !r.BindOnLogin:
+		return r, nil
+	}
+	r.TokenHost, r.BindOnLogin = host, false
+	if err := putRole(ctx, s, name, r); err != nil {
+		return nil, err
+	}
+	b.dropEntry(name)
+	return r, nil
+}
+
+// verifyUsable says whether verify_url may be sent a role's token: it must be
+// set, and on the host that issued the token (issuer). why says what to change
+// when it may not.
+func verifyUsable(cfg *config, issuer string) (ok bool, why string) {
+	switch origin := tokenOrigin(cfg.VerifyURL); {
+	case cfg.VerifyURL == "":
+		return false, fmt.Sprintf("config has an empty %s", fieldVerifyURL)
+	case origin != issuer:
+		return false, fmt.Sprintf("config %s is on %s, not on %s, the token host that issued the token: "+
+			"tokens are sent only to their issuer; set %s to a URL on that host, or empty", fieldVerifyURL, origin, issuer, fieldVerifyURL)
+	}
+	return true, ""
+}
+
+// tokenIssuer is the host that issued a role's cached token.
+func (b *backend) tokenIssuer(ctx context.Context, s logical.Storage, e *cacheEntry) (string, error) {
+	if e.state.Issuer != "" {
+		return e.state.Issuer, nil
+	}
+	return b.boundHost(ctx, s, e.role)
+}
+
+// rolesBoundElsewhere counts the roles whose credentials are bound to another
+// token host than host (roles not bound yet are not counted: their first login
+// binds them), for the warning of a config write.
+func (b *backend) rolesBoundElsewhere(ctx context.Context, s logical.Storage, host string) (int, error) {
+	names, err := listRoles(ctx, s)
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, name := range names {
+		r, err := getRole(ctx, s, name)
+		if err != nil {
+			return 0, err
+		}
+		if r == nil {
+			continue
+		}
+		bound, err := b.boundHost(ctx, s, r)
+		if err != nil {
+			return 0, err
+		}
+		if bound != "" && bound != host {
+			n++
+		}
+	}
+	return n, nil
+}
