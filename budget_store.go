@@ -2,6 +2,7 @@ package iadvize
 
 import (
 	"context"
+	"time"
 
 	"github.com/hashicorp/vault/sdk/logical"
 )
@@ -57,4 +58,18 @@ func (b *backend) saveBudgets(ctx context.Context, s logical.Storage) error {
 	err := writeBudget(ctx, s, rec)
 	m.saveCovered, m.saveErr = covers, err
 	return err
+}
+
+// reserveLogin takes one login of principal from the token host's budgets under
+// cfg's numbers (mountBudgets.reserve) and, when it did, stores this mount's copy
+// (saveBudgets). It returns what reserve returns. A failed write is logged only:
+// the login is within budget; only a restart's memory of it is lost.
+func (b *backend) reserveLogin(ctx context.Context, s logical.Storage, principal string, cfg *configEntry, now time.Time) (retryAt time.Time, hostFull, ok bool) {
+	retryAt, hostFull, ok = b.limits.reserve(principal, now, cfg.UserLoginsPerMinute, cfg.LoginsPerMinute)
+	if ok {
+		if err := b.saveBudgets(ctx, s); err != nil {
+			b.Logger().Warn("storing the login budget failed", "error", err)
+		}
+	}
+	return retryAt, hostFull, ok
 }

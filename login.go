@@ -368,7 +368,7 @@ func (b *backend) refreshRole(ctx context.Context, s logical.Storage, name strin
 		}
 
 		sent := b.now()
-		tok, loginErr := b.login(ctx, cfg, e.role)
+		tok, loginErr := b.login(ctx, s, cfg, e.role)
 		if b.lifetime.Err() != nil {
 			return refreshOutcome{}, errMountClosing
 		}
@@ -436,12 +436,8 @@ func (b *backend) mayLogin(ctx context.Context, s logical.Storage, e *cacheEntry
 	if err := b.restoreBudgets(ctx, s); err != nil {
 		return &loginRefusal{status: http.StatusInternalServerError, cause: "reading the login budget failed", retryAt: now}
 	}
-	retryAt, hostFull, ok := b.limits.reserve(principal, now, cfg.UserLoginsPerMinute, cfg.LoginsPerMinute)
+	retryAt, hostFull, ok := b.reserveLogin(ctx, s, principal, cfg, now)
 	if ok {
-		if err := b.saveBudgets(ctx, s); err != nil {
-			// The login is within budget; only a restart's memory of it is lost.
-			b.Logger().Warn("storing the login budget failed", "error", err)
-		}
 		return nil
 	}
 	cause := fmt.Sprintf("login budget of %s spent (%d a minute per user, %d in all to %s, counting every mount)",
@@ -469,14 +465,21 @@ func upstreamRefusal(err error, st *tokenState) *loginRefusal {
 }
 
 // login performs the upstream call, bounded by request_timeout and detached from
-// the first reader's cancellation: other readers share its result.
-func (b *backend) login(ctx context.Context, cfg *configEntry, r *role) (*issuedToken, error) {
+// the first reader's cancellation (not the mount's Clean: detach): other readers
+// share its result. A retry on a new connection (tokenClient.login) takes one
+// more login from the budgets first.
+func (b *backend) login(ctx context.Context, s logical.Storage, cfg *configEntry, r *role) (*issuedToken, error) {
 	ctx, cancel := b.detach(ctx, cfg.RequestTimeout)
 	defer cancel()
 	return cfg.client.login(ctx, cfg.TokenURL, cfg.clientAuth(), r, answerRules{
 		now:              b.now,
 		defaultExpiresIn: cfg.DefaultExpiresIn,
 		redact:           newRedactor(r.secrets()...),
+		beforeRetry: func() bool {
+			_, _, ok := b.reserveLogin(ctx, s, r.principal(), cfg, b.now())
+			b.Logger().Info("upstream closed a kept-alive connection as a login was sent", "retry_on_new_connection", ok)
+			return ok
+		},
 	})
 }
 

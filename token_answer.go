@@ -95,6 +95,11 @@ type answerRules struct {
 	defaultExpiresIn time.Duration
 	// redact decides whether upstream text may be repeated.
 	redact *redactor
+	// beforeRetry, when set, is asked before a login is sent a second time
+	// because upstream closed the kept-alive connection it went on
+	// (tokenClient.login): the retry is a login, so it reserves one more from
+	// the budgets (docs/login-policy.md, "Budgets"); false means no retry.
+	beforeRetry func() bool
 }
 
 // OAuth2 error codes (RFC 6749 §5.2, RFC 8628 §3.5, and what servers send in
