@@ -131,7 +131,7 @@ Example (PORT is the one it prints once listening):
   vault read iadvize/creds/app
   curl -d '{"mode":"rate_limit","count":1,"retry_after":120}' http://127.0.0.1:PORT/_fake/fault
   curl -d '{"username":"alice"}' http://127.0.0.1:PORT/_fake/revoke     # alice's tokens now get 401
-  curl -H "Authorization: Bearer $TOKEN" http://127.0.0.1:PORT/api/me    # the API an integration calls
+  go run ./examples/consumer -path iadvize/creds/app -api http://127.0.0.1:PORT/api/me   # an integration
 `)
 }
 
