@@ -130,6 +130,8 @@ Example (PORT is the one it prints once listening):
   vault write iadvize/roles/app username=alice password=ALICE_PASSWORD
   vault read iadvize/creds/app
   curl -d '{"mode":"rate_limit","count":1,"retry_after":120}' http://127.0.0.1:PORT/_fake/fault
+  curl -d '{"username":"alice"}' http://127.0.0.1:PORT/_fake/revoke     # alice's tokens now get 401
+  go run ./examples/consumer -path iadvize/creds/app -api http://127.0.0.1:PORT/api/me   # an integration
 `)
 }
 

@@ -58,7 +58,7 @@ func TestHelp(t *testing.T) {
 			t.Errorf("-h does not show %q", w)
 		}
 	}
-	for _, ep := range []string{"POST /oauth2/token", "GET  /_authenticated", "POST /_fake/fault", "GET  /_fake/stats"} {
+	for _, ep := range []string{"POST /oauth2/token", "GET  /_authenticated", "GET  /api/me", "POST /_fake/fault", "POST /_fake/revoke", "GET  /_fake/stats"} {
 		if !strings.Contains(help, ep) {
 			t.Errorf("-h does not list %q", ep)
 		}
@@ -145,14 +145,33 @@ func TestServe(t *testing.T) {
 	if code := post(pw, ""); code != 200 {
 		t.Errorf("password grant with the public client: %d, want 200", code)
 	}
-	resp, err := http.Get(base + "/_fake/stats")
+	resp, err := http.Post(base+"/_fake/revoke", "application/json", strings.NewReader(`{"username":"alice"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var revoked struct{ Revoked int }
+	err = json.NewDecoder(resp.Body).Decode(&revoked)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || err != nil || revoked.Revoked != 1 {
+		t.Errorf("revoke alice: %d, %v, revoked %d; want 200, 1", resp.StatusCode, err, revoked.Revoked)
+	}
+	resp, err = http.Get(base + "/api/me")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 401 {
+		t.Errorf("GET /api/me without a token: %d, want 401", resp.StatusCode)
+	}
+	resp, err = http.Get(base + "/_fake/stats")
 	if err != nil {
 		t.Fatal(err)
 	}
 	var st fakeiadvize.Stats
 	err = json.NewDecoder(resp.Body).Decode(&st)
 	resp.Body.Close()
-	if err != nil || st.LastClientAuth != fakeiadvize.ClientAuthNone || st.LastClientID != "app" || !st.LastClientIDInForm {
+	if err != nil || st.LastClientAuth != fakeiadvize.ClientAuthNone || st.LastClientID != "app" || !st.LastClientIDInForm ||
+		st.APICalls != 1 || st.APIRefusals != 1 {
 		t.Errorf("stats: %v, last client auth %q, client %q, in form %v", err, st.LastClientAuth, st.LastClientID, st.LastClientIDInForm)
 	}
 

@@ -3,7 +3,10 @@
 //
 // It answers POST /oauth2/token (password and client-credentials grants) and
 // GET /_authenticated (bearer-token check) the way the real upstream does,
-// including its login rate limits, and it can be told to misbehave (rate
+// including its login rate limits, and serves GET /api/me, an API call that
+// an integration makes with its token (200, or 401 invalid_token per RFC 6750
+// §3 once the token expired or was revoked). Tokens can be revoked all at
+// once, or those of one user or one client. It can be told to misbehave (rate
 // limits, 5xx, HTML pages, hangs, malformed token answers) or to send any of
 // the valid but unusual answers real token endpoints send (JSON under another
 // Content-Type, form-encoded tokens, decimal or string expires_in, lower-case
@@ -30,6 +33,7 @@
 package fakeiadvize
 
 import (
+	"bytes"
 	"cmp"
 	"context"
 	"crypto/rand"
@@ -39,6 +43,7 @@ import (
 	"errors"
 	"fmt"
 	"html"
+	"io"
 	"log"
 	"maps"
 	"net"
@@ -72,6 +77,8 @@ const (
 
 	tokenPath   = "/oauth2/token"
 	adminPrefix = "/_fake/"
+	// APIPath is the API endpoint an integration calls with its token.
+	APIPath = "/api/me"
 
 	maxFormBytes  = 64 << 10
 	maxAdminBytes = 64 << 10
@@ -326,6 +333,8 @@ type Stats struct {
 	TokensIssued        int `json:"tokens_issued"`         // including by faulted 200 answers
 	VerifyCalls         int `json:"verify_calls"`          // GET /_authenticated requests
 	VerifyFailures      int `json:"verify_failures"`       // of which answered 401
+	APICalls            int `json:"api_calls"`             // GET /api/me requests
+	APIRefusals         int `json:"api_refusals"`          // of which answered 401
 	// Handled counts the requests, on any path but the admin API, answered
 	// by the handler set with SetHandler; they are in no other counter.
 	Handled int `json:"handled"`
@@ -358,10 +367,10 @@ type Server struct {
 	once   sync.Once
 
 	mu        sync.Mutex
-	users     map[string]string    // username → password
-	clients   map[string]string    // client_id → client_secret, "" for a public client
-	tokens    map[string]time.Time // access token → expiry
-	pruneAt   int                  // token count at which expired tokens are swept
+	users     map[string]string      // username → password
+	clients   map[string]string      // client_id → client_secret, "" for a public client
+	tokens    map[string]issuedToken // access token → what it was issued for
+	pruneAt   int                    // token count at which expired tokens are swept
 	lifetime  time.Duration
 	userLimit int // <= 0: no limit
 	ipLimit   int // <= 0: no limit
@@ -382,6 +391,13 @@ type Server struct {
 	loginTimes []time.Time
 }
 
+// issuedToken is what the fake remembers of a token it issued.
+type issuedToken struct {
+	expires   time.Time
+	grant     string // grant_type of the request that got it
+	principal string // its username (password grant) or client_id (client credentials)
+}
+
 // New returns a fake with no users or clients.
 func New(opts Options) *Server {
 	s := &Server{
@@ -390,7 +406,7 @@ func New(opts Options) *Server {
 		done:        make(chan struct{}),
 		users:       map[string]string{},
 		clients:     map[string]string{},
-		tokens:      map[string]time.Time{},
+		tokens:      map[string]issuedToken{},
 		userWindows: map[string][]time.Time{},
 		ipWindows:   map[string][]time.Time{},
 		userBlocks:  map[string]time.Time{},
@@ -434,9 +450,10 @@ func (s *Server) routes() []route {
 	return []route{
 		{Endpoint{"POST", "/oauth2/token", "token endpoint: password and client_credentials grants (form body)"}, s.handleToken},
 		{Endpoint{"GET", "/_authenticated", "checks an Authorization: Bearer token"}, s.handleAuthenticated},
+		{Endpoint{"GET", APIPath, `an integration's API call with an Authorization: Bearer token: 200 {"principal":"u","grant_type":"password"}, or 401 invalid_token`}, s.handleAPI},
 		{Endpoint{"GET", "/_fake/stats", "counters, the active fault and how the last token request authenticated"}, s.handleStats},
 		{Endpoint{"POST", "/_fake/fault", `inject a fault: {"mode":"rate_limit","count":1,"retry_after":120}; {"mode":"none"} clears`}, s.handleFault},
-		{Endpoint{"POST", "/_fake/revoke", "make every token issued so far invalid"}, s.handleRevoke},
+		{Endpoint{"POST", "/_fake/revoke", `make tokens issued so far invalid: no body (or {}) all; {"username":"u"} one user's; {"client_id":"c"} one client's`}, s.handleRevoke},
 		{Endpoint{"POST", "/_fake/users", `add a password-grant user: {"username":"u","password":"p"}`}, s.handleUsers},
 		{Endpoint{"POST", "/_fake/clients", `add a client: {"client_id":"c","client_secret":"s"}, or {"client_id":"c","public":true}`}, s.handleClients},
 		{Endpoint{"POST", "/_fake/reset", "zero the counters and forget rate-limit windows and blocks"}, s.handleReset},
@@ -489,7 +506,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 // SetHandler makes h answer every request but those of the admin API
-// (/_fake/) from now on, in place of the fake's own token and verify
+// (/_fake/) from now on, in place of the fake's own token, verify and API
 // endpoints; nil gives them back. It serves tests that need an answer no
 // fault mode gives. The requests h answers count in Stats.Handled only, and
 // those to /oauth2/token also in LoginTimes; users, tokens, limits and the
@@ -574,11 +591,45 @@ func (s *Server) SetBlockDuration(d time.Duration) {
 	s.block = max(d, 0)
 }
 
-// RevokeAll makes every token issued so far invalid for /_authenticated.
+// RevokeAll makes every token issued so far invalid for /_authenticated and
+// the API. Tokens issued later are valid.
 func (s *Server) RevokeAll() {
+	s.revoke(func(issuedToken) bool { return true })
+}
+
+// RevokeUser makes every token issued so far to username by the password
+// grant invalid for /_authenticated and the API, and returns how many
+// unexpired tokens that was. Other users' and clients' tokens, and tokens
+// issued later, stay valid.
+func (s *Server) RevokeUser(username string) int {
+	return s.revoke(func(t issuedToken) bool { return t.grant == "password" && t.principal == username })
+}
+
+// RevokeClient makes every token issued so far to clientID by the
+// client-credentials grant invalid for /_authenticated and the API, and
+// returns how many unexpired tokens that was. Password-grant tokens whose
+// request named the client are not affected (revoke their user), nor are
+// tokens issued later.
+func (s *Server) RevokeClient(clientID string) int {
+	return s.revoke(func(t issuedToken) bool { return t.grant == "client_credentials" && t.principal == clientID })
+}
+
+// revoke forgets the tokens that match, and returns how many of them were
+// still unexpired.
+func (s *Server) revoke(match func(issuedToken) bool) int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	clear(s.tokens)
+	now, n := s.now(), 0
+	maps.DeleteFunc(s.tokens, func(_ string, t issuedToken) bool {
+		if !match(t) {
+			return false
+		}
+		if now.Before(t.expires) {
+			n++
+		}
+		return true
+	})
+	return n
 }
 
 // Reset zeroes the counters and the login history, and forgets the rate-limit
@@ -986,7 +1037,7 @@ func (s *Server) loginLocked(req tokenRequest) reply {
 	}
 	s.stats.LoginSuccesses++
 	s.stats.UserSuccesses[req.identity]++
-	tok, secs := s.issueLocked(now, s.lifetime)
+	tok, secs := s.issueLocked(now, s.lifetime, req)
 	return reply{
 		status:  http.StatusOK,
 		body:    tokenResponse{AccessToken: tok, ExpiresIn: secs, TokenType: "Bearer", RefreshToken: "none"},
@@ -1057,17 +1108,17 @@ func maxTime(a, b time.Time) time.Time {
 	return a
 }
 
-// issueLocked creates and remembers a token valid for lifetime, and returns
-// it with the lifetime in whole seconds.
-func (s *Server) issueLocked(now time.Time, lifetime time.Duration) (string, int64) {
+// issueLocked creates and remembers a token valid for lifetime, issued for
+// req, and returns it with the lifetime in whole seconds.
+func (s *Server) issueLocked(now time.Time, lifetime time.Duration, req tokenRequest) (string, int64) {
 	if len(s.tokens) >= s.pruneAt {
-		maps.DeleteFunc(s.tokens, func(_ string, exp time.Time) bool { return !now.Before(exp) })
+		maps.DeleteFunc(s.tokens, func(_ string, t issuedToken) bool { return !now.Before(t.expires) })
 		s.pruneAt = max(2*len(s.tokens), 1024)
 	}
 	b := make([]byte, 32)
 	_, _ = rand.Read(b) // never fails (crypto/rand, Go 1.24+)
 	tok := base64.RawURLEncoding.EncodeToString(b)
-	s.tokens[tok] = now.Add(lifetime)
+	s.tokens[tok] = issuedToken{expires: now.Add(lifetime), grant: req.grant, principal: req.identity}
 	s.stats.TokensIssued++
 	return tok, int64(lifetime / time.Second)
 }
@@ -1154,7 +1205,7 @@ func (s *Server) faultReplyLocked(f Fault, req tokenRequest) reply {
 	case FaultHugeExpiresIn:
 		lifetime = HugeExpiresIn * time.Second
 	}
-	tok, secs := s.issueLocked(s.now(), lifetime)
+	tok, secs := s.issueLocked(s.now(), lifetime, req)
 	body := tokenResponse{AccessToken: tok, ExpiresIn: secs, TokenType: "Bearer", RefreshToken: "none"}
 	rp := reply{status: http.StatusOK, outcome: outcome}
 	switch f.Mode {
@@ -1209,11 +1260,9 @@ var faultContentTypes = map[FaultMode]string{
 }
 
 func (s *Server) handleAuthenticated(w http.ResponseWriter, r *http.Request) {
-	tok, ok := bearerToken(r)
 	s.mu.Lock()
 	s.stats.VerifyCalls++
-	exp, found := s.tokens[tok]
-	valid := ok && found && s.now().Before(exp)
+	_, valid := s.bearerLocked(r)
 	if !valid {
 		s.stats.VerifyFailures++
 	}
@@ -1227,6 +1276,52 @@ func (s *Server) handleAuthenticated(w http.ResponseWriter, r *http.Request) {
 	}
 	s.logf("authenticated: 200")
 	writeJSON(w, http.StatusOK, map[string]bool{"authenticated": true})
+}
+
+// apiAnswer is the body of a successful GET /api/me.
+type apiAnswer struct {
+	Principal string `json:"principal"`  // the username or client_id the token was issued to
+	GrantType string `json:"grant_type"` // the grant that got it
+}
+
+// handleAPI answers an integration's API call: 200 for a valid token, and
+// otherwise 401 invalid_token as a resource server does (RFC 6750 §3): the
+// WWW-Authenticate challenge carries error="invalid_token" when a token was
+// sent, and no error when the request had none (§3.1).
+func (s *Server) handleAPI(w http.ResponseWriter, r *http.Request) {
+	_, sent := bearerToken(r)
+	s.mu.Lock()
+	s.stats.APICalls++
+	t, valid := s.bearerLocked(r)
+	if !valid {
+		s.stats.APIRefusals++
+	}
+	s.mu.Unlock()
+
+	w.Header().Set("Cache-Control", "no-store")
+	if !valid {
+		s.logf("api: 401 invalid token")
+		challenge := `Bearer realm="iadvize"`
+		if sent {
+			challenge += `, error="invalid_token"`
+		}
+		w.Header().Set("WWW-Authenticate", challenge)
+		writeJSON(w, http.StatusUnauthorized, oauthError{"invalid_token", "access token not valid"})
+		return
+	}
+	s.logf("api: 200 for %q", t.principal)
+	writeJSON(w, http.StatusOK, apiAnswer{Principal: t.principal, GrantType: t.grant})
+}
+
+// bearerLocked returns the token of r's "Authorization: Bearer" header, and
+// whether it is one the fake issued, unexpired and not revoked.
+func (s *Server) bearerLocked(r *http.Request) (issuedToken, bool) {
+	tok, ok := bearerToken(r)
+	if !ok {
+		return issuedToken{}, false
+	}
+	t, found := s.tokens[tok]
+	return t, found && s.now().Before(t.expires)
 }
 
 // bearerToken extracts the token of an "Authorization: Bearer" header.
@@ -1277,10 +1372,49 @@ func (s *Server) handleFault(w http.ResponseWriter, r *http.Request) {
 	adminOK(w)
 }
 
+// revokeRequest is the body of POST /_fake/revoke: at most one of its
+// fields, none (or no body at all) to revoke every token.
+type revokeRequest struct {
+	Username *string `json:"username"`  // a password-grant user's tokens (RevokeUser)
+	ClientID *string `json:"client_id"` // a client-credentials client's tokens (RevokeClient)
+}
+
+// handleRevoke answers {"ok":true,"revoked":N}, N the unexpired tokens it
+// made invalid.
 func (s *Server) handleRevoke(w http.ResponseWriter, r *http.Request) {
-	s.RevokeAll()
-	s.logf("all tokens revoked")
-	adminOK(w)
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxAdminBytes))
+	if err != nil {
+		adminError(w, "reading the body: "+err.Error())
+		return
+	}
+	var q revokeRequest
+	if len(bytes.TrimSpace(body)) > 0 {
+		dec := json.NewDecoder(bytes.NewReader(body))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&q); err != nil {
+			adminError(w, "malformed JSON body: "+err.Error())
+			return
+		}
+	}
+	var n int
+	switch {
+	case q.Username != nil && q.ClientID != nil:
+		adminError(w, "name a username or a client_id, not both")
+		return
+	case q.Username != nil && *q.Username == "", q.ClientID != nil && *q.ClientID == "":
+		adminError(w, "username and client_id must not be empty when present")
+		return
+	case q.Username != nil:
+		n = s.RevokeUser(*q.Username)
+		s.logf("revoked %d token(s) of user %q", n, *q.Username)
+	case q.ClientID != nil:
+		n = s.RevokeClient(*q.ClientID)
+		s.logf("revoked %d token(s) of client %q", n, *q.ClientID)
+	default:
+		n = s.revoke(func(issuedToken) bool { return true })
+		s.logf("all tokens revoked (%d)", n)
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"ok": true, "revoked": n})
 }
 
 func (s *Server) handleUsers(w http.ResponseWriter, r *http.Request) {

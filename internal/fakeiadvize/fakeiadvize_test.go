@@ -13,6 +13,7 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -545,6 +546,193 @@ func TestRevokeAll(t *testing.T) {
 	}
 	if st := f.Stats(); st.VerifyFailures != 1 || st.VerifyCalls != 2 {
 		t.Errorf("VerifyCalls %d, VerifyFailures %d; want 2, 1", st.VerifyCalls, st.VerifyFailures)
+	}
+}
+
+// callAPI calls GET /api/me with the Authorization header auth ("" for none).
+func callAPI(f *Server, auth string) *httptest.ResponseRecorder {
+	r := httptest.NewRequest(http.MethodGet, APIPath, nil)
+	if auth != "" {
+		r.Header.Set("Authorization", auth)
+	}
+	return serve(f, r)
+}
+
+// TestAPI: the API answers a valid token 200 with whom it was issued to, and
+// anything else 401 invalid_token with an RFC 6750 §3 challenge.
+func TestAPI(t *testing.T) {
+	f, clock := newFake(t, Options{})
+	f.SetTokenLifetime(20 * time.Second)
+	tok := *decodeToken(t, login(f, user, password, "10.0.0.1")).AccessToken
+	r := tokenRequestFor(url.Values{"grant_type": {"client_credentials"}})
+	r.Header.Set("Authorization", rawBasic(clientID, secret))
+	clientTok := *decodeToken(t, serve(f, r)).AccessToken
+	f.AddUser("bob", password)
+	revoked := *decodeToken(t, login(f, "bob", password, "10.0.0.1")).AccessToken
+	f.RevokeUser("bob")
+
+	const challenge = `Bearer realm="iadvize", error="invalid_token"`
+	tests := []struct {
+		name          string
+		header        string
+		advance       time.Duration
+		want          int
+		wantPrincipal string // on 200
+		wantGrant     string
+		wantChallenge string // on 401
+	}{
+		{name: "password-grant token", header: "Bearer " + tok, want: 200, wantPrincipal: user, wantGrant: "password"},
+		{name: "lower-case scheme", header: "bearer " + tok, want: 200, wantPrincipal: user, wantGrant: "password"},
+		{name: "client-credentials token", header: "Bearer " + clientTok, want: 200, wantPrincipal: clientID, wantGrant: "client_credentials"},
+		{name: "no header", want: 401, wantChallenge: `Bearer realm="iadvize"`},
+		{name: "basic scheme", header: "Basic " + tok, want: 401, wantChallenge: `Bearer realm="iadvize"`},
+		{name: "unknown token", header: "Bearer nottoken", want: 401, wantChallenge: challenge},
+		{name: "revoked token", header: "Bearer " + revoked, want: 401, wantChallenge: challenge},
+		{name: "one second before expiry", header: "Bearer " + tok, advance: 19 * time.Second, want: 200, wantPrincipal: user, wantGrant: "password"},
+		{name: "at expiry", header: "Bearer " + tok, advance: time.Second, want: 401, wantChallenge: challenge},
+	}
+	refusals := 0
+	for i, tt := range tests {
+		clock.Advance(tt.advance)
+		w := callAPI(f, tt.header)
+		if w.Code != tt.want {
+			t.Fatalf("%s: status = %d, want %d", tt.name, w.Code, tt.want)
+		}
+		if w.Header().Get("Cache-Control") != "no-store" || w.Header().Get("Content-Type") != "application/json" {
+			t.Errorf("%s: Cache-Control %q, Content-Type %q", tt.name, w.Header().Get("Cache-Control"), w.Header().Get("Content-Type"))
+		}
+		if got := w.Header().Get("WWW-Authenticate"); got != tt.wantChallenge {
+			t.Errorf("%s: WWW-Authenticate = %q, want %q", tt.name, got, tt.wantChallenge)
+		}
+		if tt.want == 200 {
+			var got apiAnswer
+			if err := json.Unmarshal(w.Body.Bytes(), &got); err != nil || got != (apiAnswer{tt.wantPrincipal, tt.wantGrant}) {
+				t.Errorf("%s: body %+v (error %v), want principal %q, grant %q", tt.name, got, err, tt.wantPrincipal, tt.wantGrant)
+			}
+		} else {
+			refusals++
+			if e := decodeError(t, w); e != (oauthError{"invalid_token", "access token not valid"}) {
+				t.Errorf("%s: body = %+v, want invalid_token", tt.name, e)
+			}
+		}
+		if st := f.Stats(); st.APICalls != i+1 || st.APIRefusals != refusals || st.VerifyCalls != 0 {
+			t.Errorf("%s: APICalls %d, APIRefusals %d, VerifyCalls %d; want %d, %d, 0",
+				tt.name, st.APICalls, st.APIRefusals, st.VerifyCalls, i+1, refusals)
+		}
+	}
+	f.Reset()
+	if st := f.Stats(); st.APICalls != 0 || st.APIRefusals != 0 {
+		t.Errorf("after Reset: APICalls %d, APIRefusals %d", st.APICalls, st.APIRefusals)
+	}
+}
+
+// TestRevokeOne: revoking one user's or one client's tokens, by a Go method or
+// the admin API, leaves every other token valid, and tokens issued afterwards
+// too.
+func TestRevokeOne(t *testing.T) {
+	// The tokens each case starts with, by name.
+	all := []string{"alice", "bob", "client", "alice with client", "client named alice"}
+	tests := []struct {
+		name        string
+		revoke      func(*Server) int // by a Go method
+		body        string            // or POST /_fake/revoke with this body
+		wantRevoked []string          // the rest stay valid
+	}{
+		{name: "RevokeUser", revoke: func(f *Server) int { return f.RevokeUser(user) },
+			wantRevoked: []string{"alice", "alice with client"}},
+		{name: "RevokeClient", revoke: func(f *Server) int { return f.RevokeClient(clientID) },
+			wantRevoked: []string{"client"}},
+		{name: "RevokeUser, unknown user", revoke: func(f *Server) int { return f.RevokeUser("nobody") }},
+		{name: "RevokeClient of a user's name", revoke: func(f *Server) int { return f.RevokeClient("bob") }},
+		{name: "admin username", body: `{"username":"alice"}`, wantRevoked: []string{"alice", "alice with client"}},
+		{name: "admin client_id", body: `{"client_id":"alice"}`, wantRevoked: []string{"client named alice"}},
+		{name: "admin no body", body: "", wantRevoked: all},
+		{name: "admin empty object", body: " {}\n", wantRevoked: all},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f, clock := newFake(t, Options{})
+			f.AddUser("bob", password)
+			f.AddClient("alice", secret) // a client named as a user: revoking one leaves the other
+			cc := func(id string) string {
+				r := tokenRequestFor(url.Values{"grant_type": {"client_credentials"}})
+				r.Header.Set("Authorization", rawBasic(id, secret))
+				return *decodeToken(t, serve(f, r)).AccessToken
+			}
+			withClient := passwordForm(user, password)
+			withClient.Set("client_id", clientID)
+			withClient.Set("client_secret", secret)
+			held := map[string]string{
+				"alice":              *decodeToken(t, login(f, user, password, "10.0.0.1")).AccessToken,
+				"bob":                *decodeToken(t, login(f, "bob", password, "10.0.0.1")).AccessToken,
+				"client":             cc(clientID),
+				"alice with client":  *decodeToken(t, serve(f, tokenRequestFor(withClient))).AccessToken,
+				"client named alice": cc("alice"),
+			}
+			// An expired token is forgotten too, but not counted as revoked.
+			f.SetTokenLifetime(time.Second)
+			expired := *decodeToken(t, login(f, user, password, "10.0.0.1")).AccessToken
+			clock.Advance(time.Second)
+
+			var n int
+			if tt.revoke != nil {
+				n = tt.revoke(f)
+			} else {
+				w := serve(f, httptest.NewRequest(http.MethodPost, "/_fake/revoke", strings.NewReader(tt.body)))
+				var m struct {
+					OK      bool `json:"ok"`
+					Revoked int  `json:"revoked"`
+				}
+				if err := json.Unmarshal(w.Body.Bytes(), &m); w.Code != 200 || err != nil || !m.OK {
+					t.Fatalf("POST /_fake/revoke: %d (decode error %v)", w.Code, err)
+				}
+				n = m.Revoked
+			}
+			if n != len(tt.wantRevoked) {
+				t.Errorf("revoked %d, want %d", n, len(tt.wantRevoked))
+			}
+			for _, name := range all {
+				want := 200
+				if slices.Contains(tt.wantRevoked, name) {
+					want = 401
+				}
+				if code, api := verify(f, held[name]), callAPI(f, "Bearer "+held[name]).Code; code != want || api != want {
+					t.Errorf("token of %s: /_authenticated %d, API %d; want %d", name, code, api, want)
+				}
+			}
+			if code := verify(f, expired); code != 401 {
+				t.Errorf("expired token: %d, want 401", code)
+			}
+			f.SetTokenLifetime(time.Hour)
+			after := *decodeToken(t, login(f, user, password, "10.0.0.1")).AccessToken
+			if code, api := verify(f, after), callAPI(f, "Bearer "+after).Code; code != 200 || api != 200 {
+				t.Errorf("token issued after the revocation: /_authenticated %d, API %d; want 200", code, api)
+			}
+		})
+	}
+}
+
+// TestRevokeAdminErrors: a revoke body that names both kinds, an empty name,
+// an unknown field or no JSON revokes nothing and answers 400.
+func TestRevokeAdminErrors(t *testing.T) {
+	f, _ := newFake(t, Options{})
+	tok := *decodeToken(t, login(f, user, password, "10.0.0.1")).AccessToken
+	for _, body := range []string{
+		`{"username":"alice","client_id":"my client"}`,
+		`{"username":""}`,
+		`{"client_id":""}`,
+		`{"user":"alice"}`,
+		`alice`,
+		`{"username":"alice"`,
+	} {
+		w := serve(f, httptest.NewRequest(http.MethodPost, "/_fake/revoke", strings.NewReader(body)))
+		var m map[string]any
+		if err := json.Unmarshal(w.Body.Bytes(), &m); w.Code != 400 || err != nil || m["error"] == nil {
+			t.Errorf("POST /_fake/revoke %s: %d, want 400 with an error", body, w.Code)
+		}
+	}
+	if code := callAPI(f, "Bearer "+tok).Code; code != 200 {
+		t.Errorf("a refused revoke revoked the token: API %d", code)
 	}
 }
 
@@ -1304,17 +1492,32 @@ func TestAdminAPI(t *testing.T) {
 	if code := verify(f, *b.AccessToken); code != 401 {
 		t.Errorf("verify after revoke: %d, want 401", code)
 	}
+	_, _, b = tokenCode(passwordForm("carol", "c-pass"), "")
+	if code, m := post("/_fake/revoke", `{"username":"carol"}`); code != 200 || m["revoked"] != 1.0 {
+		t.Fatalf("POST /_fake/revoke carol: %d, revoked %v; want 200, 1", code, m["revoked"])
+	}
+	req, _ := http.NewRequest(http.MethodGet, ts.URL+APIPath, nil)
+	req.Header.Set("Authorization", "Bearer "+*b.AccessToken)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 401 || resp.Header.Get("WWW-Authenticate") != `Bearer realm="iadvize", error="invalid_token"` {
+		t.Errorf("API after revoking carol: %d, WWW-Authenticate %q", resp.StatusCode, resp.Header.Get("WWW-Authenticate"))
+	}
 
 	// Stats and reset.
 	st := stats()
-	if st.LoginAttempts != 7 || st.LoginSuccesses != 5 || st.InjectedRateLimited != 1 || st.InjectedFaults != 1 ||
-		st.UserAttempts["carol"] != 6 || st.UserSuccesses["svc"] != 1 || st.VerifyCalls != 3 || st.MaxAttemptsInWindow != 7 {
+	if st.LoginAttempts != 8 || st.LoginSuccesses != 6 || st.InjectedRateLimited != 1 || st.InjectedFaults != 1 ||
+		st.UserAttempts["carol"] != 7 || st.UserSuccesses["svc"] != 1 || st.VerifyCalls != 3 || st.MaxAttemptsInWindow != 8 ||
+		st.APICalls != 1 || st.APIRefusals != 1 {
 		t.Errorf("stats = %+v", st)
 	}
 	if code, _ := post("/_fake/reset", ``); code != 200 {
 		t.Fatalf("POST /_fake/reset: %d", code)
 	}
-	if st := stats(); st.LoginAttempts != 0 || st.VerifyCalls != 0 || len(st.UserAttempts) != 0 {
+	if st := stats(); st.LoginAttempts != 0 || st.VerifyCalls != 0 || st.APICalls != 0 || len(st.UserAttempts) != 0 {
 		t.Errorf("after reset: %+v", st)
 	}
 
@@ -1328,12 +1531,13 @@ func TestAdminAPI(t *testing.T) {
 		{"/_fake/clients", `{"client_secret":"x"}`},
 		{"/_fake/config", `{"token_lifetime_seconds":0}`},
 		{"/_fake/config", `{"block_seconds":-1}`},
+		{"/_fake/revoke", `{"username":"carol","client_id":"svc"}`},
 	} {
 		if code, m := post(tc.path, tc.body); code != 400 || m["error"] == nil {
 			t.Errorf("bad admin request %d (POST %s): %d, want 400 with an error", i, tc.path, code) // body not shown: it may hold a secret
 		}
 	}
-	resp, err := http.Get(ts.URL + "/_fake/fault")
+	resp, err = http.Get(ts.URL + "/_fake/fault")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -1403,6 +1607,12 @@ func TestNoSecretsLogged(t *testing.T) {
 	login(f, user, password, "10.0.0.1") // rate limited
 	for _, tok := range tokens {
 		verify(f, tok)
+		callAPI(f, "Bearer "+tok)
+	}
+	serve(f, httptest.NewRequest(http.MethodPost, "/_fake/revoke", strings.NewReader(`{"username":"alice"}`)))
+	serve(f, httptest.NewRequest(http.MethodPost, "/_fake/revoke", strings.NewReader(`{"client_id":"my client"}`)))
+	for _, tok := range tokens {
+		callAPI(f, "Bearer "+tok)
 	}
 	f.RevokeAll()
 	serve(f, httptest.NewRequest(http.MethodPost, "/_fake/users",
@@ -1456,7 +1666,11 @@ func TestConcurrentUse(t *testing.T) {
 					t.Errorf("/_authenticated = %d, want 200", code)
 					return
 				}
-				switch (i + j) % 5 {
+				if code := callAPI(f, "Bearer "+*b.AccessToken).Code; code != 200 {
+					t.Errorf("API = %d, want 200", code)
+					return
+				}
+				switch (i + j) % 6 {
 				case 0:
 					f.Stats()
 				case 1:
@@ -1467,6 +1681,8 @@ func TestConcurrentUse(t *testing.T) {
 					f.SetTokenLifetime(time.Hour)
 				case 4:
 					clock.Advance(time.Millisecond)
+				case 5:
+					f.RevokeUser("nobody")
 				}
 			}
 		})
@@ -1474,7 +1690,7 @@ func TestConcurrentUse(t *testing.T) {
 	wg.Wait()
 	st := f.Stats()
 	if st.LoginAttempts != workers*each || st.LoginSuccesses != workers*each || st.VerifyCalls != workers*each ||
-		st.UserAttempts[user] != workers*each {
+		st.APICalls != workers*each || st.UserAttempts[user] != workers*each {
 		t.Errorf("stats = %+v", st)
 	}
 }
