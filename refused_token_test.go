@@ -1,0 +1,347 @@
+package iadvize
+
+import (
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/vault/sdk/helper/consts"
+	"github.com/hashicorp/vault/sdk/logical"
+	"github.com/iadvize/vault-plugin-secrets-iadvize/internal/fakeiadvize"
+)
+
+// Refused-token reports (README, "When the API refuses the token"): one test per
+// rule, on the fake clock.
+
+// report writes refused_token_sha256 to path (creds/<role> or
+// static-creds/<role>).
+func (e *testEnv) report(path, hash string) (*logical.Response, error) {
+	e.t.Helper()
+	return e.do(logical.UpdateOperation, path, map[string]any{fieldRefusedTokenSHA256: hash})
+}
+
+// mustReport reports and fails the test unless a token is served.
+func (e *testEnv) mustReport(path, hash string) *logical.Response {
+	e.t.Helper()
+	resp, err := e.report(path, hash)
+	if err != nil || resp == nil || resp.IsError() {
+		e.t.Fatalf("report to %s: err=%v resp=%v", path, err, errText(respErr(resp)))
+	}
+	return resp
+}
+
+// logins is the number of token requests the fake received.
+func logins(u *upstream) int { return u.Stats().LoginAttempts }
+
+// verifyCalls is the number of token checks the fake received.
+func verifyCalls(u *upstream) int { return u.Stats().VerifyCalls }
+
+// wantStatusReport fails the test unless status/ names the last report's time
+// and outcome.
+func (e *testEnv) wantStatusReport(name string, at time.Time, outcome string) {
+	e.t.Helper()
+	st := e.mustRead("status/" + name)
+	if st.Data["last_report"] != rfc3339(at) || st.Data["last_report_outcome"] != outcome {
+		e.t.Fatalf("status last_report %v %v, want %s %s", st.Data["last_report"], st.Data["last_report_outcome"], rfc3339(at), outcome)
+	}
+}
+
+// Rule 1: a hash that is not the cached token's (it was replaced already) gets
+// the current token, with no upstream call and no storage write.
+func TestReportOfAReplacedTokenCostsNothing(t *testing.T) {
+	e, fake := newFakeAppEnv(t, "pw-report")
+	old := accessToken(t, e.mustRead("creds/app"))
+	e.clock.Advance(time.Minute)
+	if resp, err := e.do(logical.UpdateOperation, "rotate-role/app", nil); err != nil || resp.IsError() {
+		t.Fatalf("rotate-role: %v %v", err, respErr(resp))
+	}
+	current := accessToken(t, e.mustRead("creds/app"))
+	before, stats := storageSnapshot(t, e.storage), fake.Stats()
+	for _, path := range []string{"creds/app", "static-creds/app"} {
+		for _, hash := range []string{tokenSHA256(old), strings.Repeat("ab", 32)} {
+			if got := accessToken(t, e.mustReport(path, hash)); got != current {
+				t.Fatalf("%s: a report of another token did not get the current token", path)
+			}
+		}
+	}
+	if after := fake.Stats(); after.LoginAttempts != stats.LoginAttempts || after.VerifyCalls != stats.VerifyCalls {
+		t.Fatalf("stale reports reached upstream: %d logins, %d checks more", after.LoginAttempts-stats.LoginAttempts, after.VerifyCalls-stats.VerifyCalls)
+	}
+	assertStorageUnchanged(t, e.storage, before)
+	e.wantStatusReport("app", time.Time{}, "")
+}
+
+// Rule 2: the cached token's hash is checked at verify_url first. Valid: the
+// same token, no login, a warning; the check is throttled as verify/'s is.
+// Invalid: dropped, and one login.
+func TestReportIsCheckedAtVerifyURLFirst(t *testing.T) {
+	t.Run("valid there: same token, no login, a warning", func(t *testing.T) {
+		e, fake := newFakeAppEnv(t, "pw-report")
+		tok := accessToken(t, e.mustRead("creds/app"))
+		resp := e.mustReport("creds/app", tokenSHA256(tok))
+		if accessToken(t, resp) != tok {
+			t.Fatal("a report of a valid token changed the token")
+		}
+		if len(resp.Warnings) != 1 || !strings.Contains(resp.Warnings[0], "another reason (scope, permission)") {
+			t.Fatalf("warnings %q, want one saying the refusal has another cause", resp.Warnings)
+		}
+		if logins(fake) != 1 || verifyCalls(fake) != 1 {
+			t.Fatalf("%d logins and %d checks, want 1 and 1", logins(fake), verifyCalls(fake))
+		}
+		e.wantStatusReport("app", e.clock.Now(), reportVerifiedValid)
+		// Within verifyInterval, reports (and verify/) get the same answer
+		// without a check.
+		e.clock.Advance(verifyInterval - time.Second)
+		e.mustReport("static-creds/app", tokenSHA256(tok))
+		if v := e.mustRead("verify/app"); v.Data["cached"] != true {
+			t.Fatalf("verify/ after a report's check: %v, want the cached answer", v.Data)
+		}
+		if verifyCalls(fake) != 1 {
+			t.Fatalf("%d checks within %s, want 1", verifyCalls(fake), verifyInterval)
+		}
+		e.clock.Advance(time.Second)
+		e.mustReport("creds/app", tokenSHA256(tok))
+		if verifyCalls(fake) != 2 || logins(fake) != 1 {
+			t.Fatalf("after the interval: %d checks and %d logins, want 2 and 1", verifyCalls(fake), logins(fake))
+		}
+	})
+
+	t.Run("invalid there: dropped, one login", func(t *testing.T) {
+		e, fake := newFakeAppEnv(t, "pw-report")
+		tok := accessToken(t, e.mustRead("creds/app"))
+		fake.RevokeAll()
+		e.clock.Advance(time.Minute)
+		resp := e.mustReport("creds/app", tokenSHA256(tok))
+		fresh := accessToken(t, resp)
+		if fresh == tok {
+			t.Fatal("a token verify_url refused was served again")
+		}
+		if resp.Secret == nil || resp.Secret.TTL <= 0 {
+			t.Fatal("a report of creds/ got no lease")
+		}
+		if logins(fake) != 2 || verifyCalls(fake) != 1 {
+			t.Fatalf("%d logins and %d checks, want 2 and 1", logins(fake), verifyCalls(fake))
+		}
+		if accessToken(t, e.mustRead("creds/app")) != fresh {
+			t.Fatal("readers do not get the new token")
+		}
+		e.wantStatusReport("app", e.clock.Now(), reportDropped)
+	})
+}
+
+// Rule 3: with no verify_url, or one not on the token host (it cannot be used:
+// tokens go only to their issuer), a report drops the token and logs in once,
+// then no more than once per role per 5 minutes: a report inside that time gets
+// 429 naming when a report may act again.
+func TestReportWithoutVerifyURLForcesOneLoginPerFiveMinutes(t *testing.T) {
+	for name, verifyURL := range map[string]string{
+		"no verify_url":              "",
+		"verify_url on another host": "https://api.iadvize.com/_authenticated",
+	} {
+		t.Run(name, func(t *testing.T) {
+			e, fake := newFakeEnv(t, fakeiadvize.Options{})
+			fake.AddUser("svc@example.com", "pw-report")
+			e.mustWrite("config", map[string]any{"verify_url": verifyURL})
+			e.addRole("app", "svc@example.com", "pw-report")
+			first := accessToken(t, e.mustRead("creds/app"))
+
+			e.clock.Advance(time.Minute)
+			reportedAt := e.clock.Now()
+			second := accessToken(t, e.mustReport("static-creds/app", tokenSHA256(first)))
+			if second == first || logins(fake) != 2 || verifyCalls(fake) != 0 {
+				t.Fatalf("first report: new token %v, %d logins, %d checks; want a new token, 2, 0", second != first, logins(fake), verifyCalls(fake))
+			}
+			e.wantStatusReport("app", reportedAt, reportDropped)
+
+			// A consumer that reports every token it gets: the next report inside
+			// the interval is refused, naming when a report may act again.
+			e.clock.Advance(reportLoginInterval - time.Second)
+			_, err := e.report("creds/app", tokenSHA256(second))
+			again := reportedAt.Add(reportLoginInterval).UTC().Format(time.RFC3339)
+			if codedStatus(err) != http.StatusTooManyRequests || !strings.Contains(errText(err), "a report may act again at "+again) {
+				t.Fatalf("report inside %s: %v, want 429 naming %s", reportLoginInterval, err, again)
+			}
+			if logins(fake) != 2 {
+				t.Fatalf("%d logins, want 2: a throttled report logged in", logins(fake))
+			}
+			e.wantStatusReport("app", e.clock.Now(), reportThrottled)
+			if accessToken(t, e.mustRead("creds/app")) != second {
+				t.Fatal("a throttled report changed what readers get")
+			}
+
+			e.clock.Advance(time.Second)
+			if third := accessToken(t, e.mustReport("creds/app", tokenSHA256(second))); third == second || logins(fake) != 3 {
+				t.Fatalf("after %s: new token %v, %d logins; want a new token and 3", reportLoginInterval, third != second, logins(fake))
+			}
+		})
+	}
+}
+
+// The 5-minute rule survives a restart: it is stored with the token state.
+func TestReportIntervalSurvivesARestart(t *testing.T) {
+	e, fake := newFakeEnv(t, fakeiadvize.Options{})
+	fake.AddUser("svc@example.com", "pw-report")
+	e.mustWrite("config", map[string]any{"verify_url": ""})
+	e.addRole("app", "svc@example.com", "pw-report")
+	first := accessToken(t, e.mustRead("creds/app"))
+	second := accessToken(t, e.mustReport("creds/app", tokenSHA256(first)))
+
+	restarted := newTestEnv(t, e.storage, e.clock)
+	if _, err := restarted.report("creds/app", tokenSHA256(second)); codedStatus(err) != http.StatusTooManyRequests {
+		t.Fatalf("report after a restart: %v, want 429", err)
+	}
+	if logins(fake) != 2 {
+		t.Fatalf("%d logins, want 2", logins(fake))
+	}
+}
+
+// Rule 4: concurrent reports share the one login, and share it with reads;
+// every login counts against the budgets, and is refused when they are spent.
+func TestConcurrentReportsShareOneLogin(t *testing.T) {
+	u := newHoldingUpstream(t)
+	e := newTestEnv(t, nil, nil)
+	e.configure(u.upstream, map[string]any{"verify_url": "", "request_timeout": "60s"})
+	e.addRole("app", "svc@example.com", "pw-report")
+	first := accessToken(t, e.mustRead("creds/app"))
+	hash := tokenSHA256(first)
+
+	u.hold()
+	const reporters, readers = 20, 5
+	var wg sync.WaitGroup
+	got := make(chan string, reporters+readers)
+	errs := make(chan error, reporters+readers)
+	answer := func(resp *logical.Response, err error) {
+		if err != nil || resp == nil || resp.IsError() {
+			errs <- errOr(err, respErr(resp))
+			return
+		}
+		got <- resp.Data["access_token"].(string)
+	}
+	wg.Add(1)
+	go func() { defer wg.Done(); answer(e.report("creds/app", hash)) }()
+	u.waitEntered(t) // the first report's login, held
+	for range reporters - 1 {
+		wg.Add(1)
+		go func() { defer wg.Done(); answer(e.report("static-creds/app", hash)) }()
+	}
+	for range readers {
+		wg.Add(1)
+		go func() { defer wg.Done(); answer(e.read("creds/app")) }()
+	}
+	waitJoinedFlight(t, u, "(*backend).serveOutcome")
+	u.release(u.issue)
+	wg.Wait()
+	close(got)
+	close(errs)
+	for err := range errs {
+		t.Fatalf("a reporter or reader failed: %v", err)
+	}
+	tokens := map[string]int{}
+	for tok := range got {
+		tokens[tok]++
+	}
+	if len(tokens) != 1 || tokens[first] != 0 {
+		t.Fatalf("%d distinct tokens served (the refused one %d times), want one new token for all", len(tokens), tokens[first])
+	}
+	u.wantCount(t, 2, " (the first read's login and one for every report and reader)")
+}
+
+func TestReportLoginCountsAgainstTheBudget(t *testing.T) {
+	e, fake := newFakeEnv(t, fakeiadvize.Options{})
+	fake.AddUser("svc@example.com", "pw-report")
+	e.mustWrite("config", map[string]any{"verify_url": "", "user_logins_per_minute": 1})
+	e.addRole("app", "svc@example.com", "pw-report")
+	first := accessToken(t, e.mustRead("creds/app"))
+	_, err := e.report("creds/app", tokenSHA256(first))
+	if codedStatus(err) != http.StatusTooManyRequests || !strings.Contains(errText(err), "login budget") {
+		t.Fatalf("report with the user's budget spent: %v, want 429 naming the budget", err)
+	}
+	if logins(fake) != 1 {
+		t.Fatalf("%d logins, want 1", logins(fake))
+	}
+}
+
+// Rule 5: a hash that is not 64 hex digits is a 400 naming the field, and costs
+// nothing; the hex digits may be upper-case. Unknown fields are refused.
+func TestReportHashMustBe64HexDigits(t *testing.T) {
+	e, fake := newFakeAppEnv(t, "pw-report")
+	tok := accessToken(t, e.mustRead("creds/app"))
+	before := storageSnapshot(t, e.storage)
+	for _, bad := range []any{"", "abc", strings.Repeat("g", 64), strings.Repeat("a", 63), strings.Repeat("a", 65), tok} {
+		for _, path := range []string{"creds/app", "static-creds/app"} {
+			resp, err := e.report(path, bad.(string))
+			if err != nil || resp == nil || !resp.IsError() || !strings.Contains(resp.Error().Error(), fieldRefusedTokenSHA256) {
+				t.Fatalf("%s with a bad hash: err=%v resp=%v, want a 400 naming %s", path, err, respErr(resp), fieldRefusedTokenSHA256)
+			}
+			if strings.Contains(resp.Error().Error(), tok) {
+				t.Fatal("the 400 echoes the token")
+			}
+		}
+	}
+	resp, err := e.do(logical.UpdateOperation, "creds/app", nil)
+	if err != nil || !resp.IsError() {
+		t.Fatalf("an update with no hash: %v %v, want a 400", err, respErr(resp))
+	}
+	resp, err = e.do(logical.UpdateOperation, "creds/app", map[string]any{fieldRefusedTokenSHA256: tokenSHA256(tok), "token": tok})
+	if err != nil || !resp.IsError() || strings.Contains(resp.Error().Error(), tok) {
+		t.Fatalf("an update with an unknown field: %v %v, want a 400 that does not echo it", err, respErr(resp))
+	}
+	assertStorageUnchanged(t, e.storage, before)
+	if logins(fake) != 1 || verifyCalls(fake) != 0 {
+		t.Fatalf("bad reports reached upstream")
+	}
+	if got := accessToken(t, e.mustReport("creds/app", strings.ToUpper(tokenSHA256(tok)))); got != tok {
+		t.Fatal("an upper-case hash of a valid token changed the token")
+	}
+	if verifyCalls(fake) != 1 {
+		t.Fatal("an upper-case hash was not taken as the cached token's")
+	}
+}
+
+// A report is answered as a read: a lease from creds/, the static fields from
+// static-creds/; a role that does not exist is a 400.
+func TestReportIsAnsweredAsARead(t *testing.T) {
+	e, fake := newFakeAppEnv(t, "pw-report")
+	tok := accessToken(t, e.mustRead("creds/app"))
+	fake.RevokeAll()
+	s := e.mustReport("static-creds/app", tokenSHA256(tok))
+	if s.Secret != nil {
+		t.Fatal("a report of static-creds/ got a lease")
+	}
+	for _, f := range []string{"ttl", "rotation_period", "last_vault_rotation", "expire_time", "token_type"} {
+		if _, ok := s.Data[f]; !ok {
+			t.Fatalf("a report of static-creds/ lacks %s", f)
+		}
+	}
+	resp, err := e.report("creds/ghost", tokenSHA256(tok))
+	if err != nil || resp == nil || !resp.IsError() || !strings.Contains(resp.Error().Error(), `"ghost"`) {
+		t.Fatalf("a report of a missing role: %v %v, want a 400 naming it", err, respErr(resp))
+	}
+}
+
+// A performance standby answers a stale report itself, and forwards one of the
+// cached token before any upstream call.
+func TestReportOnAPerformanceStandby(t *testing.T) {
+	e, fake := newFakeAppEnv(t, "pw-report")
+	tok := accessToken(t, e.mustRead("creds/app"))
+	e.system.ReplicationStateVal = consts.ReplicationPerformanceStandby
+	if got := accessToken(t, e.mustReport("creds/app", strings.Repeat("0", 64))); got != tok {
+		t.Fatal("a standby did not serve the cached token for a stale report")
+	}
+	if _, err := e.report("creds/app", tokenSHA256(tok)); err != logical.ErrReadOnly {
+		t.Fatalf("a standby's report of the cached token: %v, want logical.ErrReadOnly", err)
+	}
+	if logins(fake) != 1 || verifyCalls(fake) != 0 {
+		t.Fatal("a standby called upstream")
+	}
+}
+
+// errOr is err, or else alt.
+func errOr(err, alt error) error {
+	if err != nil {
+		return err
+	}
+	return alt
+}
