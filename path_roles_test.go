@@ -577,3 +577,73 @@ func TestRoleSharingIndexFollowsUsernameChangesAndDeletesWithoutReadingOtherRole
 		t.Fatalf("after b was deleted, writing a warns: %v", resp.Warnings)
 	}
 }
+
+// Row 10 of the issue: a role delete that fails half-way is finished by the
+// operator's retry: no token state and no principal index entry outlive the
+// role, whichever storage operation failed.
+func TestRoleDeleteRetriedAfterAFailureFinishesTheJob(t *testing.T) {
+	for fail := 1; ; fail++ {
+		s := &sweepStorage{Storage: &logical.InmemStorage{}}
+		e, _ := newAppEnv(t, s, issuing(24*time.Hour), "pw-delete")
+		e.mustRead("creds/app")
+		s.failOp(fail)
+		_, err := e.do(logical.DeleteOperation, "roles/app", nil)
+		if !s.failed() {
+			if err != nil {
+				t.Fatalf("delete with no fault: %v", err)
+			}
+			break // every operation of the delete has failed once
+		}
+		if err == nil {
+			continue // a failed read the delete did not need
+		}
+		if strings.Contains(err.Error(), "pw-delete") {
+			t.Fatal("the error holds the password")
+		}
+		if resp, err := e.do(logical.DeleteOperation, "roles/app", nil); err != nil || (resp != nil && resp.IsError()) {
+			t.Fatalf("operation %d failed; the retried delete: %v %v", fail, err, respErr(resp))
+		}
+		for _, prefix := range []string{rolesStoragePrefix, tokensStoragePrefix, principalsStoragePrefix} {
+			if keys := storageKeys(t, s, prefix); len(keys) > 0 {
+				t.Fatalf("operation %d failed; after the retried delete %v remain", fail, keys)
+			}
+		}
+	}
+}
+
+// Row 11 of the issue: Svc@Example.com and svc@example.com (or one name in NFC
+// and NFD) are one user to upstream: the second role warns, and both share one
+// login budget.
+func TestPrincipalsFoldCaseAndUnicodeForm(t *testing.T) {
+	for _, pair := range [][2]string{
+		{"Svc@Example.com", "svc@example.com"},
+		{"jos\u00e9@example.com", "jose\u0301@example.com"}, // é precomposed (NFC) and decomposed (NFD)
+		{"STRASSE@example.com", "stra\u00dfe@example.com"},
+	} {
+		t.Run(pair[1], func(t *testing.T) {
+			u := newUpstream(t, issuing(24*time.Hour))
+			e := newTestEnv(t, nil, nil)
+			e.configure(u, map[string]any{"user_logins_per_minute": 1})
+			e.addRole("first", pair[0], "pw-1")
+			resp := e.mustWrite("roles/second", map[string]any{"username": pair[1], "password": "pw-2"})
+			if resp == nil || len(resp.Warnings) != 1 || !strings.Contains(resp.Warnings[0], "first") {
+				t.Fatalf("warnings %v, want one naming role first", resp)
+			}
+			e.mustRead("creds/first")
+			if _, err := e.read("creds/second"); codedStatus(err) != http.StatusTooManyRequests {
+				t.Fatalf("the second spelling's login: %v, want 429 (one budget for one user)", err)
+			}
+			u.wantCount(t, 1, "")
+		})
+	}
+}
+
+// storageKeys lists every key under prefix, recursively.
+func storageKeys(t *testing.T, s logical.Storage, prefix string) []string {
+	t.Helper()
+	keys, err := logical.CollectKeysWithPrefix(t.Context(), s, prefix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return keys
+}

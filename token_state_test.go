@@ -304,3 +304,31 @@ func TestInvalidateOfRoleKeyDropsCredentialsChangedByAnotherNode(t *testing.T) {
 	}
 	u.wantCount(t, 2, "")
 }
+
+// Row 6 of the issue: refresh_before below the 30 s skew margin behaves as the
+// margin. A read 20 s before expiry does not get a token it cannot use (a 1 s
+// lease) with no login started: it waits for the login.
+func TestRefreshBeforeBelowTheSkewMarginBehavesAsTheMargin(t *testing.T) {
+	for _, rb := range []string{"0s", "10s", "29s"} {
+		t.Run("refresh_before="+rb, func(t *testing.T) {
+			e, u := newAppEnv(t, nil, issuing(24*time.Hour), "pw-skew")
+			e.mustWrite("config", map[string]any{"refresh_before": rb})
+			first := accessToken(t, e.mustRead("creds/app"))
+			e.clock.Advance(24*time.Hour - 31*time.Second)
+			if got := accessToken(t, e.mustRead("creds/app")); got != first {
+				t.Fatal("a new token before the skew margin")
+			}
+			u.wantCount(t, 1, " (the token is fresh until the margin)")
+			e.clock.Advance(11 * time.Second) // 20 s left
+			resp := e.mustRead("creds/app")
+			if accessToken(t, resp) == first || resp.Secret.TTL < time.Hour {
+				t.Fatalf("20 s before expiry: the old token (%v) with a %s lease, want a new one", accessToken(t, resp) == first, resp.Secret.TTL)
+			}
+			s := e.mustRead("static-creds/app")
+			if s.Data["rotation_period"] != int64(24*3600-30) {
+				t.Fatalf("rotation_period = %v, want the lifetime less the margin", s.Data["rotation_period"])
+			}
+			u.wantCount(t, 2, "")
+		})
+	}
+}
