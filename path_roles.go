@@ -256,6 +256,13 @@ func (b *backend) pathRoleWrite(ctx context.Context, req *logical.Request, d *fr
 	if changed {
 		r.CredentialsID, r.Generation = newCredentialsID(), 0
 	}
+	// The order makes a write that fails half-way safe to retry: the index
+	// entries of another principal go first (a retry knows the old principal
+	// only while the record holds it), the role's own entry last, filed again on
+	// every write so that a retry finishes it.
+	if err := unindexStale(ctx, req.Storage, name, old, r); err != nil {
+		return nil, err
+	}
 	if old == nil || *old != *r {
 		if err := putRole(ctx, req.Storage, name, r); err != nil {
 			return nil, err
@@ -267,9 +274,7 @@ func (b *backend) pathRoleWrite(ctx context.Context, req *logical.Request, d *fr
 			return nil, fmt.Errorf("deleting the retired token of role %q: %w", name, err)
 		}
 	}
-	// Filed again on every write, so that one a storage fault cut short is
-	// finished by the next.
-	if err := indexRole(ctx, req.Storage, name, old, r); err != nil {
+	if err := indexRole(ctx, req.Storage, name, r); err != nil {
 		return nil, err
 	}
 	if old != nil && old.principal() == r.principal() {

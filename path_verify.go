@@ -71,8 +71,14 @@ func (b *backend) pathVerifyRead(ctx context.Context, req *logical.Request, d *f
 // verifyUsable. A node that may not write lets the active node check.
 func (b *backend) checkToken(ctx context.Context, s logical.Storage, name string, cfg *configEntry, e *cacheEntry, report bool) (*verifyResult, error) {
 	if res := b.lastVerify(name, e.state.AccessToken); res != nil {
-		if res.err != nil {
+		switch {
+		case res.err != nil:
 			return nil, res.err
+		case !res.authenticated && b.WriteSafeReplicationState():
+			// Found invalid, and still cached: its drop failed (storage).
+			if err := b.dropRefused(ctx, s, name, e.state.AccessToken, res.checkedAt, report); err != nil {
+				return nil, err
+			}
 		}
 		return res.asCached(), nil
 	}
@@ -131,17 +137,25 @@ func (b *backend) verify(ctx context.Context, s logical.Storage, name string, cf
 	}
 	b.verifies.Store(name, res)
 	if !ok {
-		_, err := b.dropToken(ctx, s, name, e.state.AccessToken, func(st *tokenState) {
-			if report {
-				markReport(st, checkedAt)
-			}
-		})
-		if err != nil {
+		if err := b.dropRefused(ctx, s, name, e.state.AccessToken, checkedAt, report); err != nil {
 			return nil, err
 		}
-		b.Logger().Info("token reported invalid by verify_url; dropped", "role", name)
 	}
 	return res, nil
+}
+
+// dropRefused drops a token verify_url found invalid at checkedAt, if it is still
+// the cached one; report marks the drop as a refused-token report's.
+func (b *backend) dropRefused(ctx context.Context, s logical.Storage, name, accessToken string, checkedAt time.Time, report bool) error {
+	e, err := b.dropToken(ctx, s, name, accessToken, func(st *tokenState) {
+		if report {
+			markReport(st, checkedAt)
+		}
+	})
+	if err == nil && e != nil {
+		b.Logger().Info("token reported invalid by verify_url; dropped", "role", name)
+	}
+	return err
 }
 
 // dropToken forgets a role's token that upstream no longer accepts, if it is

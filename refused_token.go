@@ -2,6 +2,7 @@ package iadvize
 
 import (
 	"context"
+	"errors"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
@@ -129,7 +130,10 @@ func (b *backend) judgeReport(ctx context.Context, s logical.Storage, name strin
 				return nil, nil, err // replaced meanwhile: nothing to log in for
 			}
 			return nil, next, nil
+		case codedStatus(err) != http.StatusBadGateway:
+			return nil, nil, err // storage, or a node that may not write
 		}
+		// verify_url could not answer: act as without one.
 		why = "checking the token at verify_url failed: " + err.Error()
 	}
 	st := e.state
@@ -154,6 +158,15 @@ func (b *backend) judgeReport(ctx context.Context, s logical.Storage, name strin
 // markReport records in a token state that a report of its token dropped it.
 func markReport(st *tokenState, at time.Time) {
 	st.LastReport, st.LastReportOutcome = at, reportDropped
+}
+
+// codedStatus is the HTTP status a logical.CodedError carries, or 0.
+func codedStatus(err error) int {
+	var ce logical.HTTPCodedError
+	if errors.As(err, &ce) {
+		return ce.Code()
+	}
+	return 0
 }
 
 // noteReport remembers a report that changed nothing in storage, for status/.

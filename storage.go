@@ -286,19 +286,26 @@ func principalIndexKey(principal, name string) string {
 	return principalsStoragePrefix + principalHash(principal) + "/" + name
 }
 
-// indexRole files a role under its principal, and out of its previous one
-// (old, nil for a new role: both the folded and the pre-folding spelling).
-func indexRole(ctx context.Context, s logical.Storage, name string, old, r *role) error {
-	if old != nil {
-		for _, p := range []string{old.principal(), old.legacyPrincipal()} {
-			if p == r.principal() {
-				continue
-			}
-			if err := s.Delete(ctx, principalIndexKey(p, name)); err != nil {
-				return fmt.Errorf("updating the principal index of role %q: %w", name, err)
-			}
+// unindexStale takes a role out of the index of the principals it no longer
+// logs in as: old's (nil for a new role), folded or spelled as versions before
+// folding did, when they are not r's.
+func unindexStale(ctx context.Context, s logical.Storage, name string, old, r *role) error {
+	if old == nil {
+		return nil
+	}
+	for _, p := range []string{old.principal(), old.legacyPrincipal()} {
+		if p == r.principal() {
+			continue
+		}
+		if err := s.Delete(ctx, principalIndexKey(p, name)); err != nil {
+			return fmt.Errorf("updating the principal index of role %q: %w", name, err)
 		}
 	}
+	return nil
+}
+
+// indexRole files a role under its principal.
+func indexRole(ctx context.Context, s logical.Storage, name string, r *role) error {
 	if err := s.Put(ctx, &logical.StorageEntry{Key: principalIndexKey(r.principal(), name), Value: []byte("{}")}); err != nil {
 		return fmt.Errorf("updating the principal index of role %q: %w", name, err)
 	}

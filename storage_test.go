@@ -193,14 +193,6 @@ func putLoggedInRole(tb testing.TB, s logical.Storage, host, name, tok string, i
 	}
 }
 
-// codedStatus is the HTTP status a logical.CodedError carries, or 0.
-func codedStatus(err error) int {
-	var ce logical.HTTPCodedError
-	if errors.As(err, &ce) {
-		return ce.Code()
-	}
-	return 0
-}
 
 // accessToken is the access_token of a creds/ or static-creds/ answer.
 func accessToken(t *testing.T, resp *logical.Response) string {

@@ -699,6 +699,18 @@ func (s *Server) Stats() Stats {
 	return st
 }
 
+// IssuedTokens returns every access token issued since the fake was created,
+// for tests that check none reached an error or a log line. Never print them.
+func (s *Server) IssuedTokens() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	toks := make([]string, 0, len(s.tokens))
+	for tok := range s.tokens {
+		toks = append(toks, tok)
+	}
+	return toks
+}
+
 // LoginTimes returns the time, per the injected clock, of every login attempt
 // (those answered by the SetHandler handler included) since creation or the
 // last Reset, in arrival order.
