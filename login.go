@@ -153,18 +153,21 @@ func (b *backend) serveToken(ctx context.Context, s logical.Storage, name string
 func (b *backend) serveOutcome(ctx context.Context, s logical.Storage, name string, mode loginMode, refusedHash string) (servedToken, error) {
 	req := loginRequest{mode: mode, refusedHash: refusedHash}
 	res, err := b.flight(ctx, s, name, req)
-	if err == nil && res.mode != mode && res.refusal == nil && (mode == modeReport || !res.entry.state.alive(b.now())) {
+	if err == nil && res.mode != mode && res.refusal == nil && (mode == modeReport || !res.entry.state.usable(b.now())) {
 		// Joined another kind of flight that found nothing to do for it (a
 		// background run not yet due, a report of another token, a read of a
-		// fresh token), and the token went meanwhile or is still the one
-		// reported: one flight of this kind.
+		// fresh token, a report that logged in nowhere: token valid at
+		// verify_url, or throttled), and the reader's token is still not
+		// usable or is still the one reported: one flight of this kind.
 		res, err = b.flight(ctx, s, name, req)
 	}
 	if err != nil {
 		return servedToken{}, err
 	}
 	srv := servedToken{entry: res.entry, cfg: res.cfg}
-	if v := res.report; v != nil && res.mode == modeReport {
+	// A report's verdict (a warning, or a 429) is for the reporter alone: a
+	// read that joined the report's flight never gets it.
+	if v := res.report; v != nil && mode == modeReport && res.mode == modeReport {
 		if v.refusal != nil {
 			return servedToken{}, logical.CodedError(v.refusal.status, v.refusal.message(name))
 		}
@@ -343,8 +346,23 @@ func (b *backend) refreshRole(ctx context.Context, s logical.Storage, name strin
 		}
 		if mode == modeReport {
 			verdict, next, err := b.judgeReport(ctx, s, name, e, cfg, now)
-			if err != nil || next == nil {
-				return refreshOutcome{entry: e, cfg: cfg, mode: mode, report: verdict}, err
+			switch {
+			case err != nil:
+				return refreshOutcome{}, err
+			case next == nil && verdict == nil:
+				// The reported token was replaced meanwhile (rotate-role, which
+				// has a flight of its own): the reporter gets the current one.
+				if e, err = b.loadEntry(ctx, s, name); err != nil {
+					return refreshOutcome{}, err
+				}
+				if e == nil {
+					return refreshOutcome{}, errRoleNotFound
+				}
+				done.entry = e
+				return done, nil
+			case next == nil:
+				done.report = verdict // the same token: valid at verify_url, or throttled
+				return done, nil
 			}
 			e, done.entry, done.report = next, next, verdict // the token was dropped: log in
 		}

@@ -67,9 +67,10 @@ func (e *env) policyClient(name, file string, withDefault bool) *api.Client {
 }
 
 // TestExamplePolicies: a token with examples/policies/crm-sync.hcl reads its
-// role's token (creds/ and static-creds/) and nothing else; a token with
+// role's token (creds/ and static-creds/) and reports a refused one there
+// (update with refused_token_sha256), and nothing else; a token with
 // iadvize-operator.hcl manages config and roles, rotates, reads status/ and
-// verify/, and never reads a token.
+// verify/, and never reads a token (nor gets one by a report).
 func TestExamplePolicies(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, fakeiadvize.Options{}, vaulttest.Options{})
@@ -114,16 +115,30 @@ func TestExamplePolicies(t *testing.T) {
 	if err != nil || !e.up.wasIssued(accessToken(s)) {
 		e.fatalf("crm-sync policy: creds/crm-sync: %s, or not a token of the fake", brief(err))
 	}
+	// A report of a token that is not the cached one is answered with the
+	// cached token and costs no login: what a policy check needs.
+	stale := sha256.Sum256([]byte("a token replaced already"))
+	report := map[string]any{"refused_token_sha256": hex.EncodeToString(stale[:])}
 	check("crm-sync policy", integration,
-		[]call{{"read", "iadvize/static-creds/crm-sync", nil}},
+		[]call{
+			{"read", "iadvize/static-creds/crm-sync", nil},
+			{"write", "iadvize/creds/crm-sync", report}, {"write", "iadvize/static-creds/crm-sync", report},
+		},
 		[]call{
 			{"read", "iadvize/creds/other", nil}, {"read", "iadvize/static-creds/other", nil},
+			{"write", "iadvize/creds/other", report}, {"write", "iadvize/static-creds/other", report},
 			{"read", "iadvize/roles/crm-sync", nil}, {"list", "iadvize/roles/", nil},
 			{"write", "iadvize/roles/crm-sync", map[string]any{"ttl": "1h"}},
 			{"read", "iadvize/config", nil}, {"write", "iadvize/config", map[string]any{"refresh_before": "2h"}},
 			{"write", "iadvize/rotate-role/crm-sync", nil},
 			{"read", "iadvize/status/crm-sync", nil}, {"read", "iadvize/verify/crm-sync", nil},
 		})
+	if s, err := integration.Logical().Write("iadvize/creds/crm-sync", report); err != nil || accessToken(s) != accessToken(e.read("iadvize/static-creds/crm-sync")) {
+		e.errorf("crm-sync policy: a report of another token: %s, or not the cached token", brief(err))
+	}
+	if st := e.up.Stats(); st.LoginAttempts != 1 {
+		t.Errorf("%d logins after the integration's reads and reports, want 1", st.LoginAttempts)
+	}
 
 	operator := e.policyClient("iadvize-operator", "iadvize-operator.hcl", false)
 	pw := distinctive("pw-new")
@@ -142,6 +157,7 @@ func TestExamplePolicies(t *testing.T) {
 		},
 		[]call{
 			{"read", "iadvize/creds/crm-sync", nil}, {"read", "iadvize/static-creds/crm-sync", nil},
+			{"write", "iadvize/creds/crm-sync", report}, {"write", "iadvize/static-creds/crm-sync", report},
 			{"read", "iadvize/creds/other", nil},
 			{"write", "sys/mounts/other", map[string]any{"type": vaulttest.PluginName}},
 		})

@@ -276,3 +276,46 @@ func runningSHA(t *testing.T, sh script, sec *secrets) string {
 	}
 	return m.Data.RunningSHA256
 }
+
+// TestRefusedTokenShellAsWritten runs the README's shell integration of "When
+// the API refuses the token" as written, with a token holding the example
+// policy (examples/policies/crm-sync.hcl): the token it reads was revoked at
+// the fake after the plugin cached it, so the API answers 401; the block
+// reports it with its sha256sum and gets a token the API accepts (200), for
+// one login, and status/ says the report dropped the token.
+func TestRefusedTokenShellAsWritten(t *testing.T) {
+	e, fake := newProcessEnv(t, true)
+	pw := distinctive("pw-crm-sync")
+	e.secrets.add(pw)
+	fake.AddUser(t, "svc-crm", pw)
+	e.write("iadvize/roles/crm-sync", map[string]any{"username": "svc-crm", "password": pw})
+	token := e.policyClient("crm-sync", "crm-sync.hcl", false).Token()
+	e.secrets.add(token)
+	revoked := accessToken(e.read("iadvize/creds/crm-sync"))
+	e.secrets.add(revoked)
+	fake.RevokeAll(t)
+
+	sh := script{dir: t.TempDir(), env: []string{
+		"HOME=" + t.TempDir(), "PATH=" + vaultOnPath(t, e.bin) + string(os.PathListSeparator) + os.Getenv("PATH"),
+		"VAULT_ADDR=" + e.vault.Addr, "VAULT_TOKEN=" + token, "API_URL=" + fake.URL + "/api/me",
+	}}
+	out := sh.run(t, e.secrets, "refused-token-shell", readmeBlock(t, "refused-token-shell"))
+	current := accessToken(e.read("iadvize/static-creds/crm-sync"))
+	e.secrets.add(current)
+	if found := e.secrets.found(out); len(found) > 0 {
+		e.errorf("the block printed secrets %v", found)
+	}
+	if got := strings.Fields(out); len(got) != 2 || got[0] != "401" || got[1] != "200" {
+		e.fatalf("the block printed %q, want the API's 401 for the revoked token, then 200 for the new one", e.secrets.redact(out))
+	}
+	if current == revoked || !fake.Accepts(t, current) {
+		e.fatalf("after the report, the cached token is not a new one the fake accepts")
+	}
+	st := fake.Stats(t)
+	if st.LoginAttempts != 2 || st.LoginSuccesses != 2 || st.VerifyCalls != 2 { // the report's check, and Accepts
+		e.fatalf("fake: %d login attempts (%d succeeded), %d verify calls; want 2, 2 and 2", st.LoginAttempts, st.LoginSuccesses, st.VerifyCalls)
+	}
+	if s := e.read("iadvize/status/crm-sync").Data; s["last_report_outcome"] != "dropped" {
+		e.errorf("status/crm-sync: last_report_outcome=%v, want dropped", s["last_report_outcome"])
+	}
+}

@@ -101,6 +101,13 @@ func (f *Fake) AddClient(t TB, clientID, secret string) {
 	f.post(t, "/_fake/clients", map[string]string{"client_id": clientID, "client_secret": secret})
 }
 
+// RevokeAll makes every token the fake issued so far invalid at /_authenticated
+// and at its API (POST /_fake/revoke); tokens issued later are valid.
+func (f *Fake) RevokeAll(t TB) {
+	t.Helper()
+	f.post(t, "/_fake/revoke", struct{}{})
+}
+
 func (f *Fake) post(t TB, path string, body any) {
 	t.Helper()
 	b, _ := json.Marshal(body)
