@@ -193,7 +193,6 @@ func putLoggedInRole(tb testing.TB, s logical.Storage, host, name, tok string, i
 	}
 }
 
-
 // accessToken is the access_token of a creds/ or static-creds/ answer.
 func accessToken(t *testing.T, resp *logical.Response) string {
 	t.Helper()

@@ -43,7 +43,7 @@ type monotonicClock struct {
 	now time.Time
 }
 
-func (c *monotonicClock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.now }
+func (c *monotonicClock) Now() time.Time  { c.mu.Lock(); defer c.mu.Unlock(); return c.now }
 func (c *monotonicClock) set(t time.Time) { c.mu.Lock(); c.now = t; c.mu.Unlock() }
 
 func TestSuspendedHostNeverServesAnExpiredToken(t *testing.T) {
