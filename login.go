@@ -166,12 +166,17 @@ func (b *backend) serveOutcome(ctx context.Context, s logical.Storage, name stri
 	}
 	srv := servedToken{entry: res.entry, cfg: res.cfg}
 	// A report's verdict (a warning, or a 429) is for the reporter alone: a
-	// read that joined the report's flight never gets it.
-	if v := res.report; v != nil && mode == modeReport && res.mode == modeReport {
-		if v.refusal != nil {
+	// read that joined the report's flight never gets it. A reporter whose
+	// login could not happen gets why, not the token it reported.
+	if mode == modeReport && res.mode == modeReport {
+		if v := res.report; v != nil && v.refusal != nil {
 			return servedToken{}, logical.CodedError(v.refusal.status, v.refusal.message(name))
+		} else if v != nil {
+			srv.warning = v.warning
 		}
-		srv.warning = v.warning
+		if u := res.refusal; u != nil && res.entry.state.holds(refusedHash) {
+			return servedToken{}, logical.CodedError(u.status, u.message(name))
+		}
 	}
 	alive := res.entry.state.alive(b.now())
 	switch {
@@ -344,8 +349,9 @@ func (b *backend) refreshRole(ctx context.Context, s logical.Storage, name strin
 		if !b.WriteSafeReplicationState() {
 			return refreshOutcome{}, logical.ErrReadOnly
 		}
+		forced := false // a report with no usable verify_url: drop the token once a login may happen
 		if mode == modeReport {
-			verdict, next, err := b.judgeReport(ctx, s, name, e, cfg, now)
+			verdict, next, force, err := b.judgeReport(ctx, s, name, e, cfg, now)
 			switch {
 			case err != nil:
 				return refreshOutcome{}, err
@@ -364,7 +370,7 @@ func (b *backend) refreshRole(ctx context.Context, s logical.Storage, name strin
 				done.report = verdict // the same token: valid at verify_url, or throttled
 				return done, nil
 			}
-			e, done.entry, done.report = next, next, verdict // the token was dropped: log in
+			e, done.entry, forced = next, next, force // dropped (refused at verify_url), or to drop: log in
 		}
 		bound, err := b.boundHost(ctx, s, e.role)
 		if err != nil {
@@ -373,6 +379,25 @@ func (b *backend) refreshRole(ctx context.Context, s logical.Storage, name strin
 		if u := b.mayLogin(ctx, s, e, cfg, bound, now, mode); u != nil {
 			done.refusal = u
 			return done, nil
+		}
+		if forced {
+			// The login may happen: now the reported token goes, and the report
+			// interval starts (README, "When the API refuses the token").
+			next, err := b.dropToken(ctx, s, name, e.state.AccessToken, func(st *tokenState) {
+				st.ForcedLoginAt = now
+				markReport(st, now)
+			})
+			switch {
+			case err != nil:
+				return refreshOutcome{}, err
+			case next == nil: // replaced meanwhile: serve the current token
+				if done.entry, err = b.loadEntry(ctx, s, name); err != nil || done.entry == nil {
+					return refreshOutcome{}, errors.Join(err, errRoleNotFound)
+				}
+				return done, nil
+			}
+			b.Logger().Info("token reported refused by the API; dropped, logging in", "role", name)
+			e, done.entry = next, next
 		}
 		if bound == "" {
 			// Credentials written with no config stored go to the host of their

@@ -106,14 +106,16 @@ func (b *backend) serveReport(ctx context.Context, s logical.Storage, name, hash
 // cached token (e) leads to. With a verify_url on the token's issuer, the token
 // is checked there (verify/'s throttle applies): valid, no login (a warning says
 // the refusal has another cause); invalid, it is dropped and the caller logs in
-// (next). Without one, or when the check fails, the token is dropped and the
-// caller logs in, at most once per reportLoginInterval per role; a report inside
-// that time is refused with 429. next is nil when no login follows.
+// (next). Without one, or when verify_url fails, the caller logs in (next, with
+// force: it drops the token once mayLogin lets the login happen), at most once
+// per reportLoginInterval per role; a report inside that time is refused with
+// 429. next is nil when no login follows; so are next and verdict when the token
+// was replaced meanwhile.
 func (b *backend) judgeReport(ctx context.Context, s logical.Storage, name string, e *cacheEntry, cfg *configEntry,
-	now time.Time) (verdict *reportVerdict, next *cacheEntry, err error) {
+	now time.Time) (verdict *reportVerdict, next *cacheEntry, force bool, err error) {
 	issuer, err := b.tokenIssuer(ctx, s, e)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, false, err
 	}
 	usable, why := verifyUsable(cfg.config, issuer)
 	if usable {
@@ -123,15 +125,15 @@ func (b *backend) judgeReport(ctx context.Context, s logical.Storage, name strin
 			b.noteReport(name, now, reportVerifiedValid)
 			return &reportVerdict{warning: fmt.Sprintf("role %q: verify_url says the reported token is valid (checked at %s): "+
 				"the API refused it for another reason (scope, permission); the same token is served", name,
-				res.checkedAt.UTC().Format(time.RFC3339))}, nil, nil
+				res.checkedAt.UTC().Format(time.RFC3339))}, nil, false, nil
 		case err == nil: // checkToken dropped the token, if still cached
 			next, err := b.loadEntry(ctx, s, name)
 			if err != nil || next == nil || next.state.AccessToken != "" {
-				return nil, nil, err // replaced meanwhile: nothing to log in for
+				return nil, nil, false, err // replaced meanwhile: nothing to log in for
 			}
-			return nil, next, nil
+			return nil, next, false, nil
 		case codedStatus(err) != http.StatusBadGateway:
-			return nil, nil, err // storage, or a node that may not write
+			return nil, nil, false, err // storage, or a node that may not write
 		}
 		// verify_url could not answer: act as without one.
 		why = "checking the token at verify_url failed: " + err.Error()
@@ -142,17 +144,9 @@ func (b *backend) judgeReport(ctx context.Context, s logical.Storage, name strin
 		return &reportVerdict{refusal: &loginRefusal{status: http.StatusTooManyRequests,
 			cause: fmt.Sprintf("a refused-token report forced a login at %s already, and with no usable verify_url (%s) "+
 				"reports force at most one login per role per %s", rfc3339(st.ForcedLoginAt), why, reportLoginInterval),
-			until: "a report may act again at " + ceilSecond(again).UTC().Format(time.RFC3339)}}, nil, nil
+			until: "a report may act again at " + ceilSecond(again).UTC().Format(time.RFC3339)}}, nil, false, nil
 	}
-	next, err = b.dropToken(ctx, s, name, st.AccessToken, func(st *tokenState) {
-		st.ForcedLoginAt = now
-		markReport(st, now)
-	})
-	if err != nil || next == nil {
-		return nil, nil, err // replaced meanwhile: nothing to log in for
-	}
-	b.Logger().Info("token reported refused by the API; dropped, logging in", "role", name, "verify_url", why)
-	return nil, next, nil
+	return nil, e, true, nil
 }
 
 // markReport records in a token state that a report of its token dropped it.

@@ -261,6 +261,15 @@ func TestReportLoginCountsAgainstTheBudget(t *testing.T) {
 	if logins(fake) != 1 {
 		t.Fatalf("%d logins, want 1", logins(fake))
 	}
+	// No login could happen: the token stays for readers, and the report
+	// interval has not started.
+	if accessToken(t, e.mustRead("creds/app")) != first {
+		t.Fatal("a report that could not log in dropped the token")
+	}
+	e.clock.Advance(budgetWindow)
+	if got := accessToken(t, e.mustReport("creds/app", tokenSHA256(first))); got == first || logins(fake) != 2 {
+		t.Fatalf("once the budget had room: a new token %v, %d logins; want a new token and 2", got != first, logins(fake))
+	}
 }
 
 // Rule 5: a hash that is not 64 hex digits is a 400 naming the field, and costs
