@@ -222,10 +222,11 @@ func (b *backend) detach(ctx context.Context, timeout time.Duration) (context.Co
 	return ctx, func() { cancelTimeout(); end() }
 }
 
-// HandleRequest refuses a password or client_secret that is not a string before
-// the framework validates the fields: its conversion error would echo the value.
+// HandleRequest refuses a string field (a password, a client_secret) whose value
+// is not a string before the framework validates the fields: its conversion error
+// would echo the value.
 func (b *backend) HandleRequest(ctx context.Context, req *logical.Request) (*logical.Response, error) {
-	if msg := nonStringSecret(req); msg != "" {
+	if msg := nonStringField(req); msg != "" {
 		return logical.ErrorResponse(msg), nil
 	}
 	if req.Operation == logical.HelpOperation {
@@ -237,23 +238,33 @@ func (b *backend) HandleRequest(ctx context.Context, req *logical.Request) (*log
 // HandleExistenceCheck does the same for the existence check, which Vault runs
 // before the request and whose error it returns and logs.
 func (b *backend) HandleExistenceCheck(ctx context.Context, req *logical.Request) (bool, bool, error) {
-	if msg := nonStringSecret(req); msg != "" {
+	if msg := nonStringField(req); msg != "" {
 		return false, false, errutil.UserError{Err: msg}
 	}
 	return b.Backend.HandleExistenceCheck(ctx, req)
 }
 
-// nonStringSecret names a write-only field whose value is neither a string nor a
-// scalar the framework converts to one; "" when there is none.
-func nonStringSecret(req *logical.Request) string {
-	for _, k := range []string{fieldPassword, fieldClientSecret} {
-		switch req.Data[k].(type) {
+// nonStringField names a string field of fieldBounds (password and client_secret
+// among them) whose value is neither a string nor a scalar the framework converts
+// to one (the first by name); "" when there is none. The framework's conversion
+// error would echo the value, whatever its size.
+func nonStringField(req *logical.Request) string {
+	var bad []string
+	for k, v := range req.Data {
+		if _, bounded := fieldBounds[k]; !bounded {
+			continue
+		}
+		switch v.(type) {
 		case nil, string, json.Number, bool, int, int64, float64:
 		default:
-			return k + " must be a string"
+			bad = append(bad, k)
 		}
 	}
-	return ""
+	if len(bad) == 0 {
+		return ""
+	}
+	sort.Strings(bad)
+	return bad[0] + " must be a string"
 }
 
 // refuseUnknownFields answers 400 naming the request fields the path does not

@@ -162,6 +162,10 @@ func FuzzRedactor(f *testing.F) {
 	f.Add("Pa55:w0rd\"<>&", "{\"d\":\"", "\"}", uint8(3), uint8(0), uint8(20))
 	f.Add("short", "the short answer", "", uint8(0), uint8(0), uint8(5))
 	f.Add("\xff\xfe-invalid-utf8", "", "", uint8(3), uint8(1), uint8(7))
+	// A JWT as verify/ judges it, and a secret that lower-casing makes longer.
+	f.Add("eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJzdmMifQ.c2lnbmF0dXJlLWJ5dGVz", "Bearer ", " expired", uint8(0), uint8(20), uint8(9))
+	f.Add("eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJzdmMifQ.c2lnbmF0dXJlLWJ5dGVz", "", "", uint8(5), uint8(30), uint8(6))
+	f.Add("İstanbul-Şifre-1", "ERROR ", "", uint8(0), uint8(2), uint8(8))
 	f.Fuzz(func(t *testing.T, secret, before, after string, form, start, n uint8) {
 		if secret == "" {
 			t.Skip()

@@ -156,6 +156,9 @@ func (b *backend) pathConfigRead(ctx context.Context, req *logical.Request, _ *f
 }
 
 func (b *backend) pathConfigWrite(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
+	if resp := checkFieldBounds(d); resp != nil {
+		return resp, nil
+	}
 	if resp := refuseUnknownFields(req, d); resp != nil {
 		return resp, nil
 	}

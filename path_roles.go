@@ -135,7 +135,11 @@ func checkRoleName(name string) *logical.Response {
 }
 
 func (b *backend) roleExists(ctx context.Context, req *logical.Request, d *framework.FieldData) (bool, error) {
-	r, err := getRole(ctx, req.Storage, d.Get(fieldName).(string))
+	name := d.Get(fieldName).(string)
+	if len(name) > maxRoleNameBytes {
+		return false, nil // no role has such a name (fieldBounds): no storage read with it
+	}
+	r, err := getRole(ctx, req.Storage, name)
 	if err != nil {
 		return false, err
 	}
@@ -175,6 +179,9 @@ func (b *backend) pathRoleRead(ctx context.Context, req *logical.Request, d *fra
 }
 
 func (b *backend) pathRoleWrite(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
+	if resp := checkFieldBounds(d); resp != nil {
+		return resp, nil
+	}
 	name := d.Get(fieldName).(string)
 	if resp := checkRoleName(name); resp != nil {
 		return resp, nil

@@ -105,7 +105,7 @@ func TestRoleBadInputIs400NamingFieldAndLeavesStorageUnchanged(t *testing.T) {
 		{"name with a space", "roles/my role", creds, "my role"},
 		{"name with a slash", "roles/a/b", creds, "a/b"},
 		{"name dot-dot", "roles/..", creds, ".."},
-		{"name too long", "roles/" + strings.Repeat("a", 129), creds, strings.Repeat("a", 129)},
+		{"name too long", "roles/" + strings.Repeat("a", 129), creds, "name is 129 bytes; at most 128"},
 
 		{"update: unknown field pasword", "roles/app", map[string]any{"pasword": "pw-new"}, "pasword"},
 		{"update: empty password", "roles/app", map[string]any{"password": ""}, "password"},

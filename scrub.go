@@ -24,6 +24,18 @@ const secretWindow = 6
 // operator knows the text was not simply empty.
 const withheld = "[upstream text withheld: it held part of a credential]"
 
+// maxJudgedSecretBytes is the longest secret, in bytes, that the redactor compares
+// upstream text with. Role secrets are far shorter (fieldBounds: 4 KiB); the
+// longest secret it is given is the access token that verify/ sends, which travels
+// in an Authorization header: common servers and proxies refuse request headers
+// over 8 to 64 KiB (RFC 9110 §5.4 leaves the limit to them), so no token an API
+// accepts is longer. A longer token is still served, never refused as malformed
+// (README, "Upstreams": what real servers send is accepted as a token; a broker
+// stricter than its servers blocks every integration behind it). Only upstream
+// text judged against it is withheld, all of it: judging takes time in proportion
+// to the secrets' length.
+const maxJudgedSecretBytes = 64 << 10
+
 // redactor decides whether text that came from upstream may be repeated in an
 // error message, a log line, status/ or storage. It matches case-insensitively
 // every secretWindow-byte piece of every secret in each form a server might echo
@@ -33,43 +45,35 @@ const withheld = "[upstream text withheld: it held part of a credential]"
 // carries it, RFC 7617 §2). It never trims: text is repeated whole or withheld
 // whole, so no cut can leave a fragment behind.
 //
-// The zero redactor (no secrets) withholds nothing.
+// It keeps the secrets and derives nothing from them until it judges a text
+// (leaks): a login that succeeds, which has no upstream text to judge, costs it
+// nothing whatever the secrets' length. Judging one text costs memory in
+// proportion to the text (at most maxCheckedText, in each of its decoded views)
+// and time in proportion to the secrets' encoded forms (each secret at most
+// maxJudgedSecretBytes; a longer one makes every text withheld).
+//
+// The zero redactor (no secrets) withholds nothing. A redactor is not changed
+// once built, so goroutines may share it.
 type redactor struct {
-	// needles are the lower-cased pieces to look for: every secretWindow-byte
-	// window of each encoded form, or the whole form when it is shorter.
-	needles map[string]struct{}
-	// short are lower-cased forms shorter than secretWindow, looked for whole.
-	short []string
+	// secrets are the non-empty secrets, as given.
+	secrets []string
+	// unjudged: a secret is longer than maxJudgedSecretBytes; every non-empty
+	// text is withheld.
+	unjudged bool
 }
 
 // newRedactor builds a redactor for the given secrets; empty strings are ignored.
+// It copies nothing and encodes nothing.
 func newRedactor(secrets ...string) *redactor {
-	r := &redactor{needles: make(map[string]struct{})}
+	r := &redactor{secrets: make([]string, 0, len(secrets))}
 	for _, s := range secrets {
 		if s == "" {
 			continue
 		}
-		for _, form := range textForms(s) {
-			r.add(form)
-		}
-		for _, seg := range base64Segments(s) {
-			if len(seg) >= secretWindow {
-				r.add(seg)
-			}
-		}
+		r.secrets = append(r.secrets, s)
+		r.unjudged = r.unjudged || len(s) > maxJudgedSecretBytes
 	}
 	return r
-}
-
-func (r *redactor) add(form string) {
-	form = strings.ToLower(form)
-	if len(form) < secretWindow {
-		r.short = append(r.short, form)
-		return
-	}
-	for i := 0; i+secretWindow <= len(form); i++ {
-		r.needles[form[i:i+secretWindow]] = struct{}{}
-	}
 }
 
 // maxCheckedText is the longest upstream text the redactor judges; longer text
@@ -78,36 +82,127 @@ const maxCheckedText = 4 << 10
 
 // leaks reports whether text holds a piece of a secret, as written or once
 // decoded (see textViews): an encoding the secret forms above do not list is
-// still caught when a decoder of the text undoes it.
+// still caught when a decoder of the text undoes it. Every secretWindow-byte
+// window of every lower-cased view goes into a set; then each lower-cased form
+// of each secret is looked up in it, window by window (a form shorter than
+// secretWindow is looked for whole in each view).
 func (r *redactor) leaks(text string) bool {
-	if r == nil || text == "" || len(r.short) == 0 && len(r.needles) == 0 {
+	if r == nil || text == "" || len(r.secrets) == 0 {
 		return false
 	}
-	if len(text) > maxCheckedText {
+	if len(text) > maxCheckedText || r.unjudged {
 		return true
 	}
-	for _, view := range textViews(text) {
-		if r.holds(strings.ToLower(view)) {
+	views := textViews(text)
+	size := 0
+	for i, view := range views {
+		views[i] = strings.ToLower(view)
+		size += len(views[i])
+	}
+	windows := newWindowSet(size)
+	for _, view := range views {
+		eachWindowKey(view, func(k uint64) bool { windows.add(k); return false })
+	}
+	held := func(form string) bool {
+		if len(form) < secretWindow || !isASCII(form) {
+			form = strings.ToLower(form) // eachWindowKey lower-cases ASCII letters itself
+		}
+		if len(form) < secretWindow {
+			for _, view := range views {
+				if strings.Contains(view, form) {
+					return true
+				}
+			}
+			return false
+		}
+		return heldWindow(form, windows)
+	}
+	for _, s := range r.secrets {
+		for _, form := range textForms(s) {
+			if held(form) {
+				return true
+			}
+		}
+		if eachBase64Segment(s, func(seg []byte) bool { return heldWindow(seg, windows) }) {
 			return true
 		}
 	}
 	return false
 }
 
-// holds reports whether lower-cased text holds a needle.
-func (r *redactor) holds(lower string) bool {
-	for _, s := range r.short {
-		if strings.Contains(lower, s) {
-			return true
+// heldWindow reports whether a secretWindow-byte window of form, an ASCII or
+// lower-cased text, is in windows. A form shorter than a window has none.
+func heldWindow[T string | []byte](form T, windows *windowSet) bool {
+	return eachWindowKey(form, windows.has)
+}
+
+// eachWindowKey calls fn with the key of each secretWindow-byte window of s, in
+// order, until a call returns true, and reports whether one did. A key is the
+// window's bytes packed into an integer, ASCII letters lower-cased
+// (strings.ToLower does no more to ASCII): two windows are equal, in any case,
+// when their keys are.
+func eachWindowKey[T string | []byte](s T, fn func(key uint64) bool) bool {
+	const mask = 1<<(8*secretWindow) - 1
+	var k uint64
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
 		}
-	}
-	for i := 0; i+secretWindow <= len(lower); i++ {
-		if _, ok := r.needles[lower[i:i+secretWindow]]; ok {
+		k = (k<<8 | uint64(c)) & mask
+		if i >= secretWindow-1 && fn(k) {
 			return true
 		}
 	}
 	return false
 }
+
+func isASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] >= utf8.RuneSelf {
+			return false
+		}
+	}
+	return true
+}
+
+// windowSet is a set of window keys (eachWindowKey) with a bitmap of their hashes in
+// front, sixteen bits or more a key: most keys that are not in it (nearly every
+// window of a secret's forms, looked up one by one) are told by one bit, without
+// a map lookup.
+type windowSet struct {
+	bits  []uint64
+	shift uint // a key's bit is its hash's top 64-shift bits
+	keys  map[uint64]struct{}
+}
+
+// newWindowSet is an empty set sized for about n keys.
+func newWindowSet(n int) *windowSet {
+	shift := uint(64 - 6) // at least 64 bits
+	for 1<<(64-shift) < 16*n {
+		shift--
+	}
+	return &windowSet{bits: make([]uint64, 1<<(64-shift)/64), shift: shift, keys: make(map[uint64]struct{}, n)}
+}
+
+func (w *windowSet) bit(k uint64) uint64 { return (k * 0x9e3779b97f4a7c15) >> w.shift }
+
+func (w *windowSet) add(k uint64) {
+	b := w.bit(k)
+	w.bits[b/64] |= 1 << (b % 64)
+	w.keys[k] = struct{}{}
+}
+
+func (w *windowSet) has(k uint64) bool {
+	if b := w.bit(k); w.bits[b/64]&(1<<(b%64)) == 0 {
+		return false
+	}
+	_, ok := w.keys[k]
+	return ok
+}
+
+// A window must fit in a key's 64 bits.
+const _ = uint(8 - secretWindow)
 
 // textViews is text as written and as each decoder reads it, and each of those
 // decoded once more (an escape inside an escape): percent-decoding (every %XX,
@@ -326,25 +421,28 @@ func asciiJSONString(s string) string {
 	return b.String()
 }
 
-// base64Segments are the parts of the base64 encodings of s (and of its form
-// encoding, as HTTP Basic carries it with client_auth=basic_urlencoded) that
-// depend on s alone, for each of the three alignments s can have inside a longer
-// encoded string: the characters before and after are shared with unknown
-// neighbouring bytes and left out.
-func base64Segments(s string) []string {
-	var segs []string
+// eachBase64Segment calls fn with each part of the base64 encodings of s (and of
+// its form encoding, as HTTP Basic carries it with client_auth=basic_urlencoded)
+// that depends on s alone, for each of the three alignments s can have inside a
+// longer encoded string: the characters before and after are shared with unknown
+// neighbouring bytes and left out. It stops at the first call that returns true,
+// and reports whether one did. The segments share one buffer: fn may not keep one.
+func eachBase64Segment(s string, fn func(seg []byte) bool) bool {
+	var out []byte
 	for _, raw := range []string{s, url.QueryEscape(s)} {
+		buf := make([]byte, 2+len(raw)) // two zero bytes, then raw
+		copy(buf[2:], raw)
 		for k := 0; k < 3; k++ {
-			in := append(make([]byte, k), raw...)
+			in := buf[2-k:]         // k bytes before raw
 			first := (8*k + 5) / 6  // first character made of s's bits only
 			last := 8 * len(in) / 6 // characters before this are complete
 			for _, enc := range []*base64.Encoding{base64.RawStdEncoding, base64.RawURLEncoding} {
-				out := enc.EncodeToString(in)
-				if first < last && last <= len(out) {
-					segs = append(segs, out[first:last])
+				out = enc.AppendEncode(out[:0], in)
+				if first < last && last <= len(out) && fn(out[first:last]) {
+					return true
 				}
 			}
 		}
 	}
-	return segs
+	return false
 }

@@ -5,10 +5,13 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"math/rand/v2"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"strings"
 	"testing"
+	"time"
 )
 
 // secretFragments is the test's own statement of what may never be repeated: every
@@ -253,5 +256,116 @@ func TestVerifyErrorsNeverEchoTheToken(t *testing.T) {
 		if leaked(text, tok) != "" {
 			t.Errorf("verify's %s holds a fragment of the token", where)
 		}
+	}
+}
+
+// tokenText is an access token of n bytes in the alphabet of a JWT (base64url and
+// dots), the same for a seed.
+func tokenText(n int, seed uint64) string {
+	const alphabet = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_."
+	r := rand.New(rand.NewPCG(seed, seed))
+	b := make([]byte, n)
+	for i := range b {
+		b[i] = alphabet[r.IntN(len(alphabet))]
+	}
+	return string(b)
+}
+
+// holdsWindowOf reports whether text holds secretWindow consecutive bytes of
+// secret, in any case: leaked's check, cheap for a long secret whose every
+// encoded form is the raw one (a token in a JWT's alphabet needs no escaping).
+func holdsWindowOf(text, secret string) bool {
+	text, secret = strings.ToLower(text), strings.ToLower(secret)
+	windows := map[string]bool{}
+	for i := 0; i+secretWindow <= len(text); i++ {
+		windows[text[i:i+secretWindow]] = true
+	}
+	for i := 0; i+secretWindow <= len(secret); i++ {
+		if windows[secret[i:i+secretWindow]] {
+			return true
+		}
+	}
+	return false
+}
+
+// TestRedactorDerivesNothingUntilItJudgesText: building a redactor costs the
+// same for the largest secrets a role accepts as for short ones, and classifying
+// a token answer (a login that succeeds) costs the same with the largest secrets
+// as with no redactor at all: the redactor's work is done only for upstream text.
+func TestRedactorDerivesNothingUntilItJudgesText(t *testing.T) {
+	password, clientSecret := randomText(maxPasswordBytes, 1), randomText(maxClientSecretBytes, 2)
+	short := testing.AllocsPerRun(50, func() { newRedactor("pw-Short-1", "cs-Short-2") })
+	largest := testing.AllocsPerRun(50, func() { newRedactor(password, clientSecret) })
+	if largest != short || largest > 2 {
+		t.Errorf("newRedactor: %.0f allocations for the largest secrets, %.0f for short ones; want the same, at most 2", largest, short)
+	}
+
+	answer := tokenAnswer{status: 200, header: http.Header{"Content-Type": {jsonType}},
+		body: []byte(`{"access_token":"tok-1","expires_in":3600,"token_type":"Bearer"}`)}
+	classify := func(redact *redactor) float64 {
+		rules := answerRules{now: func() time.Time { return fuzzNow }, redact: redact}
+		return testing.AllocsPerRun(50, func() {
+			if _, le := classifyAnswer(answer, rules); le != nil {
+				t.Fatal(le)
+			}
+		})
+	}
+	if without, with := classify(nil), classify(newRedactor(password, clientSecret)); with != without {
+		t.Errorf("a successful answer costs %.0f allocations with the largest secrets, %.0f without a redactor", with, without)
+	}
+}
+
+// TestRedactorJudgesSecretsUpToItsBoundAndWithholdsAllTextBeyond: a secret of
+// maxJudgedSecretBytes is judged like any other (harmless text passes, a fragment
+// is withheld); with one a byte longer, every non-empty text is withheld.
+func TestRedactorJudgesSecretsUpToItsBoundAndWithholdsAllTextBeyond(t *testing.T) {
+	const harmless = "invalid_grant: the credentials are not valid"
+	atBound := tokenText(maxJudgedSecretBytes, 3)
+	r := newRedactor("pw-Short-1", atBound)
+	if got := r.clean(harmless); got != harmless {
+		t.Error("harmless text withheld for a secret of exactly the bound")
+	}
+	if got := r.clean("token " + atBound[40000:40006] + " unknown"); got != withheld {
+		t.Error("6 bytes of a secret of exactly the bound were repeated")
+	}
+	over := newRedactor("pw-Short-1", tokenText(maxJudgedSecretBytes+1, 3))
+	for _, text := range []string{harmless, "x"} {
+		if got := over.clean(text); got != withheld {
+			t.Errorf("%q repeated though a secret is over the bound", text)
+		}
+	}
+	if got := over.clean(""); got != "" {
+		t.Error("empty text changed")
+	}
+}
+
+// TestTokenOverTheJudgedBoundIsServedAndVerifyWithholdsItsUpstreamText: a token
+// longer than the redactor judges is a valid token (servers and APIs set their own
+// header limits), served whole; when verify/ cannot reach upstream, its error
+// names the cause in the plugin's words and holds nothing of the token. (Upstream
+// text beyond the bound is withheld: TestRedactorJudgesSecretsUpToItsBoundAndWithholdsAllTextBeyond.)
+func TestTokenOverTheJudgedBoundIsServedAndVerifyWithholdsItsUpstreamText(t *testing.T) {
+	for _, n := range []int{maxJudgedSecretBytes, maxJudgedSecretBytes + 1} {
+		t.Run(fmt.Sprint(n), func(t *testing.T) {
+			tok := tokenText(n, 4)
+			ts := httptest.NewServer(rawAnswer(200, jsonType, nil, `{"access_token":"`+tok+`","expires_in":3600}`))
+			defer ts.Close()
+			e := newTestEnv(t, nil, nil)
+			e.configureBase(ts.URL, nil)
+			e.addRole("app", "svc@example.com", "pw-Secret-42")
+			if got := accessToken(t, e.mustRead("creds/app")); got != tok {
+				t.Fatalf("served a token of %d bytes, want the %d issued", len(got), n)
+			}
+			ts.Close()
+			_, err := e.read("verify/app")
+			switch {
+			case err == nil:
+				t.Fatal("verify succeeded with upstream gone")
+			case holdsWindowOf(err.Error(), tok) || holdsWindowOf(e.logs.String(), tok):
+				t.Fatal("verify's error or the log holds a fragment of the token")
+			case !strings.Contains(err.Error(), "refused the connection"):
+				t.Errorf("verify's error %q does not name the cause", err)
+			}
+		})
 	}
 }
