@@ -123,7 +123,7 @@ func ceilSecond(t time.Time) time.Time {
 func (b *backend) serveToken(ctx context.Context, s logical.Storage, name string) (servedToken, error) {
 	cfg, e := b.cache.config(), b.cache.role(name)
 	if cfg != nil && e != nil && e.state.fresh(b.now(), cfg.RefreshBefore) {
-		return servedToken{entry: e, cfg: cfg}, nil
+		return b.serveFresh(name, e, cfg), nil
 	}
 	if cfg == nil || e == nil {
 		var err error
@@ -139,12 +139,24 @@ func (b *backend) serveToken(ctx context.Context, s logical.Storage, name string
 	}
 	switch now := b.now(); {
 	case e.state.fresh(now, cfg.RefreshBefore):
-		return servedToken{entry: e, cfg: cfg}, nil
+		return b.serveFresh(name, e, cfg), nil
 	case e.state.usable(now):
 		return b.serveWhileRefreshing(ctx, s, name, e, cfg, now), nil
 	}
 
 	return b.serveOutcome(ctx, s, name, modeRead, "")
+}
+
+// serveFresh answers a read of a fresh token: the token, with a warning when
+// the role's credentials wait for a rewrite because config token_url moved to
+// another host (waitingFor), so that its readers learn it before the token runs
+// out.
+func (b *backend) serveFresh(name string, e *cacheEntry, cfg *configEntry) servedToken {
+	srv := servedToken{entry: e, cfg: cfg}
+	if u := b.waitingFor(e.role, cfg); u != nil {
+		srv.warning = servingWarning(u, e, name)
+	}
+	return srv
 }
 
 // serveOutcome runs a flight of the role (refreshOnce) and answers a reader from
@@ -203,6 +215,11 @@ func servingWarning(u *loginRefusal, e *cacheEntry, name string) string {
 // none: the active node refreshes the token.
 func (b *backend) serveWhileRefreshing(ctx context.Context, s logical.Storage, name string, e *cacheEntry, cfg *configEntry, now time.Time) servedToken {
 	srv := servedToken{entry: e, cfg: cfg}
+	if u := b.waitingFor(e.role, cfg); u != nil {
+		// Bound to another token host: no login, and the reader learns why.
+		srv.warning = servingWarning(u, e, name)
+		return srv
+	}
 	next := b.nextLogin(e, cfg, now)
 	if u := refreshFailure(e, cfg.config, now); u != nil {
 		srv.warning = servingWarning(u, e, name)
@@ -403,7 +420,7 @@ func (b *backend) refreshRole(ctx context.Context, s logical.Storage, name strin
 			// Credentials written with no config stored go to the host of their
 			// first login, and nowhere else after (docs/security.md).
 			if _, err := b.bindOnLogin(ctx, s, name, e.role, tokenOrigin(cfg.TokenURL)); err != nil {
-				if errors.Is(err, errRoleChanged) && tries < 2 {
+				if (errors.Is(err, errRoleChanged) || errors.Is(err, errBoundMeanwhile)) && tries < 2 {
 					continue
 				}
 				return refreshOutcome{}, err

@@ -7,7 +7,8 @@ package iadvize
 //	                            login budgets, request_timeout, ca_pem,                      by config/ delete (pathConfigDelete)
 //	                            client_auth, default_expires_in; no secret
 //	roles/<role>                role: grant, username, password, client_id,    yes           roles/ write (pathRoleWrite), deleted by
-//	                            client_secret, scope, ttl, max_ttl, generation               roles/ delete (pathRoleDelete)
+//	                            client_secret, scope, ttl, max_ttl,                          roles/ delete (pathRoleDelete); bound by
+//	                            credentials ID, token host                                   its first login (bindOnLogin)
 //	tokens/<role>               tokenState: the cached access token, its        yes           a login's outcome (recordLogin), verify/
 //	                            expiry, the last login attempt and outcome,                  dropping a token upstream rejects
 //	                            backoff, "credentials rejected", generation                  (dropToken); deleted by a role write that
@@ -20,6 +21,8 @@ package iadvize
 //	                            429 blocks, per principalHash                                recordLogin)
 //	budgets/mount               budgetRecord of older versions (read once,     no            nothing any more (read by restoreBudgets)
 //	                            when budgets/recent is absent)
+//	bindings/legacy             the token host roles stored before bindings    no            the first config/ write or delete of a
+//	                            are bound to (legacyTokenHost)                               version with bindings (keepLegacyTokenHost)
 //
 // Seal-wrapped: the prefixes in the backend's PathsSpecial.SealWrapStorage
 // (rolesStoragePrefix, tokensStoragePrefix), where the Vault supports it.

@@ -2,6 +2,7 @@ package iadvize
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -120,22 +121,37 @@ func secretFields(r *role) string {
 	return fieldPassword
 }
 
-// boundElsewhere reports whether the role's credentials are bound to another
-// token host than the config's, from memory (the legacy host is read at
-// Initialize); mayLogin makes the same check against storage before any login.
-func (b *backend) boundElsewhere(r *role, cfg *configEntry) bool {
+// waitingFor is bindingRefusal judged from memory (the legacy host is read at
+// Initialize): why the role's credentials, bound to another token host than
+// the config's, wait for a rewrite; nil when they do not. Reads use it to warn
+// and to start no login; mayLogin makes the same check against storage before
+// any login.
+func (b *backend) waitingFor(r *role, cfg *configEntry) *loginRefusal {
 	bound := r.TokenHost
 	if bound == "" && !r.BindOnLogin {
 		if h := b.legacyHost.Load(); h != nil {
 			bound = *h // "": none stored, the config's
 		}
 	}
-	return bound != "" && bound != cfg.origin
+	return bindingRefusal(bound, r, cfg)
 }
+
+// boundElsewhere reports whether the role's credentials are bound to another
+// token host than the config's, from memory (waitingFor).
+func (b *backend) boundElsewhere(r *role, cfg *configEntry) bool {
+	return b.waitingFor(r, cfg) != nil
+}
+
+// errBoundMeanwhile: a role written with no config stored was bound, by a
+// login under another config, between the time a flight read it and its own
+// first login; that flight judges the role again (and is refused) rather than
+// send the credentials to a second host.
+var errBoundMeanwhile = errors.New("role credentials were bound to another token host during the login")
 
 // bindOnLogin records the token host of a role's first login with the role, if
 // its credentials were written with no config stored (BindOnLogin) and are still
-// the ones the login is for. It returns the role as stored after.
+// the ones the login is for. It returns the role as stored after, or
+// errBoundMeanwhile when another login bound it to another host meanwhile.
 func (b *backend) bindOnLogin(ctx context.Context, s logical.Storage, name string, sentFor *role, host string) (*role, error) {
 	defer b.lockRole(name).Unlock()
 	r, err := getRole(ctx, s, name)
@@ -146,6 +162,11 @@ func (b *backend) bindOnLogin(ctx context.Context, s logical.Storage, name strin
 		return nil, errRoleNotFound
 	case r.credentialsID() != sentFor.credentialsID():
 		return nil, errRoleChanged
+	case !r.BindOnLogin && r.TokenHost != host:
+		// Bound by another login (under another config) since sentFor was
+		// read: the caller's view is stale.
+		b.dropEntry(name)
+		return nil, errBoundMeanwhile
 	case !r.BindOnLogin:
 		return r, nil
 	}

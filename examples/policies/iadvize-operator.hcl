@@ -1,6 +1,8 @@
 # Policy of the operators of the iadvize/ mount: manage its config and roles,
 # rotate a role's token, check its health (status/, verify/). It grants no read
 # of creds/ or static-creds/: operators never need the tokens themselves.
+# Moving config token_url or verify_url to another host collects no secret
+# either: what it can and cannot reach is in docs/security.md.
 #
 #   vault policy write iadvize-operator examples/policies/iadvize-operator.hcl
 
