@@ -156,6 +156,11 @@ func (b *backend) refreshScheduled(ctx context.Context, s logical.Storage, item 
 		notBefore = b.now().Add(time.Second) // the next run
 	case res.refusal != nil && res.refusal.hostFull:
 		return true
+	case res.refusal != nil && res.refusal.retryAt.IsZero():
+		// No login until the credentials are written again (rejected, or bound
+		// to another token host): the write files the role again.
+		b.sched.remove(name)
+		return false
 	case res.refusal != nil:
 		notBefore = res.refusal.retryAt
 	}

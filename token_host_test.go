@@ -437,6 +437,9 @@ func TestTokenURLMoveBackgroundRefreshSendsNothing(t *testing.T) {
 	if got := m.a.Stats().LoginAttempts; got != 2 {
 		t.Fatalf("logins at the first host = %d, want the 2 of the setup", got)
 	}
+	if n := m.testEnv.b.sched.len(); n != 0 {
+		t.Fatalf("%d waiting roles still on the schedule: each run would take them up again", n)
+	}
 
 	// The runs did find the roles due: back on their host, one run refreshes both.
 	m.point(m.a, m.a)
