@@ -27,8 +27,24 @@ func (b *backend) handleHelp(ctx context.Context, req *logical.Request) (*logica
 	}
 	if doc, ok := resp.Data["openapi"].(*framework.OASDocument); ok {
 		inlineSchemaRefs(doc)
+		nameReportOperations(doc)
 	}
 	return resp, nil
+}
+
+// nameReportOperations gives the refused-token reports (the update of creds/
+// and static-creds/) their own operation ID and summary: those paths use
+// Callbacks (see pathCreds), which give every operation the path's display
+// attributes, so both operations would share the read's ID.
+func nameReportOperations(doc *framework.OASDocument) {
+	for _, item := range doc.Paths {
+		if item.Get == nil || item.Post == nil || item.Post.OperationID != item.Get.OperationID {
+			continue
+		}
+		if r, ok := reportOperations[item.Get.OperationID]; ok {
+			item.Post.OperationID, item.Post.Summary = r.id, r.summary
+		}
+	}
 }
 
 // inlineSchemaRefs replaces each request and response schema that refers to a

@@ -73,6 +73,16 @@ func pathCreds(b *backend) []*framework.Path {
 	}
 }
 
+// reportOperations names the update of creds/ and static-creds/ (a refused-token
+// report) in Vault's OpenAPI document, keyed by the read's operation ID
+// (nameReportOperations).
+var reportOperations = map[string]struct{ id, summary string }{
+	operationPrefix + "-generate-credentials": {operationPrefix + "-report-refused-credentials",
+		"Report a token the API refused (its SHA-256); answered as a read of creds/."},
+	operationPrefix + "-read-static-credentials": {operationPrefix + "-report-refused-static-credentials",
+		"Report a token the API refused (its SHA-256); answered as a read of static-creds/."},
+}
+
 // secretToken is the lease type of creds/. The token is shared by every reader of
 // the role, so the lease cannot be renewed (the token cannot be extended) and its
 // revocation does nothing upstream.

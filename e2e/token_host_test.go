@@ -264,15 +264,20 @@ func TestSecretsGoOnlyToTheirTokenHost(t *testing.T) {
 			e.fatalf("status/%s waiting_for_credentials = %q, want it to name %s and %s", role, w, b.origin, field)
 		}
 	}
-	// Refused-token reports: no verify_url to use (not the token's issuer), so
-	// the token is dropped, and no login follows.
+	// Refused-token reports: no verify_url to use (not the token's issuer), and
+	// no login may follow: the reporter learns why, and the token stays.
 	_, err = e.vault.Client.Logical().Write("iadvize/creds/cc", map[string]any{"refused_token_sha256": hexSHA256(tokCC)})
 	e.wantRefused("report of cc's token on creds/", err, http.StatusConflict, aOrigin, b.origin, "client_secret")
 	_, err = e.vault.Client.Logical().Write("iadvize/static-creds/app", map[string]any{"refused_token_sha256": hexSHA256(tokApp)})
 	e.wantRefused("report of app's token on static-creds/", err, http.StatusConflict, aOrigin, b.origin, "password")
-	for _, path := range []string{"iadvize/creds/app", "iadvize/static-creds/app", "iadvize/creds/cc"} {
-		_, err := e.vault.Client.Logical().Read(path)
-		e.wantRefused(path+" with no token", err, http.StatusConflict, aOrigin, b.origin)
+	for _, c := range []struct{ path, tok string }{
+		{"iadvize/creds/app", tokApp}, {"iadvize/static-creds/app", tokApp}, {"iadvize/creds/cc", tokCC},
+	} {
+		s := e.read(c.path)
+		if accessToken(s) != c.tok {
+			e.fatalf("%s after the reports: another token", c.path)
+		}
+		e.wantWarning(c.path+" after the reports", s, aOrigin, b.origin)
 	}
 	// The operator's role writes: without the secret, no rebinding; with it,
 	// Vault refuses.
