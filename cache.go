@@ -7,6 +7,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unique"
 
 	"github.com/hashicorp/vault/sdk/logical"
 )
@@ -62,6 +63,21 @@ type cacheEntry struct {
 	// formatted once rather than on every read.
 	expireTime string
 	rotatedAt  string
+}
+
+// compact makes a role and its token state, just read from storage or built,
+// hold one copy of the strings every role repeats (grant, token host, token
+// type, outcome) and of the credentials ID they share: BENCHMARKS.md keeps the
+// plugin under 1 KiB of memory per cached role. Only for values not yet shared.
+func compact(r *role, st *tokenState) {
+	for _, p := range []*string{&r.GrantType, &r.TokenHost, &st.TokenType, &st.LastOutcome, &st.Issuer, &st.LastReportOutcome} {
+		if *p != "" {
+			*p = unique.Make(*p).Value()
+		}
+	}
+	if st.CredentialsID == r.CredentialsID {
+		st.CredentialsID = r.CredentialsID
+	}
 }
 
 func newCacheEntry(r *role, st *tokenState) *cacheEntry {
@@ -189,6 +205,7 @@ func (b *backend) loadEntry(ctx context.Context, s logical.Storage, name string)
 		// retired with the old credentials
 		st = &tokenState{CredentialsID: r.CredentialsID, Generation: r.Generation}
 	}
+	compact(r, st)
 	e := newCacheEntry(r, st)
 	b.cache.fillRole(gen, name, e)
 	return e, nil

@@ -601,6 +601,7 @@ func (b *backend) recordLogin(ctx context.Context, s logical.Storage, name strin
 		if err := writeTokenState(ctx, s, name, next); err != nil {
 			return nil, err
 		}
+		compact(r, next)
 		b.Logger().Info("logged in", "role", name, "expires_at", next.ExpiresAt.UTC().Format(time.RFC3339))
 		e := newCacheEntry(r, next)
 		b.storeEntry(name, e)

@@ -20,6 +20,9 @@ const (
 	// periodic function after 90 s; a login started at the limit still ends in
 	// time (request_timeout, 10 s by default).
 	periodicRunBudget = 60 * time.Second
+	// buildConcurrency bounds the storage reads a schedule build has in flight:
+	// each is a round trip to Vault, whose latency overlaps.
+	buildConcurrency = 8
 )
 
 // periodicRefresh is the backend's PeriodicFunc (README, "When the plugin logs
@@ -177,38 +180,58 @@ func (b *backend) refreshScheduled(ctx context.Context, s logical.Storage, item 
 	return false
 }
 
-// buildSchedule fills the schedule from storage when it is not built: every role,
-// read through the cache (so a build cut short by over is resumed by the next run
-// mostly from memory).
+// buildSchedule fills the schedule from storage when it is not built. The due
+// times depend on the token states alone, so it lists tokens/ and reads each
+// state (one storage read a role, buildConcurrency at a time), not the roles
+// and not through the cache: a start over 100,000 roles must build it within one
+// run (BENCHMARKS.md). A state of retired credentials or of a role bound to
+// another token host is filed all the same: the refresh finds nothing to do, and
+// drops it. A build cut short by the run's end keeps what it read, and the next
+// run goes on from there.
 func (b *backend) buildSchedule(ctx context.Context, s logical.Storage, cfg *configEntry, over func() bool) error {
-	build, ok := b.sched.beginBuild(cfg.RefreshBefore)
+	build, bld, ok := b.sched.beginBuild(cfg.RefreshBefore)
 	if !ok {
 		return nil
 	}
-	names, err := listRoles(ctx, s)
-	if err != nil {
-		b.sched.finishBuild(build, nil, false)
-		return err
-	}
-	due := make(map[string]time.Time, len(names))
-	for _, name := range names {
-		if over() {
+	if bld == nil {
+		names, err := listTokenStates(ctx, s)
+		if err != nil {
 			b.sched.finishBuild(build, nil, false)
-			b.Logger().Warn("background refresh: the run ended before every role was read; the next run goes on",
-				"roles", len(names))
-			return nil
+			return err
 		}
-		e, err := b.loadEntry(ctx, s, name)
-		switch {
-		case err != nil:
-			b.Logger().Warn("background refresh: reading role failed", "role", name, "error", err)
-			due[name] = time.Time{} // tried again by the next run
-		case e != nil:
-			if at, ok := backgroundDue(e.state, cfg.RefreshBefore); ok {
-				due[name] = at
-			}
-		}
+		bld = &scheduleBuild{names: names, due: make(map[string]time.Time, len(names))}
 	}
-	b.sched.finishBuild(build, due, true)
+	var (
+		mu sync.Mutex // guards bld.due: a leaf
+		g  errgroup.Group
+	)
+	g.SetLimit(buildConcurrency)
+	for ; bld.next < len(bld.names) && !over(); bld.next++ {
+		name := bld.names[bld.next]
+		g.Go(func() error {
+			st, err := readTokenState(ctx, s, name)
+			if err != nil {
+				b.Logger().Warn("background refresh: reading a token state failed", "role", name, "error", err)
+			}
+			at, due := time.Time{}, err != nil // a failed read is tried again by the next run
+			if err == nil {
+				at, due = backgroundDue(st, cfg.RefreshBefore)
+			}
+			if due {
+				mu.Lock()
+				bld.due[name] = at
+				mu.Unlock()
+			}
+			return nil
+		})
+	}
+	_ = g.Wait() // the tasks report through bld.due and the log
+	if bld.next < len(bld.names) {
+		b.sched.suspendBuild(build, bld)
+		b.Logger().Warn("background refresh: the run ended before every token state was read; the next run goes on",
+			"read", bld.next, "roles", len(bld.names))
+		return nil
+	}
+	b.sched.finishBuild(build, bld.due, true)
 	return nil
 }

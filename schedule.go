@@ -29,6 +29,18 @@ type schedule struct {
 	// touched collects the roles changed while a build runs: the build may have
 	// read them before the change, so they are checked again by the next run.
 	touched map[string]struct{}
+	// building is what a build cut short by a run's end has read, for the next
+	// run to go on from (nil: start anew); running is set while a run builds.
+	building *scheduleBuild
+	running  bool
+}
+
+// scheduleBuild is a build in progress: the token states listed, how many were
+// read, and the due times found.
+type scheduleBuild struct {
+	names []string
+	next  int
+	due   map[string]time.Time
 }
 
 type scheduleState int
@@ -98,30 +110,45 @@ func (s *schedule) reset() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.state, s.items, s.index, s.touched = scheduleEmpty, nil, nil, nil
+	s.building, s.running = nil, false
 	s.build++
 }
 
-// beginBuild starts a build under refreshBefore when none is there; ok is false
-// when the schedule is ready (or being built).
-func (s *schedule) beginBuild(refreshBefore time.Duration) (build uint64, ok bool) {
+// beginBuild starts a build under refreshBefore when the schedule is not built,
+// or goes on with one a run's end cut short (resume, nil to start anew); ok is
+// false when the schedule is ready or a run is building it.
+func (s *schedule) beginBuild(refreshBefore time.Duration) (build uint64, resume *scheduleBuild, ok bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.state != scheduleEmpty {
-		return 0, false
+	switch {
+	case s.state == scheduleReady || s.running:
+		return 0, nil, false
+	case s.state == scheduleEmpty:
+		s.state, s.refreshBefore, s.touched, s.building = scheduleBuilding, refreshBefore, make(map[string]struct{}), nil
+		s.build++
 	}
-	s.state, s.refreshBefore, s.touched = scheduleBuilding, refreshBefore, make(map[string]struct{})
-	s.build++
-	return s.build, true
+	s.running = true
+	return s.build, s.building, true
+}
+
+// suspendBuild keeps what a build cut short has read, for the next run.
+func (s *schedule) suspendBuild(build uint64, b *scheduleBuild) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.build == build && s.state == scheduleBuilding {
+		s.building, s.running = b, false
+	}
 }
 
 // finishBuild installs what a build read (role name -> due time), unless a reset
-// came in between; abandon it with ok false (the next run builds again).
+// came in between; abandon it with ok false (the next run builds anew).
 func (s *schedule) finishBuild(build uint64, due map[string]time.Time, ok bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.build != build || s.state != scheduleBuilding {
 		return
 	}
+	s.building, s.running = nil, false
 	if !ok {
 		s.state, s.touched = scheduleEmpty, nil
 		return

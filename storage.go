@@ -259,6 +259,15 @@ func putRole(ctx context.Context, s logical.Storage, name string, r *role) error
 	return putJSON(ctx, s, rolesStoragePrefix+name, fmt.Sprintf("role %q", name), r)
 }
 
+// listTokenStates names the roles that have a token state stored.
+func listTokenStates(ctx context.Context, s logical.Storage) ([]string, error) {
+	names, err := s.List(ctx, tokensStoragePrefix)
+	if err != nil {
+		return nil, fmt.Errorf("listing the cached tokens: %w", err)
+	}
+	return names, nil
+}
+
 func listRoles(ctx context.Context, s logical.Storage) ([]string, error) {
 	names, err := s.List(ctx, rolesStoragePrefix)
 	if err != nil {
