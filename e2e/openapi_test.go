@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"io"
-	"net/http"
 	"sort"
 	"strings"
 	"testing"
@@ -39,8 +38,7 @@ func TestOpenAPIDocument(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, fakeiadvize.Options{}, vaulttest.Options{})
 
-	req := e.vault.Client.NewRequest(http.MethodGet, "/v1/sys/internal/specs/openapi")
-	resp, err := e.vault.Client.RawRequest(req)
+	resp, err := e.vault.Client.Logical().ReadRaw("sys/internal/specs/openapi")
 	if err != nil {
 		t.Fatalf("GET sys/internal/specs/openapi: %v", err)
 	}

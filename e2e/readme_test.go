@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"os"
 	"os/exec"
@@ -11,9 +12,11 @@ import (
 	"regexp"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
+	"github.com/iadvize/vault-plugin-secrets-iadvize/internal/fakeiadvize"
 	"github.com/iadvize/vault-plugin-secrets-iadvize/internal/vaulttest"
 )
 
@@ -43,11 +46,29 @@ func readmeBlock(t *testing.T, name string) string {
 type script struct {
 	dir string
 	env []string // added to the base environment
+	// ownGroup runs the commands in a process group of their own, which is
+	// sent SIGTERM once they end: what they left running in the background
+	// (a server a README block starts) ends with them.
+	ownGroup bool
 }
 
 // run runs the commands and returns their combined output, failing the test
 // (with the output redacted by sec) when they fail.
 func (s script) run(t *testing.T, sec *secrets, name, commands string) string {
+	t.Helper()
+	started := time.Now()
+	text, err := s.try(t, sec, name, commands)
+	if err != nil {
+		t.Fatalf("README %s block failed (%v) after %s; its output (redacted):\n%s",
+			name, err, time.Since(started).Round(time.Millisecond), sec.redact(text))
+	}
+	t.Logf("README %s block ran in %s", name, time.Since(started).Round(time.Millisecond))
+	return text
+}
+
+// try runs the commands and returns their combined output and how they ended,
+// for blocks expected to fail. The access tokens they print are added to sec.
+func (s script) try(t *testing.T, sec *secrets, name, commands string) (string, error) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
@@ -56,16 +77,19 @@ func (s script) run(t *testing.T, sec *secrets, name, commands string) string {
 	cmd.Env = append(scriptEnv(), s.env...)
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
-	started := time.Now()
+	if s.ownGroup {
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	}
 	err := cmd.Run()
+	if s.ownGroup && cmd.Process != nil {
+		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM)
+	}
 	text := out.String()
 	sec.add(accessTokensIn(text)...)
-	if err != nil {
-		t.Fatalf("README %s block failed (%v) after %s; its output (redacted):\n%s",
-			name, err, time.Since(started).Round(time.Millisecond), sec.redact(text))
+	if err != nil && ctx.Err() != nil {
+		err = fmt.Errorf("README %s block: no end within 5 minutes: %w", name, err)
 	}
-	t.Logf("README %s block ran in %s", name, time.Since(started).Round(time.Millisecond))
-	return text
+	return text, err
 }
 
 // scriptEnv is the test's environment without VAULT_* (as for the CLI) and
@@ -317,5 +341,99 @@ func TestRefusedTokenShellAsWritten(t *testing.T) {
 	}
 	if s := e.read("iadvize/status/crm-sync").Data; s["last_report_outcome"] != "dropped" {
 		e.errorf("status/crm-sync: last_report_outcome=%v, want dropped", s["last_report_outcome"])
+	}
+}
+
+// TestReadmeServerConfigIsTheExample: the Vault server configuration the
+// README's Install shows is examples/vault/server.hcl, the file the upgrade
+// test starts Vault from, less its comments (and alignment).
+func TestReadmeServerConfigIsTheExample(t *testing.T) {
+	t.Parallel()
+	b, err := os.ReadFile(filepath.Join(vaulttest.RepoRoot(t), "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	const begin, end = "<!-- server-config:begin -->", "<!-- server-config:end -->"
+	s := string(b)
+	i, j := strings.Index(s, begin), strings.Index(s, end)
+	if i < 0 || j < i {
+		t.Fatalf("README.md has no %s ... %s section", begin, end)
+	}
+	section := strings.TrimSpace(s[i+len(begin) : j])
+	shown, ok := strings.CutPrefix(section, "```hcl\n")
+	if !ok || !strings.HasSuffix(shown, "\n```") {
+		t.Fatalf("README.md section %s is not one ```hcl block", begin)
+	}
+	if got, want := hclLines(strings.TrimSuffix(shown, "```")), hclLines(example(t, "vault/server.hcl")); got != want {
+		t.Errorf("the README's server configuration is not examples/vault/server.hcl:\nREADME:\n%s\nfile:\n%s", got, want)
+	}
+}
+
+// hclLines is an HCL text without comments, blank lines or alignment.
+func hclLines(text string) string {
+	var lines []string
+	for _, line := range strings.Split(text, "\n") {
+		if f := strings.Fields(line); len(f) > 0 && !strings.HasPrefix(f[0], "#") {
+			lines = append(lines, strings.Join(f, " "))
+		}
+	}
+	return strings.Join(lines, "\n")
+}
+
+// TestReadmeFakeUpstreamAgainstOwnVault runs the README's "The fake upstream
+// against your own Vault" blocks as written, in one shell, on a Vault with the
+// plugin registered (a dev server standing for the reader's own) and
+// build/fake-iadvize the built fake: a mount of its own gets a token from the
+// fake for one login, the stop block disables the mount and stops the fake,
+// and the reader's iadvize/ mount is left alone.
+func TestReadmeFakeUpstreamAgainstOwnVault(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, fakeiadvize.Options{}, vaulttest.Options{})
+	e.configure(nil)
+	before := e.read("iadvize/config").Data["token_url"]
+
+	dir := t.TempDir()
+	fake := vaulttest.FakeBin(t)
+	if err := os.MkdirAll(filepath.Join(dir, "build"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(fake, filepath.Join(dir, "build", "fake-iadvize")); err != nil {
+		t.Fatal(err)
+	}
+	// The fake runs in the block's process group: stopped with it whatever
+	// happens to the block.
+	s := script{dir: dir, ownGroup: true, env: []string{
+		"HOME=" + t.TempDir(), "PATH=" + vaultOnPath(t, e.bin) + string(os.PathListSeparator) + os.Getenv("PATH"),
+		"VAULT_ADDR=" + e.vault.Addr, "VAULT_TOKEN=" + vaulttest.RootToken,
+	}}
+	addrFile := filepath.Join(dir, "build", "fake.addr")
+	commands := readmeBlock(t, "fake-upstream") + "echo '--- stop'\n" + readmeBlock(t, "fake-upstream-stop") +
+		`for i in $(seq 50); do [ -e build/fake.addr ] || exit 0; sleep 0.2; done; echo "fake still running"; exit 1` + "\n"
+	out := s.run(t, e.secrets, "fake-upstream", commands)
+	started, stopped, _ := strings.Cut(out, "--- stop")
+	toks := accessTokensIn(started)
+	if len(toks) != 1 {
+		t.Fatalf("the block printed %d access tokens, want the one of creds/demo; output (redacted):\n%s", len(toks), e.secrets.redact(out))
+	}
+	for _, want := range []string{"Success! Enabled the vault-plugin-secrets-iadvize secrets engine at: iadvize-fake/",
+		`"login_attempts":1,`} {
+		if !strings.Contains(started, want) {
+			t.Errorf("the block's output lacks %q; output (redacted):\n%s", want, e.secrets.redact(out))
+		}
+	}
+	if !strings.Contains(stopped, "Success! Disabled the secrets engine (if it existed) at: iadvize-fake/") {
+		t.Errorf("the stop block did not disable iadvize-fake/; output (redacted):\n%s", e.secrets.redact(stopped))
+	}
+	if _, err := os.Stat(addrFile); !os.IsNotExist(err) {
+		t.Errorf("build/fake.addr is still there after the stop block: the fake did not stop (%v)", err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "build", "demo.password")); !os.IsNotExist(err) {
+		t.Errorf("the stop block left build/demo.password (%v)", err)
+	}
+	if got := e.read("iadvize/config").Data["token_url"]; got != before {
+		t.Errorf("iadvize/config token_url = %v after the blocks, was %v", got, before)
+	}
+	if n := e.up.Stats().LoginAttempts; n != 0 {
+		t.Errorf("the test's own upstream saw %d logins from the blocks", n)
 	}
 }

@@ -498,7 +498,7 @@ func TestUpgradeFromPreviousCommitBindsRolesWithoutLogin(t *testing.T) {
 
 	// The README's Upgrade: register, tune, reload.
 	sumNew := register(newV)
-	if err := sys.TuneMount("iadvize", api.MountConfigInput{PluginVersion: newV}); err != nil {
+	if err := sys.TuneMountAllowNil("iadvize", api.TuneMountConfigInput{PluginVersion: new(newV)}); err != nil {
 		e.fatalf("tuning iadvize/ to %s: %v", newV, err)
 	}
 	if _, err := sys.ReloadPlugin(&api.ReloadPluginInput{Plugin: vaulttest.PluginName}); err != nil {

@@ -13,8 +13,10 @@ import (
 )
 
 // TestUpgradeAndDowngradeKeepTokens runs the README's Install, Upgrade and
-// deregister commands on a Vault with file storage, with two releases built by
-// scripts/release.sh (v0.2.0 and v0.3.0: different bytes, different sha256).
+// deregister commands on a Vault started from examples/vault/server.hcl (file
+// storage), in the one directory into which scripts/release.sh built two
+// releases, one after the other (v0.2.0 and v0.3.0: different bytes, different
+// sha256), as two runs of make release fill build/release.
 // After the upgrade and after the downgrade, sys/mounts reports the new running
 // version and sha256, reads return the token read before, no login reaches
 // upstream, and status/ keeps its bookkeeping: a role whose credentials were
@@ -22,27 +24,27 @@ import (
 func TestUpgradeAndDowngradeKeepTokens(t *testing.T) {
 	t.Parallel()
 	e := newEnvNoVault(t, fakeiadvize.Options{})
-	const oldV, newV = "v0.2.0", "v0.3.0"
-	rel := map[string]string{oldV: release(t, oldV), newV: release(t, newV)}
+	oldV, newV := testVersions[0], testVersions[1]
+	rel := releaseDir(t)
 	sums := map[string]string{}
-	for v, dir := range rel {
-		sums[v] = releaseSum(t, dir, hostPlatform+"/"+vaulttest.PluginName+"_"+v)
+	for _, v := range testVersions {
+		sums[v] = releaseSum(t, rel, hostPlatform+"/"+vaulttest.PluginName+"_"+v)
 	}
 	if sums[oldV] == sums[newV] {
 		t.Fatal("the two releases have the same sha256")
 	}
 
-	// A Vault with file storage and an empty plugin directory: the README's
-	// install puts the binary there.
+	// The README's server configuration, with an empty plugin directory: the
+	// README's install puts the binary there.
 	pluginDir := t.TempDir()
-	_, rootToken := e.startFileVault(pluginDir)
+	rootToken := e.startExampleVault(pluginDir)
 	e.secrets.add(rootToken)
 
-	// sh runs a README block in the release directory of version.
+	// sh runs a README block in the release directory, for version.
 	vaultDir := vaultOnPath(t, e.bin)
 	sh := func(block, version string, extra ...string) string {
 		t.Helper()
-		s := script{dir: rel[version], env: append([]string{
+		s := script{dir: rel, env: append([]string{
 			"HOME=" + t.TempDir(), "PATH=" + vaultDir + string(os.PathListSeparator) + os.Getenv("PATH"),
 			"VAULT_ADDR=" + e.vault.Addr, "VAULT_TOKEN=" + rootToken,
 			"VERSION=" + version, "PLATFORM=" + hostPlatform, "PLUGIN_DIR=" + pluginDir,
@@ -154,4 +156,108 @@ func (e *env) checkMount(version, sum string) {
 		}
 		return nil
 	})
+}
+
+// startExampleVault starts e.vault from examples/vault/server.hcl, the
+// README's Install configuration, its data path, address and plugin directory
+// moved to the test's (each must occur in the file), initialises and unseals
+// it, and returns the root token. Its log is shown, redacted, when the test
+// fails.
+func (e *env) startExampleVault(pluginDir string) (rootToken string) {
+	t := e.t
+	t.Helper()
+	port := vaulttest.FreePort(t)
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	cfg := localize(t, example(t, "vault/server.hcl"),
+		"/opt/vault/data", filepath.Join(t.TempDir(), "data"),
+		"127.0.0.1:8200", addr,
+		"/etc/vault/plugins", pluginDir)
+	for _, want := range []string{`storage "file"`, `listener "tcp"`, "api_addr", "plugin_directory"} {
+		if !strings.Contains(cfg, want) {
+			t.Fatalf("examples/vault/server.hcl has no %s", want)
+		}
+	}
+	e.vault = vaulttest.Start(t, vaulttest.Options{ConfigHCL: cfg, PluginDir: pluginDir, Port: port, LogLevel: "debug"})
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("vault log (tail, redacted):\n%s", tail(e.secrets.redact(e.vault.Log()), 6000))
+		}
+	})
+	_, rootToken = e.vault.InitAndUnseal()
+	e.vault.Client.SetMaxRetries(0)
+	return rootToken
+}
+
+// TestInstallAndUpgradeStopWithoutArchiveOrSum: the README's Install and
+// Upgrade blocks, run where the archive, SHA256SUMS or the binary's line in it
+// is missing, or for a version that was not built, fail with a message that
+// says which file is missing and where a release is written, and run no vault
+// command (a `vault` on PATH that records its calls: an empty -sha256 would
+// make Vault look for an "extracted artifact directory").
+func TestInstallAndUpgradeStopWithoutArchiveOrSum(t *testing.T) {
+	t.Parallel()
+	rel := releaseDir(t)
+	version := testVersions[0]
+	archive := fmt.Sprintf("%s_%s_%s.tar.gz", vaulttest.PluginName, version, hostPlatform)
+	binary := hostPlatform + "/" + vaulttest.PluginName + "_" + version
+	sums, err := os.ReadFile(filepath.Join(rel, "SHA256SUMS"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sumsWithoutBinary []string
+	for _, line := range strings.Split(strings.TrimSpace(string(sums)), "\n") {
+		if !strings.HasSuffix(line, "  "+binary) {
+			sumsWithoutBinary = append(sumsWithoutBinary, line)
+		}
+	}
+
+	tools := t.TempDir()
+	calls := filepath.Join(tools, "vault-calls")
+	stub := writeFile(t, tools, "vault", "#!/usr/bin/env bash\necho \"$*\" >>"+shellQuote(calls)+"\n")
+	if err := os.Chmod(stub, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	copyTo := func(dir, name string) {
+		t.Helper()
+		if err := vaulttest.CopyFile(filepath.Join(rel, name), filepath.Join(dir, name), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cases := []struct {
+		name, version string
+		files         func(dir string)
+	}{
+		{"no archive", version, func(dir string) { copyTo(dir, "SHA256SUMS") }},
+		{"no SHA256SUMS", version, func(dir string) { copyTo(dir, archive) }},
+		{"no sum for the binary", version, func(dir string) {
+			copyTo(dir, archive)
+			writeFile(t, dir, "SHA256SUMS", strings.Join(sumsWithoutBinary, "\n")+"\n")
+		}},
+		{"a version not built", "v9.9.9", func(dir string) { copyTo(dir, archive); copyTo(dir, "SHA256SUMS") }},
+	}
+	sec := &secrets{}
+	for _, block := range []string{"install", "upgrade"} {
+		for _, c := range cases {
+			dir, pluginDir := t.TempDir(), t.TempDir()
+			c.files(dir)
+			s := script{dir: dir, env: []string{
+				"HOME=" + t.TempDir(), "PATH=" + tools + string(os.PathListSeparator) + os.Getenv("PATH"),
+				"VERSION=" + c.version, "PLATFORM=" + hostPlatform, "PLUGIN_DIR=" + pluginDir,
+			}}
+			out, err := s.try(t, sec, block+" with "+c.name, readmeBlock(t, block))
+			wantArchive := fmt.Sprintf("%s_%s_%s.tar.gz", vaulttest.PluginName, c.version, hostPlatform)
+			switch {
+			case err == nil:
+				t.Errorf("%s block with %s: succeeded, want a failure; output:\n%s", block, c.name, out)
+			case !strings.Contains(out, "holds no "+wantArchive) || !strings.Contains(out, "make release VERSION="+c.version):
+				t.Errorf("%s block with %s: the output does not name the missing file and make release:\n%s", block, c.name, out)
+			}
+			if entries, _ := os.ReadDir(pluginDir); len(entries) != 0 {
+				t.Errorf("%s block with %s: something was extracted into the plugin directory", block, c.name)
+			}
+		}
+	}
+	if b, err := os.ReadFile(calls); err == nil {
+		t.Errorf("the blocks ran vault commands after stopping:\n%s", b)
+	}
 }
