@@ -29,13 +29,13 @@ const operationPrefix = "iadvize"
 // Factory builds one mount with login budgets of its own. The plugin binary uses
 // FactoryWith instead, so that its mounts share their budgets per token host.
 func Factory(ctx context.Context, conf *logical.BackendConfig) (logical.Backend, error) {
-	return FactoryWith(NewLimits())(ctx, conf)
+	return FactoryWith(NewBudgets())(ctx, conf)
 }
 
 // FactoryWith returns the plugin's entry point, which Vault calls once per mount:
 // every mount it builds counts its logins in limits, shared with the other mounts
 // that log in to the same token host (upstream limits logins per source IP).
-func FactoryWith(limits *Limits) logical.Factory {
+func FactoryWith(limits *Budgets) logical.Factory {
 	return func(ctx context.Context, conf *logical.BackendConfig) (logical.Backend, error) {
 		b := newBackend(time.Now, limits)
 		if err := b.Setup(ctx, conf); err != nil {
@@ -103,9 +103,9 @@ type backend struct {
 	endLifetime context.CancelFunc
 	// sched orders the roles by when the background refresh is due for them.
 	sched schedule
-	// limits enforces the login budgets and upstream 429 blocks, shared with the
+	// budgets enforces the login budgets and upstream 429 blocks, shared with the
 	// other mounts of the process that log in to the same token host.
-	limits *mountBudgets
+	budgets *mountBudgets
 	// verifies remembers the last verify/ answer per role (role name -> *verifyResult).
 	verifies sync.Map
 	// reports remembers the last refused-token report of each role that did not
@@ -118,15 +118,15 @@ type backend struct {
 
 // newBackend builds a mount that counts its logins in limits (nil: budgets of its
 // own).
-func newBackend(now func() time.Time, limits *Limits) *backend {
+func newBackend(now func() time.Time, limits *Budgets) *backend {
 	if limits == nil {
-		limits = NewLimits()
+		limits = NewBudgets()
 	}
 	b := &backend{
 		now:       wallClock(now),
 		sleep:     sleepCtx,
 		roleLocks: locksutil.CreateLocks(),
-		limits:    newMountBudgets(limits),
+		budgets:    newMountBudgets(limits),
 	}
 	b.lifetime, b.endLifetime = context.WithCancel(context.Background())
 	b.Backend = &framework.Backend{
@@ -184,7 +184,7 @@ func sleepCtx(ctx context.Context, d time.Duration) error {
 // logins join the budgets its process shares, before any other mount of the
 // process logs in to the same host. Failing that, the first login retries it.
 func (b *backend) initialize(ctx context.Context, req *logical.InitializationRequest) error {
-	if _, err := b.getConfig(ctx, req.Storage); err != nil {
+	if _, err := b.cachedConfig(ctx, req.Storage); err != nil {
 		b.Logger().Warn("reading the config at start failed", "error", err)
 		return nil
 	}

@@ -133,7 +133,7 @@ func (c *storageCache) fillRole(gen uint64, name string, e *cacheEntry) {
 	c.fill(gen, func() { c.roles.Store(name, e) })
 }
 
-func (c *storageCache) putRole(name string, e *cacheEntry) {
+func (c *storageCache) setRole(name string, e *cacheEntry) {
 	c.change(func() { c.roles.Store(name, e) })
 }
 
@@ -154,14 +154,14 @@ func (b *backend) invalidate(_ context.Context, key string) {
 	case key == legacyTokenHostKey:
 		b.legacyHost.Store(nil)
 	case strings.HasPrefix(key, rolesStoragePrefix):
-		b.dropEntry(strings.TrimPrefix(key, rolesStoragePrefix))
+		b.forgetRole(strings.TrimPrefix(key, rolesStoragePrefix))
 	case strings.HasPrefix(key, tokensStoragePrefix):
-		b.dropEntry(strings.TrimPrefix(key, tokensStoragePrefix))
+		b.forgetRole(strings.TrimPrefix(key, tokensStoragePrefix))
 	}
 }
 
-// getConfig returns the config, from memory when cached.
-func (b *backend) getConfig(ctx context.Context, s logical.Storage) (*configEntry, error) {
+// cachedConfig returns the config, from memory when cached.
+func (b *backend) cachedConfig(ctx context.Context, s logical.Storage) (*configEntry, error) {
 	if c := b.cache.config(); c != nil {
 		return c, nil
 	}
@@ -175,7 +175,7 @@ func (b *backend) getConfig(ctx context.Context, s logical.Storage) (*configEntr
 		return nil, fmt.Errorf("building the upstream client: %w", err)
 	}
 	c := &configEntry{config: cfg, client: client, origin: tokenOrigin(cfg.TokenURL), stored: stored}
-	b.limits.use(upstreamHost(cfg.TokenURL))
+	b.budgets.use(upstreamHost(cfg.TokenURL))
 	b.cache.fillConfig(gen, c)
 	return c, nil
 }
@@ -186,14 +186,14 @@ func (b *backend) dropConfig() {
 	b.sched.reset() // refresh_before may have changed every due time
 }
 
-// loadEntry returns a role's entry from memory, else from storage (and caches it).
+// cachedRole returns a role's entry from memory, else from storage (and caches it).
 // It returns nil when the role does not exist.
-func (b *backend) loadEntry(ctx context.Context, s logical.Storage, name string) (*cacheEntry, error) {
+func (b *backend) cachedRole(ctx context.Context, s logical.Storage, name string) (*cacheEntry, error) {
 	if e := b.cache.role(name); e != nil {
 		return e, nil
 	}
 	gen := b.cache.generation()
-	r, err := getRole(ctx, s, name)
+	r, err := readRole(ctx, s, name)
 	if err != nil || r == nil {
 		return nil, err
 	}
@@ -211,25 +211,25 @@ func (b *backend) loadEntry(ctx context.Context, s logical.Storage, name string)
 	return e, nil
 }
 
-// loadRoleEntry is loadEntry for a handler: a role that does not exist is
+// cachedRoleOr400 is loadEntry for a handler: a role that does not exist is
 // answered 400.
-func (b *backend) loadRoleEntry(ctx context.Context, s logical.Storage, name string) (*cacheEntry, *logical.Response, error) {
-	e, err := b.loadEntry(ctx, s, name)
+func (b *backend) cachedRoleOr400(ctx context.Context, s logical.Storage, name string) (*cacheEntry, *logical.Response, error) {
+	e, err := b.cachedRole(ctx, s, name)
 	if err == nil && e == nil {
 		return nil, logical.ErrorResponse("role %q does not exist", name), nil
 	}
 	return e, nil, err
 }
 
-// storeEntry replaces a role's in-memory entry with state that was just written.
-func (b *backend) storeEntry(name string, e *cacheEntry) {
-	b.cache.putRole(name, e)
+// rememberRole replaces a role's in-memory entry with state that was just written.
+func (b *backend) rememberRole(name string, e *cacheEntry) {
+	b.cache.setRole(name, e)
 	b.sched.update(name, e.state)
 }
 
-// dropEntry forgets a role's in-memory entry and what was remembered of it (last
+// forgetRole forgets a role's in-memory entry and what was remembered of it (last
 // verify/ answer, failed detached refresh); the next use reads storage.
-func (b *backend) dropEntry(name string) {
+func (b *backend) forgetRole(name string) {
 	b.cache.dropRole(name)
 	b.verifies.Delete(name)
 	b.reports.Delete(name)

@@ -121,7 +121,7 @@ func runCapacity(b *testing.B, roles, days, readsPerMinute int, step time.Durati
 		fake.AddUser(user, pw)
 		m.mustDo(b, logical.CreateOperation, "roles/"+names[i], map[string]any{"username": user, "password": pw})
 	}
-	cfg, err := m.b.getConfig(context.Background(), m.storage)
+	cfg, err := m.b.cachedConfig(context.Background(), m.storage)
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -65,17 +65,17 @@ func newTokenClient(cfg *config) (*tokenClient, error) {
 	return &tokenClient{http: client(transport), fresh: client(oneShot)}, nil
 }
 
-// login exchanges a role's credentials for a token at tokenURL, presenting a
+// requestToken exchanges a role's credentials for a token at tokenURL, presenting a
 // client secret as clientAuth says. It returns a *loginError for every failure;
 // upstream text in its message has passed redact.
 //
-// A login sent on a kept-alive connection that upstream closed as it arrived
+// A requestToken sent on a kept-alive connection that upstream closed as it arrived
 // (the connection ends, EOF or reset, with no answer: golang/go#22158; net/http
 // retries only idempotent requests, RFC 9110 §9.2.2, and a token request is a
 // POST) is sent once more, on a new connection, if rules.beforeRetry allows it:
-// that is a second login, which it takes from the budgets first. Refused, the
+// that is a second requestToken, which it takes from the budgets first. Refused, the
 // first failure stands.
-func (c *tokenClient) login(ctx context.Context, tokenURL, clientAuth string, r *role, rules answerRules) (*issuedToken, error) {
+func (c *tokenClient) requestToken(ctx context.Context, tokenURL, clientAuth string, r *role, rules answerRules) (*issuedToken, error) {
 	host := upstreamHost(tokenURL)
 	send := func(client *http.Client) (resp *http.Response, reused bool, le *loginError) {
 		req, err := newTokenRequest(ctx, tokenURL, r, clientAuth)

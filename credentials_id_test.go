@@ -246,7 +246,7 @@ func TestCredentialsIDNeverRepeats(t *testing.T) {
 	seen := map[string]bool{}
 	for range 20 {
 		e.addRole("app", "svc@example.com", "pw-one")
-		r, err := getRole(t.Context(), e.storage, "app")
+		r, err := readRole(t.Context(), e.storage, "app")
 		if err != nil || r == nil {
 			t.Fatal(err)
 		}

@@ -32,7 +32,7 @@ func newTestEnv(t *testing.T, storage logical.Storage, clock *fakeclock.Clock) *
 // newTestEnvWith builds a backend that counts its logins in limits, shared with
 // the other backends built with it (mounts of one plugin process); nil gives it
 // budgets of its own. It is initialised as Vault does after mounting it.
-func newTestEnvWith(t *testing.T, storage logical.Storage, clock *fakeclock.Clock, limits *Limits) *testEnv {
+func newTestEnvWith(t *testing.T, storage logical.Storage, clock *fakeclock.Clock, limits *Budgets) *testEnv {
 	t.Helper()
 	if storage == nil {
 		storage = &logical.InmemStorage{}

@@ -127,10 +127,10 @@ func (b *backend) serveToken(ctx context.Context, s logical.Storage, name string
 	}
 	if cfg == nil || e == nil {
 		var err error
-		if cfg, err = b.getConfig(ctx, s); err != nil {
+		if cfg, err = b.cachedConfig(ctx, s); err != nil {
 			return servedToken{}, err
 		}
-		if e, err = b.loadEntry(ctx, s, name); err != nil {
+		if e, err = b.cachedRole(ctx, s, name); err != nil {
 			return servedToken{}, err
 		}
 		if e == nil {
@@ -258,7 +258,7 @@ func (b *backend) nextLogin(e *cacheEntry, cfg *configEntry, now time.Time) time
 		return farFuture
 	}
 	return latest(e.state.NextAttempt,
-		b.limits.nextAllowed(e.role.principal(), now, cfg.UserLoginsPerMinute, cfg.LoginsPerMinute))
+		b.budgets.nextAllowed(e.role.principal(), now, cfg.UserLoginsPerMinute, cfg.LoginsPerMinute))
 }
 
 // farFuture stands for "not until something else changes".
@@ -331,11 +331,11 @@ func (b *backend) flight(ctx context.Context, s logical.Storage, name string, re
 func (b *backend) refreshRole(ctx context.Context, s logical.Storage, name string, req loginRequest) (refreshOutcome, error) {
 	mode := req.mode
 	for tries := 0; ; tries++ {
-		cfg, err := b.getConfig(ctx, s)
+		cfg, err := b.cachedConfig(ctx, s)
 		if err != nil {
 			return refreshOutcome{}, err
 		}
-		e, err := b.loadEntry(ctx, s, name)
+		e, err := b.cachedRole(ctx, s, name)
 		if err != nil {
 			return refreshOutcome{}, err
 		}
@@ -375,7 +375,7 @@ func (b *backend) refreshRole(ctx context.Context, s logical.Storage, name strin
 			case next == nil && verdict == nil:
 				// The reported token was replaced meanwhile (rotate-role, which
 				// has a flight of its own): the reporter gets the current one.
-				if e, err = b.loadEntry(ctx, s, name); err != nil {
+				if e, err = b.cachedRole(ctx, s, name); err != nil {
 					return refreshOutcome{}, err
 				}
 				if e == nil {
@@ -408,7 +408,7 @@ func (b *backend) refreshRole(ctx context.Context, s logical.Storage, name strin
 			case err != nil:
 				return refreshOutcome{}, err
 			case next == nil: // replaced meanwhile: serve the current token
-				if done.entry, err = b.loadEntry(ctx, s, name); err != nil || done.entry == nil {
+				if done.entry, err = b.cachedRole(ctx, s, name); err != nil || done.entry == nil {
 					return refreshOutcome{}, errors.Join(err, errRoleNotFound)
 				}
 				return done, nil
@@ -428,7 +428,7 @@ func (b *backend) refreshRole(ctx context.Context, s logical.Storage, name strin
 		}
 
 		sent := b.now()
-		tok, loginErr := b.login(ctx, s, cfg, e.role)
+		tok, loginErr := b.sendLogin(ctx, s, cfg, e.role)
 		if b.lifetime.Err() != nil {
 			return refreshOutcome{}, errMountClosing
 		}
@@ -501,12 +501,12 @@ func (b *backend) mayLogin(ctx context.Context, s logical.Storage, e *cacheEntry
 		return nil
 	}
 	cause := fmt.Sprintf("login budget of %s spent (%d a minute per user, %d in all to %s, counting every mount)",
-		principalKind(e.role), cfg.UserLoginsPerMinute, cfg.LoginsPerMinute, b.limits.host())
+		principalKind(e.role), cfg.UserLoginsPerMinute, cfg.LoginsPerMinute, b.budgets.host())
 	if hostFull {
 		cause = fmt.Sprintf("login budget of the token host %s spent (%d a minute, counting every mount)",
-			b.limits.host(), cfg.LoginsPerMinute)
+			b.budgets.host(), cfg.LoginsPerMinute)
 	}
-	if until := b.limits.blockedUntil(principal, now); !until.IsZero() && !until.Before(retryAt) {
+	if until := b.budgets.blockedUntil(principal, now); !until.IsZero() && !until.Before(retryAt) {
 		// Another role of the username (or the role before its credentials
 		// were rewritten) was answered 429 upstream.
 		cause = fmt.Sprintf("upstream rate limit (HTTP 429) for this %s", principalKind(e.role))
@@ -524,14 +524,14 @@ func upstreamRefusal(err error, st *tokenState) *loginRefusal {
 	return u
 }
 
-// login performs the upstream call, bounded by request_timeout and detached from
+// sendLogin performs the upstream call, bounded by request_timeout and detached from
 // the first reader's cancellation (not the mount's Clean: detach): other readers
-// share its result. A retry on a new connection (tokenClient.login) takes one
-// more login from the budgets first.
-func (b *backend) login(ctx context.Context, s logical.Storage, cfg *configEntry, r *role) (*issuedToken, error) {
+// share its result. A retry on a new connection (tokenClient.sendLogin) takes one
+// more sendLogin from the budgets first.
+func (b *backend) sendLogin(ctx context.Context, s logical.Storage, cfg *configEntry, r *role) (*issuedToken, error) {
 	ctx, cancel := b.detach(ctx, cfg.RequestTimeout)
 	defer cancel()
-	return cfg.client.login(ctx, cfg.TokenURL, cfg.clientAuth(), r, answerRules{
+	return cfg.client.requestToken(ctx, cfg.TokenURL, cfg.clientAuth(), r, answerRules{
 		now:              b.now,
 		defaultExpiresIn: cfg.DefaultExpiresIn,
 		redact:           newRedactor(r.secrets()...),
@@ -560,7 +560,7 @@ func (b *backend) recordLogin(ctx context.Context, s logical.Storage, name strin
 	cfg *config, sent time.Time, tok *issuedToken, loginErr error) (*cacheEntry, error) {
 	defer b.lockRole(name).Unlock()
 
-	r, err := getRole(ctx, s, name)
+	r, err := readRole(ctx, s, name)
 	if err != nil {
 		return nil, err
 	}
@@ -604,7 +604,7 @@ func (b *backend) recordLogin(ctx context.Context, s logical.Storage, name strin
 		compact(r, next)
 		b.Logger().Info("logged in", "role", name, "expires_at", next.ExpiresAt.UTC().Format(time.RFC3339))
 		e := newCacheEntry(r, next)
-		b.storeEntry(name, e)
+		b.rememberRole(name, e)
 		return e, nil
 	}
 
@@ -652,7 +652,7 @@ func (b *backend) recordLogin(ctx context.Context, s logical.Storage, name strin
 		b.Logger().Error("storing the login bookkeeping failed; it holds in memory", "role", name, "error", err)
 	}
 	e := newCacheEntry(r, st)
-	b.storeEntry(name, e)
+	b.rememberRole(name, e)
 	return e, nil
 }
 
@@ -686,7 +686,7 @@ func cloneState(st *tokenState) *tokenState {
 // blockPrincipal stops logins of the role's principal until the given time
 // (upstream answered 429), and stores the budgets.
 func (b *backend) blockPrincipal(ctx context.Context, s logical.Storage, r *role, until time.Time) {
-	b.limits.block(r.principal(), until)
+	b.budgets.block(r.principal(), until)
 	if err := b.saveBudgets(ctx, s); err != nil {
 		b.Logger().Warn("storing the login budget failed", "error", err)
 	}

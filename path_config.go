@@ -138,7 +138,7 @@ func (b *backend) configExists(ctx context.Context, req *logical.Request, _ *fra
 }
 
 func (b *backend) pathConfigRead(ctx context.Context, req *logical.Request, _ *framework.FieldData) (*logical.Response, error) {
-	cfg, err := b.getConfig(ctx, req.Storage)
+	cfg, err := b.cachedConfig(ctx, req.Storage)
 	if err != nil {
 		return nil, err
 	}

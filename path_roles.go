@@ -139,7 +139,7 @@ func (b *backend) roleExists(ctx context.Context, req *logical.Request, d *frame
 	if len(name) > maxRoleNameBytes {
 		return false, nil // no role has such a name (fieldBounds): no storage read with it
 	}
-	r, err := getRole(ctx, req.Storage, name)
+	r, err := readRole(ctx, req.Storage, name)
 	if err != nil {
 		return false, err
 	}
@@ -156,7 +156,7 @@ func (b *backend) pathRolesList(ctx context.Context, req *logical.Request, _ *fr
 
 func (b *backend) pathRoleRead(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
 	name := d.Get(fieldName).(string)
-	r, err := getRole(ctx, req.Storage, name)
+	r, err := readRole(ctx, req.Storage, name)
 	if err != nil {
 		return nil, err
 	}
@@ -191,7 +191,7 @@ func (b *backend) pathRoleWrite(ctx context.Context, req *logical.Request, d *fr
 	}
 	defer b.lockRole(name).Unlock()
 
-	old, err := getRole(ctx, req.Storage, name)
+	old, err := readRole(ctx, req.Storage, name)
 	if err != nil {
 		return nil, err
 	}
@@ -271,10 +271,10 @@ func (b *backend) pathRoleWrite(ctx context.Context, req *logical.Request, d *fr
 		return nil, err
 	}
 	if old == nil || *old != *r {
-		if err := putRole(ctx, req.Storage, name, r); err != nil {
+		if err := writeRole(ctx, req.Storage, name, r); err != nil {
 			return nil, err
 		}
-		b.dropEntry(name)
+		b.forgetRole(name)
 	}
 	if changed {
 		if err := deleteTokenState(ctx, req.Storage, name); err != nil {
@@ -338,7 +338,7 @@ func (b *backend) loginChanged(ctx context.Context, s logical.Storage, old, r *r
 // storedTokenHost is the token host (tokenOrigin) of the stored config's
 // token_url; "" when no config is stored.
 func (b *backend) storedTokenHost(ctx context.Context, s logical.Storage) (string, error) {
-	cfg, err := b.getConfig(ctx, s)
+	cfg, err := b.cachedConfig(ctx, s)
 	if err != nil || !cfg.stored {
 		return "", err
 	}
@@ -378,13 +378,13 @@ func validateRole(r *role) *logical.Response {
 func (b *backend) pathRoleDelete(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
 	name := d.Get(fieldName).(string)
 	defer b.lockRole(name).Unlock()
-	r, err := getRole(ctx, req.Storage, name)
+	r, err := readRole(ctx, req.Storage, name)
 	if err != nil || r == nil {
 		return nil, err
 	}
 	// The record goes last: a delete that fails half-way leaves it, and a retry
 	// finds what to finish (its token, its index entry).
-	b.dropEntry(name)
+	b.forgetRole(name)
 	if err := deleteTokenState(ctx, req.Storage, name); err != nil {
 		return nil, fmt.Errorf("deleting the cached token of role %q: %w", name, err)
 	}
@@ -394,7 +394,7 @@ func (b *backend) pathRoleDelete(ctx context.Context, req *logical.Request, d *f
 	if err := deleteRole(ctx, req.Storage, name); err != nil {
 		return nil, err
 	}
-	b.dropEntry(name)
+	b.forgetRole(name)
 	return nil, nil
 }
 

@@ -14,11 +14,11 @@ func pathStatus(b *backend) *framework.Path {
 
 func (b *backend) pathStatusRead(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
 	name := d.Get(fieldName).(string)
-	cfg, err := b.getConfig(ctx, req.Storage)
+	cfg, err := b.cachedConfig(ctx, req.Storage)
 	if err != nil {
 		return nil, err
 	}
-	e, resp, err := b.loadRoleEntry(ctx, req.Storage, name)
+	e, resp, err := b.cachedRoleOr400(ctx, req.Storage, name)
 	if resp != nil || err != nil {
 		return resp, err
 	}
@@ -31,7 +31,7 @@ func (b *backend) pathStatusRead(ctx context.Context, req *logical.Request, d *f
 	reportAt, reportOutcome := b.lastReport(name, st)
 
 	noLoginBefore := latest(st.NextAttempt,
-		b.limits.nextAllowed(e.role.principal(), now, cfg.UserLoginsPerMinute, cfg.LoginsPerMinute))
+		b.budgets.nextAllowed(e.role.principal(), now, cfg.UserLoginsPerMinute, cfg.LoginsPerMinute))
 	var nextLogin time.Time
 	switch {
 	case e.rejectedUnder(cfg.config), waiting != nil:

@@ -30,11 +30,11 @@ func pathVerify(b *backend) *framework.Path {
 
 func (b *backend) pathVerifyRead(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
 	name := d.Get(fieldName).(string)
-	cfg, err := b.getConfig(ctx, req.Storage)
+	cfg, err := b.cachedConfig(ctx, req.Storage)
 	if err != nil {
 		return nil, err
 	}
-	e, resp, err := b.loadRoleEntry(ctx, req.Storage, name)
+	e, resp, err := b.cachedRoleOr400(ctx, req.Storage, name)
 	if resp != nil || err != nil {
 		return resp, err
 	}
@@ -164,7 +164,7 @@ func (b *backend) dropRefused(ctx context.Context, s logical.Storage, name, acce
 // was not the cached one any more (nothing done).
 func (b *backend) dropToken(ctx context.Context, s logical.Storage, name, accessToken string, mark func(*tokenState)) (*cacheEntry, error) {
 	defer b.lockRole(name).Unlock()
-	r, err := getRole(ctx, s, name)
+	r, err := readRole(ctx, s, name)
 	if err != nil || r == nil {
 		return nil, err
 	}
@@ -183,7 +183,7 @@ func (b *backend) dropToken(ctx context.Context, s logical.Storage, name, access
 		return nil, err
 	}
 	e := newCacheEntry(r, st)
-	b.storeEntry(name, e)
+	b.rememberRole(name, e)
 	return e, nil
 }
 

@@ -40,12 +40,12 @@ func (b *backend) periodicRefresh(ctx context.Context, req *logical.Request) err
 	if !b.WriteSafeReplicationState() {
 		return nil
 	}
-	cfg, err := b.getConfig(ctx, req.Storage)
+	cfg, err := b.cachedConfig(ctx, req.Storage)
 	if err != nil {
 		return err
 	}
 	start := b.now()
-	b.limits.forgetIdle(start)
+	b.budgets.forgetIdle(start)
 	over := func() bool { return ctx.Err() != nil || b.now().Sub(start) >= periodicRunBudget }
 	if err := b.buildSchedule(ctx, req.Storage, cfg, over); err != nil {
 		return err
@@ -121,7 +121,7 @@ func (b *backend) waitForHostBudget(ctx context.Context, cfg *configEntry, start
 	drained := false
 	for !over() {
 		now := b.now()
-		at := b.limits.totalNextFree(now, cfg.LoginsPerMinute)
+		at := b.budgets.totalNextFree(now, cfg.LoginsPerMinute)
 		switch {
 		case !at.After(now):
 			return true

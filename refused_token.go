@@ -89,7 +89,7 @@ func refusedHash(d *framework.FieldData) (string, *logical.Response) {
 // cached one any more (another report or login replaced it), otherwise through
 // the role's login flight in modeReport (judgeReport).
 func (b *backend) serveReport(ctx context.Context, s logical.Storage, name, hash string) (servedToken, error) {
-	e, err := b.loadEntry(ctx, s, name)
+	e, err := b.cachedRole(ctx, s, name)
 	if err != nil {
 		return servedToken{}, err
 	}
@@ -127,7 +127,7 @@ func (b *backend) judgeReport(ctx context.Context, s logical.Storage, name strin
 				"the API refused it for another reason (scope, permission); the same token is served", name,
 				res.checkedAt.UTC().Format(time.RFC3339))}, nil, false, nil
 		case err == nil: // checkToken dropped the token, if still cached
-			next, err := b.loadEntry(ctx, s, name)
+			next, err := b.cachedRole(ctx, s, name)
 			if err != nil || next == nil || next.state.AccessToken != "" {
 				return nil, nil, false, err // replaced meanwhile: nothing to log in for
 			}

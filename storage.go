@@ -246,8 +246,8 @@ func (r *role) secrets() []string {
 	return []string{r.Password, r.ClientSecret}
 }
 
-// getRole reads a role from storage; (nil, nil) when it does not exist.
-func getRole(ctx context.Context, s logical.Storage, name string) (*role, error) {
+// readRole reads a role from storage; (nil, nil) when it does not exist.
+func readRole(ctx context.Context, s logical.Storage, name string) (*role, error) {
 	r := new(role)
 	if found, err := getJSON(ctx, s, rolesStoragePrefix+name, fmt.Sprintf("role %q", name), r); !found || err != nil {
 		return nil, err
@@ -255,7 +255,7 @@ func getRole(ctx context.Context, s logical.Storage, name string) (*role, error)
 	return r, nil
 }
 
-func putRole(ctx context.Context, s logical.Storage, name string, r *role) error {
+func writeRole(ctx context.Context, s logical.Storage, name string, r *role) error {
 	return putJSON(ctx, s, rolesStoragePrefix+name, fmt.Sprintf("role %q", name), r)
 }
 
@@ -447,66 +447,6 @@ func tokenStateWhat(name string) string {
 // its error (retired, cached).
 func deleteTokenState(ctx context.Context, s logical.Storage, name string) error {
 	return s.Delete(ctx, tokensStoragePrefix+name)
-}
-
-// budgetRecord is what a mount's storage keeps of its own logins to its token
-// host in the last budgetWindow, and of the upstream 429 blocks it met, so that a
-// restart, a plugin reload or an HA failover does not start the minute afresh and
-// let through logins upstream would answer 429 (README, "When the plugin logs
-// in"). Each mount stores only its own logins: restored into the budgets its
-// process shares, the records of all mounts add up to what they sent, not a
-// multiple of it. One record per mount, read once at start.
-//
-// Logins are kept as [unix second, count] pairs, each login counted at the whole
-// second after it: a window stays small (at most about 62 pairs) at any volume,
-// and a restored window can only be stricter than the one it copies. Principals
-// are named by principalHash, never by username.
-type budgetRecord struct {
-	// Host is the token host (upstreamHost) the logins went to; empty in a
-	// legacy record, which counts for the mount's current host.
-	Host       string                `json:"host,omitempty"`
-	Logins     [][2]int64            `json:"logins,omitempty"`
-	Principals map[string][][2]int64 `json:"principals,omitempty"`
-	Blocked    map[string]time.Time  `json:"blocked,omitempty"`
-}
-
-// secondBuckets buckets login times (in time order) by whole second, rounded up.
-func secondBuckets(times []time.Time) [][2]int64 {
-	var buckets [][2]int64
-	for _, t := range times {
-		sec := ceilSecond(t).Unix()
-		if n := len(buckets); n > 0 && buckets[n-1][0] == sec {
-			buckets[n-1][1]++
-		} else {
-			buckets = append(buckets, [2]int64{sec, 1})
-		}
-	}
-	return buckets
-}
-
-// bucketTimes expands buckets back into login times.
-func bucketTimes(buckets [][2]int64) []time.Time {
-	var ts []time.Time
-	for _, bucket := range buckets {
-		for range bucket[1] {
-			ts = append(ts, time.Unix(bucket[0], 0))
-		}
-	}
-	return ts
-}
-
-// readBudget reads a stored record; nil when there is none.
-func readBudget(ctx context.Context, s logical.Storage, key string) (*budgetRecord, error) {
-	rec := new(budgetRecord)
-	if found, err := getJSON(ctx, s, key, "the login budget", rec); !found || err != nil {
-		return nil, err
-	}
-	return rec, nil
-}
-
-// writeBudget stores this mount's record at recentBudgetKey.
-func writeBudget(ctx context.Context, s logical.Storage, rec *budgetRecord) error {
-	return putJSON(ctx, s, recentBudgetKey, "the login budget", rec)
 }
 
 // getJSON decodes the JSON stored at key into v; found is false, and v left as

@@ -69,7 +69,7 @@ func (b *backend) legacyTokenHost(ctx context.Context, s logical.Storage) (strin
 	if *h != "" {
 		return *h, nil
 	}
-	cfg, err := b.getConfig(ctx, s)
+	cfg, err := b.cachedConfig(ctx, s)
 	if err != nil {
 		return "", err
 	}
@@ -154,7 +154,7 @@ var errBoundMeanwhile = errors.New("role credentials were bound to another token
 // errBoundMeanwhile when another login bound it to another host meanwhile.
 func (b *backend) bindOnLogin(ctx context.Context, s logical.Storage, name string, sentFor *role, host string) (*role, error) {
 	defer b.lockRole(name).Unlock()
-	r, err := getRole(ctx, s, name)
+	r, err := readRole(ctx, s, name)
 	switch {
 	case err != nil:
 		return nil, err
@@ -165,16 +165,16 @@ func (b *backend) bindOnLogin(ctx context.Context, s logical.Storage, name strin
 	case !r.BindOnLogin && r.TokenHost != host:
 		// Bound by another login (under another config) since sentFor was
 		// read: the caller's view is stale.
-		b.dropEntry(name)
+		b.forgetRole(name)
 		return nil, errBoundMeanwhile
 	case !r.BindOnLogin:
 		return r, nil
 	}
 	r.TokenHost, r.BindOnLogin = host, false
-	if err := putRole(ctx, s, name, r); err != nil {
+	if err := writeRole(ctx, s, name, r); err != nil {
 		return nil, err
 	}
-	b.dropEntry(name)
+	b.forgetRole(name)
 	return r, nil
 }
 
@@ -210,7 +210,7 @@ func (b *backend) rolesBoundElsewhere(ctx context.Context, s logical.Storage, ho
 	}
 	n := 0
 	for _, name := range names {
-		r, err := getRole(ctx, s, name)
+		r, err := readRole(ctx, s, name)
 		if err != nil {
 			return 0, err
 		}

@@ -610,7 +610,7 @@ func TestFirstLoginBindingIsNotRacedToASecondHost(t *testing.T) {
 	e.mustWrite("config", map[string]any{"token_url": b.tokenURL(), "verify_url": b.verifyURL()})
 
 	// A flight that read the role before the binding, under the new config.
-	e.b.cache.putRole("app", stale)
+	e.b.cache.setRole("app", stale)
 	_, err := e.do(logical.UpdateOperation, "rotate-role/app", nil)
 	expectCodedError(t, err, 409, a.origin, b.origin)
 	b.wantNothing(t, "after a login on a stale view", map[string]string{"the password": pw})

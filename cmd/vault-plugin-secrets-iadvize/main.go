@@ -24,7 +24,7 @@ func main() {
 	if err := plugin.ServeMultiplex(&plugin.ServeOpts{
 		// One set of login budgets for every mount this process serves: upstream
 		// counts logins per source IP, and all mounts share this node's IP.
-		BackendFactoryFunc: iadvize.FactoryWith(iadvize.NewLimits()),
+		BackendFactoryFunc: iadvize.FactoryWith(iadvize.NewBudgets()),
 		TLSProviderFunc:    tlsProviderFunc,
 	}); err != nil {
 		fatal(err)

@@ -15,26 +15,26 @@ import (
 // holds whichever way upstream counts its minute.
 const budgetWindow = time.Minute + time.Second
 
-// Limits holds the login budgets of every mount one plugin process serves, one
-// loginLimiter per upstream token host. Upstream counts logins per user and per
+// Budgets holds the login budgets of every mount one plugin process serves, one
+// hostBudget per upstream token host. Upstream counts logins per user and per
 // source IP, and every mount of a Vault node is one IP: mounts that log in to the
 // same token host share its windows (README, "When the plugin logs in"). Build one
 // in main and hand it to FactoryWith; tests build their own. Safe for concurrent
 // use.
-type Limits struct {
-	// mu guards hosts, the map only: a leaf, released before a limiter is used
-	// (docs/locks.md).
+type Budgets struct {
+	// mu guards hosts, the map only: a leaf, released before a host's budget is
+	// used (docs/locks.md).
 	mu    sync.Mutex
-	hosts map[string]*loginLimiter
+	hosts map[string]*hostBudget
 }
 
-// NewLimits returns budgets with no login counted.
-func NewLimits() *Limits {
-	return &Limits{hosts: make(map[string]*loginLimiter)}
+// NewBudgets returns budgets with no login counted.
+func NewBudgets() *Budgets {
+	return &Budgets{hosts: make(map[string]*hostBudget)}
 }
 
-// host returns the limiter of a token host (upstreamHost), creating it.
-func (l *Limits) host(key string) *loginLimiter {
+// host returns the budget of a token host (upstreamHost), creating it.
+func (l *Budgets) host(key string) *hostBudget {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	h := l.hosts[key]
@@ -45,10 +45,10 @@ func (l *Limits) host(key string) *loginLimiter {
 	return h
 }
 
-// forgetIdle runs loginLimiter.forgetIdle on every host.
-func (l *Limits) forgetIdle(now time.Time) {
+// forgetIdle runs hostBudget.forgetIdle on every host.
+func (l *Budgets) forgetIdle(now time.Time) {
 	l.mu.Lock()
-	hosts := make([]*loginLimiter, 0, len(l.hosts))
+	hosts := make([]*hostBudget, 0, len(l.hosts))
 	for _, h := range l.hosts {
 		hosts = append(hosts, h)
 	}
@@ -58,23 +58,23 @@ func (l *Limits) forgetIdle(now time.Time) {
 	}
 }
 
-// mountBudgets is one mount's view of the process's budgets: the limiter of the
+// mountBudgets is one mount's view of the process's budgets: the budget of the
 // token host its config names (set by use), and a copy of its own logins to that
-// host, which is what the mount stores (budget_store.go). Principals are keyed by
+// host, which is what the mount stores (budget_record.go). Principals are keyed by
 // principalHash, as in storage.
 type mountBudgets struct {
-	shared  *Limits
-	own     *Limits // this mount's logins only
+	shared  *Budgets
+	own     *Budgets // this mount's logins only
 	current atomic.Pointer[hostBudgets]
 
 	// restoreMu guards restored, and makes the stored record's merge happen once
 	// per host (restoreBudgets): held across the storage read of budgets/ and the
-	// merge, under which it takes loginLimiter.mu. Taken with no other lock held.
+	// merge, under which it takes hostBudget.mu. Taken with no other lock held.
 	restoreMu sync.Mutex
 	restored  map[string]bool // token host -> this mount's record was merged
 	// saveMu orders the writes of budgets/recent (saveBudgets), so an older
 	// snapshot never overwrites a newer one: held across the snapshot
-	// (loginLimiter.mu) and the storage write. May be taken under a role lock
+	// (hostBudget.mu) and the storage write. May be taken under a role lock
 	// (recordLogin after a 429), never the other way round. See docs/locks.md.
 	// It guards saveCovered and saveErr: the count of saveBudgets calls the last
 	// write holds (saveAsked as it began), and that write's error.
@@ -84,15 +84,15 @@ type mountBudgets struct {
 	saveErr     error
 }
 
-// hostBudgets is one token host's shared limiter and this mount's own logins to it.
+// hostBudgets is one token host's shared budget and this mount's own logins to it.
 type hostBudgets struct {
 	host   string
-	shared *loginLimiter
-	own    *loginLimiter
+	shared *hostBudget
+	own    *hostBudget
 }
 
-func newMountBudgets(shared *Limits) *mountBudgets {
-	m := &mountBudgets{shared: shared, own: NewLimits(), restored: make(map[string]bool)}
+func newMountBudgets(shared *Budgets) *mountBudgets {
+	m := &mountBudgets{shared: shared, own: NewBudgets(), restored: make(map[string]bool)}
 	m.use(upstreamHost(defaultTokenURL))
 	return m
 }
@@ -106,7 +106,7 @@ func (m *mountBudgets) use(host string) {
 }
 
 // reserve takes one login from the shared budgets of the current host (see
-// loginLimiter.reserve) and, when it did, counts it in the mount's own logins.
+// hostBudget.reserve) and, when it did, counts it in the mount's own logins.
 func (m *mountBudgets) reserve(principal string, now time.Time, perPrincipal, total int) (retryAt time.Time, hostFull bool, ok bool) {
 	h, key := m.current.Load(), principalHash(principal)
 	retryAt, hostFull, ok = h.shared.reserve(key, now, perPrincipal, total)
@@ -165,15 +165,15 @@ func upstreamHost(tokenURL string) string {
 	return net.JoinHostPort(strings.TrimSuffix(strings.ToLower(u.Hostname()), "."), port)
 }
 
-// loginLimiter enforces the login budgets of one token host before any upstream
+// hostBudget enforces the login budgets of one token host before any upstream
 // call: at most user_logins_per_minute logins per principal and logins_per_minute
 // in all in any minute, and no login for a principal that upstream answered 429
 // until its block ends. Each mount applies its own configured numbers to the
 // shared counts. A sliding window (not a token bucket, which would let through up
 // to twice the budget in one minute) keeps "at most N in any minute" exact. Memory
 // serves the decisions; each mount keeps a copy of its own logins in storage
-// (budget_store.go) so that a restart or failover does not reset the minute.
-type loginLimiter struct {
+// (budget_record.go) so that a restart or failover does not reset the minute.
+type hostBudget struct {
 	// mu guards the windows and blocks: a leaf, held for in-memory work only; it
 	// may be taken under a role lock, mountBudgets.saveMu or restoreMu
 	// (docs/locks.md).
@@ -193,8 +193,8 @@ type slidingWindow struct {
 	times []time.Time
 }
 
-func newLoginLimiter() *loginLimiter {
-	return &loginLimiter{principals: make(map[string]*principalBudget)}
+func newLoginLimiter() *hostBudget {
+	return &hostBudget{principals: make(map[string]*principalBudget)}
 }
 
 // prune drops the logins older than the window.
@@ -221,7 +221,7 @@ func (w *slidingWindow) nextFree(now time.Time, limit int) time.Time {
 // is not blocked. Otherwise it takes nothing and returns the earliest time a login
 // may happen, and whether the host's total budget (rather than the principal's)
 // is what stands in the way.
-func (l *loginLimiter) reserve(principal string, now time.Time, perPrincipal, total int) (retryAt time.Time, hostFull bool, ok bool) {
+func (l *hostBudget) reserve(principal string, now time.Time, perPrincipal, total int) (retryAt time.Time, hostFull bool, ok bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	p := l.principal(principal)
@@ -236,19 +236,19 @@ func (l *loginLimiter) reserve(principal string, now time.Time, perPrincipal, to
 
 // record counts a login without judging it: a mount's own copy of its logins,
 // for storage.
-func (l *loginLimiter) record(principal string, at time.Time) {
+func (l *hostBudget) record(principal string, at time.Time) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.add(l.principal(principal), at)
 }
 
-func (l *loginLimiter) add(p *principalBudget, at time.Time) {
+func (l *hostBudget) add(p *principalBudget, at time.Time) {
 	p.window.times = append(p.window.times, at)
 	l.total.times = append(l.total.times, at)
 }
 
 // principal returns a principal's budget, creating it. Callers hold l.mu.
-func (l *loginLimiter) principal(name string) *principalBudget {
+func (l *hostBudget) principal(name string) *principalBudget {
 	p := l.principals[name]
 	if p == nil {
 		p = &principalBudget{}
@@ -260,7 +260,7 @@ func (l *loginLimiter) principal(name string) *principalBudget {
 // restore adds a stored record's logins and 429 blocks to the windows. Adding
 // never drops a count: what other mounts counted stays, and a login counted twice
 // only makes the window stricter.
-func (l *loginLimiter) restore(rec *budgetRecord) {
+func (l *hostBudget) restore(rec *budgetRecord) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.total.merge(bucketTimes(rec.Logins))
@@ -275,7 +275,7 @@ func (l *loginLimiter) restore(rec *budgetRecord) {
 
 // snapshot copies the windows of the last budgetWindow, and the blocks not over
 // at now, for storage.
-func (l *loginLimiter) snapshot(now time.Time) *budgetRecord {
+func (l *hostBudget) snapshot(now time.Time) *budgetRecord {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.total.prune(now)
@@ -305,7 +305,7 @@ func (w *slidingWindow) merge(ts []time.Time) {
 }
 
 // block stops logins for a principal until the given time (upstream said 429).
-func (l *loginLimiter) block(principal string, until time.Time) {
+func (l *hostBudget) block(principal string, until time.Time) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	p := l.principal(principal)
@@ -316,7 +316,7 @@ func (l *loginLimiter) block(principal string, until time.Time) {
 
 // blockedUntil is when the principal's upstream 429 block ends, or the zero time
 // when it is not blocked at now.
-func (l *loginLimiter) blockedUntil(principal string, now time.Time) time.Time {
+func (l *hostBudget) blockedUntil(principal string, now time.Time) time.Time {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if p := l.principals[principal]; p != nil && p.blockedUntil.After(now) {
@@ -326,7 +326,7 @@ func (l *loginLimiter) blockedUntil(principal string, now time.Time) time.Time {
 }
 
 // nextAllowed is the earliest time a login for the principal may happen.
-func (l *loginLimiter) nextAllowed(principal string, now time.Time, perPrincipal, total int) time.Time {
+func (l *hostBudget) nextAllowed(principal string, now time.Time, perPrincipal, total int) time.Time {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	at := l.total.nextFree(now, total)
@@ -338,7 +338,7 @@ func (l *loginLimiter) nextAllowed(principal string, now time.Time, perPrincipal
 
 // forgetIdle drops principals with no recent login and no block, so the map does
 // not grow with every username ever seen.
-func (l *loginLimiter) forgetIdle(now time.Time) {
+func (l *hostBudget) forgetIdle(now time.Time) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.total.prune(now)

@@ -138,7 +138,7 @@ func TestBudgetSavesDuringAWriteShareTheNextWrite(t *testing.T) {
 	ctx := context.Background()
 	errs := make(chan error, burst+1)
 	save := func(i int) {
-		if _, _, ok := e.b.limits.reserve(fmt.Sprintf("user:u%d", i), e.clock.Now(), 10, 1000); !ok {
+		if _, _, ok := e.b.budgets.reserve(fmt.Sprintf("user:u%d", i), e.clock.Now(), 10, 1000); !ok {
 			t.Fatalf("login %d was refused by the budget", i)
 		}
 		go func() { errs <- e.b.saveBudgets(ctx, s) }()
@@ -149,7 +149,7 @@ func TestBudgetSavesDuringAWriteShareTheNextWrite(t *testing.T) {
 	for i := 1; i <= burst; i++ {
 		save(i)
 	}
-	for deadline := time.Now().Add(waitFor); e.b.limits.saveAsked.Load() < burst+1; runtime.Gosched() {
+	for deadline := time.Now().Add(waitFor); e.b.budgets.saveAsked.Load() < burst+1; runtime.Gosched() {
 		if time.Now().After(deadline) {
 			t.Fatal("the saves did not all start")
 		}

@@ -35,9 +35,9 @@ func TestUpstreamHostIsLowerCaseHostAndPort(t *testing.T) {
 
 // twoMounts builds two mounts of one plugin process (separate storage, one set of
 // budgets) against the same upstream.
-func twoMounts(t *testing.T, clock *fakeclock.Clock, base string, extra map[string]any) (a, b *testEnv, limits *Limits) {
+func twoMounts(t *testing.T, clock *fakeclock.Clock, base string, extra map[string]any) (a, b *testEnv, limits *Budgets) {
 	t.Helper()
-	limits = NewLimits()
+	limits = NewBudgets()
 	a = newTestEnvWith(t, nil, clock, limits)
 	b = newTestEnvWith(t, nil, clock, limits)
 	a.configureBase(base, extra)
@@ -151,7 +151,7 @@ func TestLimitsSameUsernameInTwoMountsSharesOneWindow(t *testing.T) {
 func TestLimitsDifferentHostsDoNotShare(t *testing.T) {
 	clock := fakeclock.New()
 	u1, u2 := newUpstream(t, issuing(24*time.Hour)), newUpstream(t, issuing(24*time.Hour))
-	limits := NewLimits()
+	limits := NewBudgets()
 	a, b := newTestEnvWith(t, nil, clock, limits), newTestEnvWith(t, nil, clock, limits)
 	a.configure(u1, map[string]any{"logins_per_minute": 5})
 	b.configure(u2, map[string]any{"logins_per_minute": 5})
@@ -192,7 +192,7 @@ func TestBudgetSharedAcrossMountsRestoredExactlyAfterAProcessRestart(t *testing.
 	}
 	clock.Advance(10 * time.Second)
 
-	limits := NewLimits() // the new process
+	limits := NewBudgets() // the new process
 	a2 := newTestEnvWith(t, a.storage, clock, limits)
 	newTestEnvWith(t, b.storage, clock, limits) // mounted, never read
 	served := 0
