@@ -39,7 +39,7 @@ func (l *Budgets) host(key string) *hostBudget {
 	defer l.mu.Unlock()
 	h := l.hosts[key]
 	if h == nil {
-		h = newLoginLimiter()
+		h = newHostBudget()
 		l.hosts[key] = h
 	}
 	return h
@@ -193,7 +193,7 @@ type slidingWindow struct {
 	times []time.Time
 }
 
-func newLoginLimiter() *hostBudget {
+func newHostBudget() *hostBudget {
 	return &hostBudget{principals: make(map[string]*principalBudget)}
 }
 

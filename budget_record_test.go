@@ -65,7 +65,7 @@ func TestBudgetUpstream429BlockHoldsAfterARestartForEveryRoleOfTheUser(t *testin
 // allowed 10,000 logins a minute writes a record whose total has at most 62
 // buckets, and which empties once a minute passes without logins.
 func TestBudgetRecordStaysSmallAtHighVolume(t *testing.T) {
-	l := newLoginLimiter()
+	l := newHostBudget()
 	start := time.Date(2026, 1, 5, 9, 0, 0, 0, time.UTC)
 	for i := 0; i < 10000; i++ {
 		now := start.Add(time.Duration(i) * 5 * time.Millisecond) // 50 s of logins
@@ -85,7 +85,7 @@ func TestBudgetRecordStaysSmallAtHighVolume(t *testing.T) {
 		t.Fatalf("mount record counts %d logins, want 10000", total)
 	}
 	// Restored, it refuses exactly as the original does, or later, never earlier.
-	restored := newLoginLimiter()
+	restored := newHostBudget()
 	restored.restore(m)
 	now := start.Add(50 * time.Second)
 	origAt, _, _ := l.reserve("user:x", now, 10, 10000)

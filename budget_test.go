@@ -13,7 +13,7 @@ import (
 // The limiter alone: "at most N in any minute" is a sliding window, not a token
 // bucket that would let 2N through around a minute boundary.
 func TestLimitsSlidingWindowNeverAllowsMoreThanLimitInAnyMinute(t *testing.T) {
-	l := newLoginLimiter()
+	l := newHostBudget()
 	start := fakeclock.New().Now()
 	var granted []time.Time
 	// Try a login for one principal every 100 ms for ten minutes.
@@ -31,7 +31,7 @@ func TestLimitsSlidingWindowNeverAllowsMoreThanLimitInAnyMinute(t *testing.T) {
 }
 
 func TestLimitsOverBudgetReturnsTheEarliestFreeTimeAndTakesNothing(t *testing.T) {
-	l := newLoginLimiter()
+	l := newHostBudget()
 	t0 := fakeclock.New().Now()
 	for i := range 3 {
 		if _, _, ok := l.reserve("user:a", t0.Add(time.Duration(i)*time.Second), 3, 100); !ok {

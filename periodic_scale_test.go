@@ -228,11 +228,12 @@ func TestPeriodic10000RolesNoneDueReadNothingFromStorage(t *testing.T) {
 	gets, lists := s.gets.Load(), s.lists.Load()
 	e.runPeriodic()
 	u.wantCount(t, 10, "")
-	// Three reads per login (the role and its token state, which the build
-	// does not cache, and the role again under its lock), and once the mount's
-	// stored budget for the configured host (at most 2 reads).
-	if g, l := s.gets.Load()-gets, s.lists.Load()-lists; g > 32 || l != 0 {
-		t.Fatalf("a run with 10 roles due made %d storage reads and %d lists, want at most 32 and none", g, l)
+	// At most four reads per login (the role and its token state, which the
+	// build does not cache; the role again under its lock, and its state when a
+	// concurrent login's change kept the fill out of the cache), and once the
+	// mount's stored budget for the configured host (at most 2 reads).
+	if g, l := s.gets.Load()-gets, s.lists.Load()-lists; g > 42 || l != 0 {
+		t.Fatalf("a run with 10 roles due made %d storage reads and %d lists, want at most 42 and none", g, l)
 	}
 }
 
