@@ -75,7 +75,7 @@ func newTokenClient(cfg *config) (*tokenClient, error) {
 // POST) is sent once more, on a new connection, if rules.beforeRetry allows it:
 // that is a second requestToken, which it takes from the budgets first. Refused, the
 // first failure stands.
-func (c *tokenClient) requestToken(ctx context.Context, tokenURL, clientAuth string, r *role, rules answerRules) (*issuedToken, error) {
+func (c *tokenClient) requestToken(ctx context.Context, tokenURL string, clientAuth clientAuthStyle, r *role, rules answerRules) (*issuedToken, error) {
 	host := upstreamHost(tokenURL)
 	send := func(client *http.Client) (resp *http.Response, reused bool, le *loginError) {
 		req, err := newTokenRequest(ctx, tokenURL, r, clientAuth)

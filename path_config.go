@@ -15,24 +15,8 @@ import (
 	"github.com/hashicorp/vault/sdk/logical"
 )
 
-const (
-	fieldTokenURL             = "token_url"
-	fieldVerifyURL            = "verify_url"
-	fieldRefreshBefore        = "refresh_before"
-	fieldUserLoginsPerMinute  = "user_logins_per_minute"
-	fieldLoginsPerMinute      = "logins_per_minute"
-	fieldRequestTimeout       = "request_timeout"
-	fieldCAPEM                = "ca_pem"
-	fieldClientAuth           = "client_auth"
-	fieldDefaultExpiresIn     = "default_expires_in"
-	defaultTokenURL           = "https://api.iadvize.com/oauth2/token"
-	defaultVerifyURL          = "https://api.iadvize.com/_authenticated"
-	defaultRefreshBefore      = time.Hour
-	defaultUserLoginsPerMin   = 10
-	defaultLoginsPerMin       = 100
-	defaultRequestTimeout     = 10 * time.Second
-	maxLoginsPerMinuteSetting = 1_000_000
-)
+// maxLoginsPerMinuteSetting bounds the two budgets an operator may set.
+const maxLoginsPerMinuteSetting = 1_000_000
 
 func pathConfig(b *backend) *framework.Path {
 	return &framework.Path{
@@ -100,8 +84,8 @@ func pathConfig(b *backend) *framework.Path {
 				Type: framework.TypeString,
 				Description: "How a role's client secret is sent: 'basic' (HTTP Basic with client_id and client_secret as written), " +
 					"'basic_urlencoded' (HTTP Basic after form-encoding each, RFC 6749 section 2.3.1) or 'post' (in the form body).",
-				Default:       clientAuthBasic,
-				AllowedValues: []any{clientAuthBasic, clientAuthBasicURLEncoded, clientAuthPost},
+				Default:       string(clientAuthBasic),
+				AllowedValues: []any{string(clientAuthBasic), string(clientAuthBasicURLEncoded), string(clientAuthPost)},
 				DisplayAttrs: &framework.DisplayAttributes{
 					Name: "Client authentication",
 				},
@@ -150,7 +134,7 @@ func (b *backend) pathConfigRead(ctx context.Context, req *logical.Request, _ *f
 		fieldLoginsPerMinute:     cfg.LoginsPerMinute,
 		fieldRequestTimeout:      int64(cfg.RequestTimeout.Seconds()),
 		fieldCAPEM:               cfg.CAPEM,
-		fieldClientAuth:          cfg.clientAuth(),
+		fieldClientAuth:          string(cfg.clientAuth()),
 		fieldDefaultExpiresIn:    int64(cfg.DefaultExpiresIn.Seconds()),
 	}}, nil
 }
@@ -212,9 +196,9 @@ func (b *backend) pathConfigWrite(ctx context.Context, req *logical.Request, d *
 		}
 	}
 	if v, ok := d.GetOk(fieldClientAuth); ok {
-		cfg.ClientAuth = strings.TrimSpace(v.(string))
+		cfg.ClientAuth = clientAuthStyle(strings.TrimSpace(v.(string)))
 		if !slices.Contains(clientAuthStyles, cfg.ClientAuth) {
-			return logical.ErrorResponse("%s must be one of %s", fieldClientAuth, strings.Join(clientAuthStyles, ", ")), nil
+			return logical.ErrorResponse("%s must be one of %s", fieldClientAuth, clientAuthStyleList()), nil
 		}
 	}
 	if v, ok := d.GetOk(fieldDefaultExpiresIn); ok {
@@ -281,6 +265,15 @@ func (b *backend) configWarnings(ctx context.Context, s logical.Storage, was, cf
 		return nil, nil
 	}
 	return resp, nil
+}
+
+// clientAuthStyleList names the client authentication styles, for messages.
+func clientAuthStyleList() string {
+	names := make([]string, len(clientAuthStyles))
+	for i, s := range clientAuthStyles {
+		names[i] = string(s)
+	}
+	return strings.Join(names, ", ")
 }
 
 // checkUpstreamURL allows https://, and http:// to loopback hosts only.

@@ -9,18 +9,8 @@ import (
 	"github.com/hashicorp/vault/sdk/logical"
 )
 
-const (
-	secretTokenType = "iadvize_token"
-
-	fieldAccessToken    = "access_token"
-	fieldTokenType      = "token_type"
-	fieldExpireTime     = "expire_time"
-	fieldRotationPeriod = "rotation_period"
-	// fieldLastVaultRotation is when the login that got the token was sent (RFC
-	// 3339): the name and meaning of Vault's own static credentials, which Vault
-	// Secrets Operator needs to follow rotations (README, "Kubernetes").
-	fieldLastVaultRotation = "last_vault_rotation"
-)
+// secretTokenType is the lease type of creds/.
+const secretTokenType = "iadvize_token"
 
 func pathCreds(b *backend) []*framework.Path {
 	nameField := map[string]*framework.FieldSchema{

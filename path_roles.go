@@ -10,21 +10,6 @@ import (
 	"github.com/hashicorp/vault/sdk/logical"
 )
 
-const (
-	fieldName         = "name"
-	fieldGrantType    = "grant_type"
-	fieldUsername     = "username"
-	fieldPassword     = "password"
-	fieldClientID     = "client_id"
-	fieldClientSecret = "client_secret"
-	fieldScope        = "scope"
-	fieldTTL          = "ttl"
-	fieldMaxTTL       = "max_ttl"
-
-	grantPassword          = "password"
-	grantClientCredentials = "client_credentials"
-)
-
 // roleNamePattern is a role name (README, "roles"): lower-case letters, digits, -, _ and .
 var roleNamePattern = regexp.MustCompile(`^[a-z0-9_.-]{1,128}$`)
 

@@ -10,8 +10,6 @@ import (
 	"github.com/hashicorp/vault/sdk/logical"
 )
 
-const fieldIssueTime = "issue_time"
-
 func pathRotateRole(b *backend) *framework.Path {
 	return rolePath("rotate-role/", "rotate", "role", logical.UpdateOperation, b.pathRotateRoleWrite, pathRotateRoleHelpSynopsis, pathRotateRoleHelpDescription)
 }

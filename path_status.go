@@ -30,18 +30,9 @@ func (b *backend) pathStatusRead(ctx context.Context, req *logical.Request, d *f
 	waiting := bindingRefusal(bound, e.role, cfg)
 	reportAt, reportOutcome := b.lastReport(name, st)
 
-	noLoginBefore := latest(st.NextAttempt,
-		b.budgets.nextAllowed(e.role.principal(), now, cfg.UserLoginsPerMinute, cfg.LoginsPerMinute))
-	var nextLogin time.Time
-	switch {
-	case e.rejectedUnder(cfg.config), waiting != nil:
-		// none until the credentials are rewritten
-	case st.AccessToken == "":
-		nextLogin = latest(now, noLoginBefore) // on the next read
-	default:
-		nextLogin = latest(st.refreshAt(cfg.RefreshBefore).Add(-min(backgroundLead, st.lifetime()/10)), noLoginBefore)
-	}
-	if !noLoginBefore.After(now) {
+	nextLogin := b.plannedLogin(e, cfg, now)
+	noLoginBefore := b.nextLogin(e, cfg, now)
+	if !noLoginBefore.After(now) || noLoginBefore.Equal(farFuture) {
 		noLoginBefore = time.Time{}
 	}
 	return &logical.Response{Data: map[string]any{

@@ -23,10 +23,6 @@ import (
 // report forces at most one login per role per reportLoginInterval; every login
 // counts against the budgets.
 
-// fieldRefusedTokenSHA256 is the report's one field: the hex SHA-256 of the
-// refused access token, never the token itself.
-const fieldRefusedTokenSHA256 = "refused_token_sha256"
-
 // reportLoginInterval: with no usable verify_url, a report forces at most one
 // login per role in this time (seed 000: reacting to 401 by logging in in a loop
 // burns the budget).

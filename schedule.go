@@ -62,11 +62,11 @@ type scheduleItem struct {
 // backoff. ok is false when it should not at all: no token, or credentials
 // rejected (until they are rewritten).
 func backgroundDue(st *tokenState, refreshBefore time.Duration) (due time.Time, ok bool) {
-	if st.AccessToken == "" || st.CredentialsRejected {
+	at, ok := st.dueAt(refreshBefore)
+	if !ok || st.CredentialsRejected {
 		return time.Time{}, false
 	}
-	lead := min(backgroundLead, st.lifetime()/10)
-	return latest(st.refreshAt(refreshBefore).Add(-lead), st.NextAttempt), true
+	return latest(at, st.NextAttempt), true
 }
 
 // update files a role under its token state, or takes it out.

@@ -9,22 +9,6 @@ import (
 	"strings"
 )
 
-// Client authentication styles (config client_auth): how a role that holds a
-// client secret presents its client to the token endpoint.
-const (
-	// clientAuthBasic: Authorization: Basic base64(client_id:client_secret), both
-	// exactly as written (RFC 7617 §2). What ICEYE-style servers decode.
-	clientAuthBasic = "basic"
-	// clientAuthBasicURLEncoded: the same after form-encoding each half, as RFC
-	// 6749 §2.3.1 specifies and most standard servers (Hydra, Keycloak) decode.
-	clientAuthBasicURLEncoded = "basic_urlencoded"
-	// clientAuthPost: client_id and client_secret in the form body (RFC 6749
-	// §2.3.1, "client_secret_post").
-	clientAuthPost = "post"
-)
-
-var clientAuthStyles = []string{clientAuthBasic, clientAuthBasicURLEncoded, clientAuthPost}
-
 // errColonInClientID: HTTP Basic as written cannot carry a user ID holding ':'
 // (RFC 7617 §2); the server would split the client ID there.
 var errColonInClientID = errors.New("client_id holds ':', which HTTP Basic cannot carry as written (RFC 7617 section 2); " +
@@ -36,7 +20,7 @@ var errColonInClientID = errors.New("client_id holds ':', which HTTP Basic canno
 // client (client_id with client_secret) is authenticated as clientAuth says; a
 // client_id without a secret is a public client and goes in the body (§3.2.1).
 // It returns errColonInClientID for a client that raw Basic cannot carry.
-func newTokenRequest(ctx context.Context, tokenURL string, r *role, clientAuth string) (*http.Request, error) {
+func newTokenRequest(ctx context.Context, tokenURL string, r *role, clientAuth clientAuthStyle) (*http.Request, error) {
 	form := url.Values{}
 	if r.GrantType == grantClientCredentials {
 		form.Set("grant_type", grantClientCredentials)

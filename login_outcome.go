@@ -1,0 +1,196 @@
+package iadvize
+
+import (
+	"context"
+	"errors"
+	"math/rand/v2"
+	"net/http"
+	"time"
+
+	"github.com/hashicorp/vault/sdk/logical"
+)
+
+// After the answer (docs/login-policy.md): the one place that keeps a login's
+// answer, the backoff it sets, and what a reader is told of a failure.
+
+// Backoff bounds (README, "When the plugin logs in": upstream 429, network errors).
+const (
+	rateLimitBackoffMin = time.Minute
+	rateLimitBackoffMax = 30 * time.Minute
+	transientBackoffMin = time.Second
+	transientBackoffMax = 5 * time.Minute
+)
+
+// upstreamRefusal turns a failed login into the read's answer.
+func upstreamRefusal(err error, st *tokenState) *loginRefusal {
+	u := &loginRefusal{status: http.StatusBadGateway, cause: st.LastError, retryAt: st.NextAttempt}
+	var le *loginError
+	if errors.As(err, &le) && le.kind == kindRateLimited {
+		u.status = http.StatusTooManyRequests
+	}
+	return u
+}
+
+// recordLogin is the one place that keeps a login's answer (docs/login-policy.md,
+// "After the answer"): the outcome of a login sent at sent with the credentials of
+// sentFor, under cfg. It returns the role's entry after it. An answer belongs to
+// the exact credentials it was sent with, and to the moment it was sent:
+//   - errRoleChanged: the role was deleted and created again, or its credentials
+//     rewritten, meanwhile (another CredentialsID): nothing is kept, not even a
+//     verdict;
+//   - errOvertaken, with the stored entry: a login sent later stored its outcome
+//     already; an older token never replaces a newer one, and an older failure
+//     never judges the role.
+//
+// A failed login is recorded too (backoff, rejected credentials), in memory even
+// if storage refuses it.
+func (b *backend) recordLogin(ctx context.Context, s logical.Storage, name string, sentFor *role,
+	cfg *config, sent time.Time, tok *issuedToken, loginErr error) (*cacheEntry, error) {
+	defer b.lockRole(name).Unlock()
+
+	r, err := readRole(ctx, s, name)
+	if err != nil {
+		return nil, err
+	}
+	if r == nil {
+		return nil, errRoleNotFound
+	}
+	if r.credentialsID() != sentFor.credentialsID() {
+		return nil, errRoleChanged
+	}
+	st, err := b.currentState(ctx, s, name, r)
+	if err != nil {
+		return nil, err
+	}
+	now := b.now()
+	if loginErr == nil {
+		if st.AccessToken != "" && sent.Before(st.IssuedAt) {
+			return newCacheEntry(r, st), errOvertaken
+		}
+		next := &tokenState{
+			AccessToken:       tok.accessToken,
+			TokenType:         tok.tokenType,
+			IssuedAt:          sent,
+			ExpiresAt:         sent.Add(tok.expiresIn),
+			LastAttempt:       sent,
+			LastOutcome:       outcomeSuccess,
+			Issuer:            tokenOrigin(cfg.TokenURL),
+			LastReport:        st.LastReport,
+			LastReportOutcome: st.LastReportOutcome,
+			ForcedLoginAt:     st.ForcedLoginAt,
+			CredentialsID:     r.CredentialsID,
+			Generation:        r.Generation,
+		}
+		if st.AccessToken != "" && !sent.After(st.IssuedAt) {
+			// IssuedAt is the token's last_vault_rotation: a new token never
+			// carries its predecessor's, even from a login sent in the same instant.
+			next.IssuedAt = st.IssuedAt.Add(time.Nanosecond)
+		}
+		if err := writeTokenState(ctx, s, name, next); err != nil {
+			return nil, err
+		}
+		compact(r, next)
+		b.Logger().Info("logged in", "role", name, "expires_at", next.ExpiresAt.UTC().Format(time.RFC3339))
+		e := newCacheEntry(r, next)
+		b.rememberRole(name, e)
+		return e, nil
+	}
+
+	var le *loginError
+	if !errors.As(loginErr, &le) {
+		le = &loginError{kind: kindTransient, msg: "token request failed", err: loginErr}
+	}
+	if sent.Before(st.LastAttempt) {
+		// A login sent later has recorded its outcome: this older one does not
+		// judge the role (its 429 still blocks the principal upstream blocked).
+		if le.kind == kindRateLimited {
+			b.blockPrincipal(ctx, s, r, now.Add(max(le.retryAfter, rateLimitBackoffMin)))
+		}
+		return newCacheEntry(r, st), errOvertaken
+	}
+	st = cloneState(st)
+	st.LastAttempt = sent
+	outcome := map[loginKind]string{kindTransient: outcomeUpstream, kindRateLimited: outcomeRateLimited, kindRejected: outcomeRejected}[le.kind]
+	if st.LastOutcome == outcome {
+		st.Failures++
+	} else {
+		st.Failures = 1
+	}
+	st.LastOutcome, st.LastError = outcome, le.Error()
+	switch le.kind {
+	case kindRejected:
+		st.CredentialsRejected = true
+		st.RejectedSettings = loginSettings(cfg, r)
+		st.NextAttempt = time.Time{}
+	case kindRateLimited:
+		delay := le.retryAfter
+		if delay <= 0 {
+			delay = jitter(backoff(rateLimitBackoffMin, rateLimitBackoffMax, st.Failures))
+		}
+		st.NextAttempt = now.Add(delay)
+		b.blockPrincipal(ctx, s, r, st.NextAttempt)
+	default:
+		// A Retry-After on a 5xx or "temporarily unavailable" answer is honoured
+		// when it asks for longer than the backoff.
+		st.NextAttempt = now.Add(max(backoff(transientBackoffMin, transientBackoffMax, st.Failures), le.retryAfter))
+	}
+	b.Logger().Warn("login failed", "role", name, "outcome", outcome, "error", le.Error(),
+		"next_attempt", st.NextAttempt.UTC().Format(time.RFC3339))
+	if err := writeTokenState(ctx, s, name, st); err != nil {
+		b.Logger().Error("storing the login bookkeeping failed; it holds in memory", "role", name, "error", err)
+	}
+	e := newCacheEntry(r, st)
+	b.rememberRole(name, e)
+	return e, nil
+}
+
+// errOvertaken: a login sent later than this one has stored its outcome.
+var errOvertaken = errors.New("a newer login's outcome is stored")
+
+// currentState is the role's token state as this node last stored or read it
+// (the cache, which also holds bookkeeping storage refused), else as stored; an
+// empty state when what is there belongs to other credentials. Callers hold the
+// role's lock.
+func (b *backend) currentState(ctx context.Context, s logical.Storage, name string, r *role) (*tokenState, error) {
+	if e := b.cache.role(name); e != nil && e.state.credentialsID() == r.credentialsID() {
+		return e.state, nil
+	}
+	st, err := readTokenState(ctx, s, name)
+	if err != nil {
+		return nil, err
+	}
+	if st.credentialsID() != r.credentialsID() {
+		st = &tokenState{CredentialsID: r.CredentialsID, Generation: r.Generation}
+	}
+	return st, nil
+}
+
+// cloneState copies a token state: entries are immutable once cached.
+func cloneState(st *tokenState) *tokenState {
+	c := *st
+	return &c
+}
+
+// blockPrincipal stops logins of the role's principal until the given time
+// (upstream answered 429), and stores the budgets.
+func (b *backend) blockPrincipal(ctx context.Context, s logical.Storage, r *role, until time.Time) {
+	b.budgets.block(r.principal(), until)
+	if err := b.saveBudgets(ctx, s); err != nil {
+		b.Logger().Warn("storing the login budget failed", "error", err)
+	}
+}
+
+// backoff is base doubled for each consecutive failure after the first, capped.
+func backoff(base, limit time.Duration, failures int) time.Duration {
+	d := base
+	for i := 1; i < failures && d < limit; i++ {
+		d *= 2
+	}
+	return min(d, limit)
+}
+
+// jitter adds up to a tenth to d, so that roles blocked together do not all retry
+// in the same instant. It never shortens d.
+func jitter(d time.Duration) time.Duration {
+	return d + rand.N(d/10+1)
+}
