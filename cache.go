@@ -3,7 +3,6 @@ package iadvize
 import (
 	"context"
 	"fmt"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -19,15 +18,18 @@ import (
 //
 // Invalidation rule (docs/storage.md, docs/ha.md): an entry is what storage held
 // when this node last read or wrote it.
-//   - Filled on a miss from storage (backend.getConfig, backend.loadEntry), unless
-//     the cache changed while storage was read: gen counts the changes, and a fill
-//     whose gen moved is not kept, so a stale read never undoes a drop.
-//   - Replaced when this node writes a role's token state (backend.storeEntry:
-//     a login's outcome, verify/ dropping a token).
+//   - Filled on a miss from storage (backend.cachedConfig, backend.cachedRole),
+//     unless the cache changed while storage was read: gen counts the changes,
+//     and a fill whose gen moved is not kept, so a stale read never undoes a drop.
+//   - Replaced when this node writes a role's token state (backend.rememberRole:
+//     a login's outcome, a token dropped).
 //   - Dropped, so the next use reads storage: a role's entry by a role write or
-//     delete (backend.dropEntry), the config by a config write or delete
+//     delete (backend.forgetRole), the config by a config write or delete
 //     (backend.dropConfig), and either by Invalidate when another node wrote
 //     config, roles/<name> or tokens/<name> (backend.invalidate).
+//
+// The methods of storageCache touch memory only; backend.cachedConfig and
+// backend.cachedRole read through it (memory, else storage).
 //
 // A role entry read under old credentials is never served under new ones: a role
 // write drops the entry, and state of other credentials (another CredentialsID)
@@ -145,21 +147,6 @@ func (c *storageCache) dropConfig() {
 	c.change(func() { c.cfg.Store(nil) })
 }
 
-// invalidate is the backend's Invalidate: it drops what another node changed in
-// storage.
-func (b *backend) invalidate(_ context.Context, key string) {
-	switch {
-	case key == configStoragePath:
-		b.dropConfig()
-	case key == legacyTokenHostKey:
-		b.legacyHost.Store(nil)
-	case strings.HasPrefix(key, rolesStoragePrefix):
-		b.forgetRole(strings.TrimPrefix(key, rolesStoragePrefix))
-	case strings.HasPrefix(key, tokensStoragePrefix):
-		b.forgetRole(strings.TrimPrefix(key, tokensStoragePrefix))
-	}
-}
-
 // cachedConfig returns the config, from memory when cached.
 func (b *backend) cachedConfig(ctx context.Context, s logical.Storage) (*configEntry, error) {
 	if c := b.cache.config(); c != nil {
@@ -178,12 +165,6 @@ func (b *backend) cachedConfig(ctx context.Context, s logical.Storage) (*configE
 	b.budgets.use(upstreamHost(cfg.TokenURL))
 	b.cache.fillConfig(gen, c)
 	return c, nil
-}
-
-// dropConfig forgets the cached config; the next use reads storage.
-func (b *backend) dropConfig() {
-	b.cache.dropConfig()
-	b.sched.reset() // refresh_before may have changed every due time
 }
 
 // cachedRole returns a role's entry from memory, else from storage (and caches it).
@@ -211,7 +192,7 @@ func (b *backend) cachedRole(ctx context.Context, s logical.Storage, name string
 	return e, nil
 }
 
-// cachedRoleOr400 is loadEntry for a handler: a role that does not exist is
+// cachedRoleOr400 is cachedRole for a handler: a role that does not exist is
 // answered 400.
 func (b *backend) cachedRoleOr400(ctx context.Context, s logical.Storage, name string) (*cacheEntry, *logical.Response, error) {
 	e, err := b.cachedRole(ctx, s, name)
@@ -219,20 +200,4 @@ func (b *backend) cachedRoleOr400(ctx context.Context, s logical.Storage, name s
 		return nil, logical.ErrorResponse("role %q does not exist", name), nil
 	}
 	return e, nil, err
-}
-
-// rememberRole replaces a role's in-memory entry with state that was just written.
-func (b *backend) rememberRole(name string, e *cacheEntry) {
-	b.cache.setRole(name, e)
-	b.sched.update(name, e.state)
-}
-
-// forgetRole forgets a role's in-memory entry and what was remembered of it (last
-// verify/ answer, failed detached refresh); the next use reads storage.
-func (b *backend) forgetRole(name string) {
-	b.cache.dropRole(name)
-	b.verifies.Delete(name)
-	b.reports.Delete(name)
-	b.detachedFailed.Delete(name)
-	b.sched.touch(name) // the next periodic run reads it again
 }
