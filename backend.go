@@ -33,11 +33,11 @@ func Factory(ctx context.Context, conf *logical.BackendConfig) (logical.Backend,
 }
 
 // FactoryWith returns the plugin's entry point, which Vault calls once per mount:
-// every mount it builds counts its logins in limits, shared with the other mounts
+// every mount it builds counts its logins in budgets, shared with the other mounts
 // that log in to the same token host (upstream limits logins per source IP).
-func FactoryWith(limits *Budgets) logical.Factory {
+func FactoryWith(budgets *Budgets) logical.Factory {
 	return func(ctx context.Context, conf *logical.BackendConfig) (logical.Backend, error) {
-		b := newBackend(time.Now, limits)
+		b := newBackend(time.Now, budgets)
 		if err := b.Setup(ctx, conf); err != nil {
 			return nil, err
 		}
@@ -56,28 +56,16 @@ type backend struct {
 	now   func() time.Time
 	sleep func(ctx context.Context, d time.Duration) error
 
-	// Locks, outermost first (docs/locks.md). None is held across an upstream
-	// call (login, verify) or a sleep; each may be taken with only the locks
-	// listed after it, never the other way round:
+	// The locks: what each guards is said here, which may be held together and
+	// in which order is docs/locks.md. None is held across an upstream call or a
+	// sleep.
 	//
-	//	writeMu  ->  storageCache.mu, schedule.mu
-	//	role lock (roleLocks)  ->  mountBudgets.saveMu  ->  loginLimiter.mu
-	//	role lock  ->  loginLimiter.mu, storageCache.mu, schedule.mu
-	//	mountBudgets.restoreMu  ->  loginLimiter.mu
-	//	Limits.mu, loginLimiter.mu, storageCache.mu, schedule.mu: leaves
-	//	(periodicRefresh's mu, over its retry list: a leaf of its own)
-	//
-	// writeMu guards the config's read-modify-write (config/ write and delete):
-	// held across the storage read and write and the cache drop (storageCache.mu,
-	// then schedule.mu, one after the other).
+	// writeMu guards the config's read-modify-write (config/ write and delete).
 	writeMu sync.Mutex
 	// roleLocks hold one lock per role name (locksutil.LockForKey, lockRole): it
 	// guards the role's storage writes (roles/<name>, tokens/<name>, its
 	// principals/ entry), so that a login's outcome is recorded only under the
-	// credentials it was sent with. Held across storage reads and writes of that
-	// role and the cache update; under it recordLogin may take
-	// mountBudgets.saveMu (saving the budgets after a 429) and loginLimiter.mu
-	// (blocking the principal). Never two role locks at once.
+	// credentials it was sent with.
 	roleLocks []*locksutil.LockEntry
 
 	// cache is the in-memory copy of config and roles in front of storage.
@@ -116,17 +104,17 @@ type backend struct {
 	legacyHost atomic.Pointer[string]
 }
 
-// newBackend builds a mount that counts its logins in limits (nil: budgets of its
-// own).
-func newBackend(now func() time.Time, limits *Budgets) *backend {
-	if limits == nil {
-		limits = NewBudgets()
+// newBackend builds a mount that counts its logins in budgets (nil: budgets of
+// its own).
+func newBackend(now func() time.Time, budgets *Budgets) *backend {
+	if budgets == nil {
+		budgets = NewBudgets()
 	}
 	b := &backend{
 		now:       wallClock(now),
 		sleep:     sleepCtx,
 		roleLocks: locksutil.CreateLocks(),
-		budgets:    newMountBudgets(limits),
+		budgets:   newMountBudgets(budgets),
 	}
 	b.lifetime, b.endLifetime = context.WithCancel(context.Background())
 	b.Backend = &framework.Backend{

@@ -22,8 +22,7 @@ const budgetWindow = time.Minute + time.Second
 // in main and hand it to FactoryWith; tests build their own. Safe for concurrent
 // use.
 type Budgets struct {
-	// mu guards hosts, the map only: a leaf, released before a host's budget is
-	// used (docs/locks.md).
+	// mu guards hosts, the map only (order: docs/locks.md).
 	mu    sync.Mutex
 	hosts map[string]*hostBudget
 }
@@ -69,15 +68,14 @@ type mountBudgets struct {
 
 	// restoreMu guards restored, and makes the stored record's merge happen once
 	// per host (restoreBudgets): held across the storage read of budgets/ and the
-	// merge, under which it takes hostBudget.mu. Taken with no other lock held.
+	// merge (order: docs/locks.md).
 	restoreMu sync.Mutex
 	restored  map[string]bool // token host -> this mount's record was merged
 	// saveMu orders the writes of budgets/recent (saveBudgets), so an older
-	// snapshot never overwrites a newer one: held across the snapshot
-	// (hostBudget.mu) and the storage write. May be taken under a role lock
-	// (recordLogin after a 429), never the other way round. See docs/locks.md.
-	// It guards saveCovered and saveErr: the count of saveBudgets calls the last
-	// write holds (saveAsked as it began), and that write's error.
+	// snapshot never overwrites a newer one: held across the snapshot and the
+	// storage write (order: docs/locks.md). It guards saveCovered and saveErr:
+	// the count of saveBudgets calls the last write holds (saveAsked as it
+	// began), and that write's error.
 	saveMu      sync.Mutex
 	saveAsked   atomic.Uint64 // saveBudgets calls so far
 	saveCovered uint64
@@ -174,9 +172,8 @@ func upstreamHost(tokenURL string) string {
 // serves the decisions; each mount keeps a copy of its own logins in storage
 // (budget_record.go) so that a restart or failover does not reset the minute.
 type hostBudget struct {
-	// mu guards the windows and blocks: a leaf, held for in-memory work only; it
-	// may be taken under a role lock, mountBudgets.saveMu or restoreMu
-	// (docs/locks.md).
+	// mu guards the windows and blocks, for in-memory work only (order:
+	// docs/locks.md).
 	mu         sync.Mutex
 	total      slidingWindow
 	principals map[string]*principalBudget

@@ -36,9 +36,8 @@ import (
 // is retired on load.
 type storageCache struct {
 	// mu makes a change and a fill's gen check atomic: a fill checks gen and stores
-	// under mu, so no change comes between. Guards gen's changes; held only for
-	// that, with no other lock taken under it and no storage or upstream call
-	// (docs/locks.md).
+	// under mu, so no change comes between. Guards gen's changes, for in-memory
+	// work only (order: docs/locks.md).
 	mu    sync.Mutex
 	gen   atomic.Uint64 // bumped by every change
 	cfg   atomic.Pointer[configEntry]

@@ -16,9 +16,7 @@ import (
 // date after that: every token stored updates its role, and every role dropped
 // from memory (role write or delete, Invalidate) is checked again by the next run.
 type schedule struct {
-	// mu guards every field: a leaf, held for in-memory work only; it may be
-	// taken under writeMu or a role lock (a cache change updates the schedule),
-	// never while storageCache.mu is held (docs/locks.md).
+	// mu guards every field, for in-memory work only (order: docs/locks.md).
 	mu    sync.Mutex
 	state scheduleState
 	build uint64 // bumped by reset, so a build that raced with one is dropped
