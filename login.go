@@ -145,145 +145,103 @@ func (b *backend) flight(ctx context.Context, s logical.Storage, name string, re
 }
 
 // refreshRole decides whether the role needs a login, logs in if it may (mayLogin,
-// login) and records the outcome (recordLogin). It never holds a lock across the
-// upstream call. Its error is for what no policy answers (storage, a missing
-// role, a node that cannot write, the mount closing).
+// sendLogin) and records the outcome (recordLogin). It never holds a lock across
+// the upstream call. A login overtaken by a rewrite of the role's credentials is
+// judged again, once: a second is answered 409. Its error is for what no policy
+// answers (storage, a missing role, a node that cannot write, the mount closing).
 func (b *backend) refreshRole(ctx context.Context, s logical.Storage, name string, req loginRequest) (refreshOutcome, error) {
-	mode := req.mode
-	for tries := 0; ; tries++ {
-		cfg, err := b.cachedConfig(ctx, s)
-		if err != nil {
-			return refreshOutcome{}, err
-		}
-		e, err := b.cachedRole(ctx, s, name)
-		if err != nil {
-			return refreshOutcome{}, err
-		}
-		if e == nil {
-			return refreshOutcome{}, errRoleNotFound
-		}
-		now := b.now()
-		done := refreshOutcome{entry: e, cfg: cfg, mode: mode}
-		switch mode {
-		case modeRead:
-			if e.state.fresh(now, cfg.RefreshBefore) {
-				return done, nil
-			}
-		case modeBackground:
-			if at, ok := e.state.dueAt(cfg.RefreshBefore); !ok || now.Before(at) {
-				return done, nil
-			}
-		case modeReport:
-			if !e.state.holds(req.refusedHash) {
-				return done, nil // replaced already: serve the current token
-			}
-		}
-		// A node that may not write storage (performance standby, DR secondary,
-		// a replicated mount on a performance secondary: the SDK's
-		// WriteSafeReplicationState) logs in nowhere: logical.ErrReadOnly makes
-		// Vault forward the request to the active node before any upstream call
-		// (docs/ha.md).
-		if !b.WriteSafeReplicationState() {
-			return refreshOutcome{}, logical.ErrReadOnly
-		}
-		forced := false // a report with no usable verify_url: drop the token once a login may happen
-		if mode == modeReport {
-			verdict, next, force, err := b.judgeReport(ctx, s, name, e, cfg, now)
-			switch {
-			case err != nil:
-				return refreshOutcome{}, err
-			case next == nil && verdict == nil:
-				// The reported token was replaced meanwhile (rotate-role, which
-				// has a flight of its own): the reporter gets the current one.
-				if e, err = b.cachedRole(ctx, s, name); err != nil {
-					return refreshOutcome{}, err
-				}
-				if e == nil {
-					return refreshOutcome{}, errRoleNotFound
-				}
-				done.entry = e
-				return done, nil
-			case next == nil:
-				done.report = verdict // the same token: valid at verify_url, or throttled
-				return done, nil
-			}
-			e, done.entry, forced = next, next, force // dropped (refused at verify_url), or to drop: log in
-		}
-		bound, err := b.boundHost(ctx, s, e.role)
-		if err != nil {
-			return refreshOutcome{}, err
-		}
-		if u := b.mayLogin(ctx, s, e, cfg, bound, now, mode); u != nil {
-			done.refusal = u
-			return done, nil
-		}
-		if forced {
-			// The login may happen: now the reported token goes, and the report
-			// interval starts (README, "When the API refuses the token").
-			next, err := b.dropToken(ctx, s, name, e.state.AccessToken, func(st *tokenState) {
-				st.ForcedLoginAt = now
-				markReport(st, now)
-			})
-			switch {
-			case err != nil:
-				return refreshOutcome{}, err
-			case next == nil: // replaced meanwhile: serve the current token
-				if done.entry, err = b.cachedRole(ctx, s, name); err != nil || done.entry == nil {
-					return refreshOutcome{}, errors.Join(err, errRoleNotFound)
-				}
-				return done, nil
-			}
-			b.Logger().Info("token reported refused by the API; dropped, logging in", "role", name)
-			e, done.entry = next, next
-		}
-		if bound == "" {
-			// Credentials written with no config stored go to the host of their
-			// first login, and nowhere else after (docs/security.md).
-			if _, err := b.bindOnLogin(ctx, s, name, e.role, tokenOrigin(cfg.TokenURL)); err != nil {
-				if (errors.Is(err, errRoleChanged) || errors.Is(err, errBoundMeanwhile)) && tries < 2 {
-					continue
-				}
-				return refreshOutcome{}, err
-			}
-		}
+	res, err := b.attempt(ctx, s, name, req)
+	if errors.Is(err, errRoleChanged) {
+		res, err = b.attempt(ctx, s, name, req) // judge again under the new credentials
+	}
+	if errors.Is(err, errRoleChanged) {
+		return refreshOutcome{}, logical.CodedError(http.StatusConflict,
+			fmt.Sprintf("role %q: its credentials were rewritten during the login, twice running; read again", name))
+	}
+	return res, err
+}
 
-		sent := b.now()
-		tok, loginErr := b.sendLogin(ctx, s, cfg, e.role)
-		if b.lifetime.Err() != nil {
-			return refreshOutcome{}, errMountClosing
-		}
-		next, err := b.recordLogin(ctx, s, name, e.role, cfg.config, sent, tok, loginErr)
-		switch {
-		case errors.Is(err, errRoleNotFound):
-			return refreshOutcome{}, err // deleted during the login
-		case errors.Is(err, errRoleChanged) && tries < 2:
-			continue // judge again under the new credentials
-		case errors.Is(err, errRoleChanged):
-			return refreshOutcome{}, logical.CodedError(http.StatusConflict,
-				fmt.Sprintf("role %q: its credentials were rewritten during the login; read again", name))
-		case errors.Is(err, errOvertaken):
-			// A newer login's outcome is stored: it stands, and this answer is
-			// dropped (docs/login-policy.md, "After the answer").
-			done.entry = next
-			if loginErr != nil && !next.state.alive(b.now()) {
-				done.refusal = upstreamRefusal(loginErr, next.state)
-			}
-			return done, nil
-		case err != nil && loginErr == nil:
-			// The new token could not be stored: it is not cached, and the next
-			// read tries again within the budget.
-			b.Logger().Error("storing a new token failed", "role", name, "error", err)
-			done.refusal = &loginRefusal{status: http.StatusInternalServerError, cause: "storing the new token failed", retryAt: b.now()}
-			return done, nil
-		case err != nil:
-			return refreshOutcome{}, err
-		case loginErr != nil:
-			done.entry, done.refusal = next, upstreamRefusal(loginErr, next.state)
-			return done, nil
-		}
-		done.entry = next
+// attempt is one pass of refreshRole over the role as it stands: errRoleChanged
+// when its credentials were rewritten (or bound to a token host) during it.
+func (b *backend) attempt(ctx context.Context, s logical.Storage, name string, req loginRequest) (refreshOutcome, error) {
+	cfg, err := b.cachedConfig(ctx, s)
+	if err != nil {
+		return refreshOutcome{}, err
+	}
+	e, err := b.cachedRole(ctx, s, name)
+	if err != nil {
+		return refreshOutcome{}, err
+	}
+	if e == nil {
+		return refreshOutcome{}, errRoleNotFound
+	}
+	now := b.now()
+	done := refreshOutcome{entry: e, cfg: cfg, mode: req.mode}
+	if !needsLogin(e.state, cfg.config, req, now) {
 		return done, nil
 	}
+	// A node that may not write storage (performance standby, DR secondary, a
+	// replicated mount on a performance secondary: the SDK's
+	// WriteSafeReplicationState) logs in nowhere: logical.ErrReadOnly makes Vault
+	// forward the request to the active node before any upstream call
+	// (docs/ha.md).
+	if !b.WriteSafeReplicationState() {
+		return refreshOutcome{}, logical.ErrReadOnly
+	}
+	forced := false // a report with no usable verify_url: the token goes once a login may happen
+	if req.mode == modeReport {
+		var answered bool
+		if done, forced, answered, err = b.judgeReportInFlight(ctx, s, name, done, now); answered || err != nil {
+			return done, err
+		}
+		e = done.entry
+	}
+	bound, err := b.boundHost(ctx, s, e.role)
+	if err != nil {
+		return refreshOutcome{}, err
+	}
+	if done.refusal = b.mayLogin(ctx, s, e, cfg, bound, now, req.mode); done.refusal != nil {
+		return done, nil
+	}
+	if forced {
+		if done.entry, err = b.dropReported(ctx, s, name, e, now); err != nil || done.entry.state.AccessToken != "" {
+			return done, err // replaced meanwhile: serve the current token
+		}
+		e = done.entry
+	}
+	if bound == "" {
+		// Credentials written with no config stored go to the host of their
+		// first login, and nowhere else after (docs/security.md).
+		if _, err := b.bindOnLogin(ctx, s, name, e.role, cfg.origin); err != nil {
+			if errors.Is(err, errBoundMeanwhile) {
+				err = errRoleChanged
+			}
+			return refreshOutcome{}, err
+		}
+	}
+	sent := b.now()
+	tok, loginErr := b.sendLogin(ctx, s, cfg, e.role)
+	if b.lifetime.Err() != nil {
+		return refreshOutcome{}, errMountClosing
+	}
+	next, err := b.recordLogin(ctx, s, name, e.role, cfg.config, sent, tok, loginErr)
+	return b.outcome(name, done, next, loginErr, err)
+}
+
+// needsLogin says whether a flight of this kind logs in for a token in state st:
+// a read when the token is not fresh, the background refresh when it is due, a
+// report when the reported token is still the cached one, rotate-role always.
+func needsLogin(st *tokenState, cfg *config, req loginRequest, now time.Time) bool {
+	switch req.mode {
+	case modeRead:
+		return !st.fresh(now, cfg.RefreshBefore)
+	case modeBackground:
+		at, ok := st.dueAt(cfg.RefreshBefore)
+		return ok && !now.Before(at)
+	case modeReport:
+		return st.holds(req.refusedHash)
+	}
+	return true
 }
 
 // mayLogin applies the login policy (README, "When the plugin logs in";

@@ -62,40 +62,55 @@ func (b *backend) recordLogin(ctx context.Context, s logical.Storage, name strin
 	if err != nil {
 		return nil, err
 	}
-	now := b.now()
 	if loginErr == nil {
-		if st.AccessToken != "" && sent.Before(st.IssuedAt) {
-			return newCacheEntry(r, st), errOvertaken
-		}
-		next := &tokenState{
-			AccessToken:       tok.accessToken,
-			TokenType:         tok.tokenType,
-			IssuedAt:          sent,
-			ExpiresAt:         sent.Add(tok.expiresIn),
-			LastAttempt:       sent,
-			LastOutcome:       outcomeSuccess,
-			Issuer:            tokenOrigin(cfg.TokenURL),
-			LastReport:        st.LastReport,
-			LastReportOutcome: st.LastReportOutcome,
-			ForcedLoginAt:     st.ForcedLoginAt,
-			CredentialsID:     r.CredentialsID,
-			Generation:        r.Generation,
-		}
-		if st.AccessToken != "" && !sent.After(st.IssuedAt) {
-			// IssuedAt is the token's last_vault_rotation: a new token never
-			// carries its predecessor's, even from a login sent in the same instant.
-			next.IssuedAt = st.IssuedAt.Add(time.Nanosecond)
-		}
-		if err := writeTokenState(ctx, s, name, next); err != nil {
-			return nil, err
-		}
-		compact(r, next)
-		b.Logger().Info("logged in", "role", name, "expires_at", next.ExpiresAt.UTC().Format(time.RFC3339))
-		e := newCacheEntry(r, next)
-		b.rememberRole(name, e)
-		return e, nil
+		return b.recordToken(ctx, s, name, r, st, cfg, sent, tok)
 	}
+	return b.recordFailure(ctx, s, name, r, st, cfg, sent, loginErr)
+}
 
+// recordToken keeps a new token, unless a login sent later stored one
+// (errOvertaken). Callers hold the role's lock.
+func (b *backend) recordToken(ctx context.Context, s logical.Storage, name string, r *role, st *tokenState,
+	cfg *config, sent time.Time, tok *issuedToken) (*cacheEntry, error) {
+	if st.AccessToken != "" && sent.Before(st.IssuedAt) {
+		return newCacheEntry(r, st), errOvertaken
+	}
+	next := &tokenState{
+		AccessToken:       tok.accessToken,
+		TokenType:         tok.tokenType,
+		IssuedAt:          sent,
+		ExpiresAt:         sent.Add(tok.expiresIn),
+		LastAttempt:       sent,
+		LastOutcome:       outcomeSuccess,
+		Issuer:            tokenOrigin(cfg.TokenURL),
+		LastReport:        st.LastReport,
+		LastReportOutcome: st.LastReportOutcome,
+		ForcedLoginAt:     st.ForcedLoginAt,
+		CredentialsID:     r.CredentialsID,
+		Generation:        r.Generation,
+	}
+	if st.AccessToken != "" && !sent.After(st.IssuedAt) {
+		// IssuedAt is the token's last_vault_rotation: a new token never
+		// carries its predecessor's, even from a login sent in the same instant.
+		next.IssuedAt = st.IssuedAt.Add(time.Nanosecond)
+	}
+	if err := writeTokenState(ctx, s, name, next); err != nil {
+		return nil, err
+	}
+	compact(r, next)
+	b.Logger().Info("logged in", "role", name, "expires_at", next.ExpiresAt.UTC().Format(time.RFC3339))
+	e := newCacheEntry(r, next)
+	b.rememberRole(name, e)
+	return e, nil
+}
+
+// recordFailure keeps the bookkeeping of a failed login (outcome, backoff,
+// rejected credentials, an upstream 429 block), in memory even if storage
+// refuses it, unless a login sent later recorded its outcome (errOvertaken).
+// Callers hold the role's lock.
+func (b *backend) recordFailure(ctx context.Context, s logical.Storage, name string, r *role, st *tokenState,
+	cfg *config, sent time.Time, loginErr error) (*cacheEntry, error) {
+	now := b.now()
 	var le *loginError
 	if !errors.As(loginErr, &le) {
 		le = &loginError{kind: kindTransient, msg: "token request failed", err: loginErr}
@@ -142,6 +157,37 @@ func (b *backend) recordLogin(ctx context.Context, s logical.Storage, name strin
 	e := newCacheEntry(r, st)
 	b.rememberRole(name, e)
 	return e, nil
+}
+
+// outcome turns what recordLogin made of a login (next, err) into the flight's
+// outcome: done with the role's entry after it, and why no token came when none
+// did. errRoleChanged is returned as it is, for refreshRole to judge again.
+func (b *backend) outcome(name string, done refreshOutcome, next *cacheEntry, loginErr, err error) (refreshOutcome, error) {
+	switch {
+	case errors.Is(err, errRoleNotFound), errors.Is(err, errRoleChanged):
+		return refreshOutcome{}, err // deleted, or rewritten, during the login
+	case errors.Is(err, errOvertaken):
+		// A newer login's outcome is stored: it stands, and this answer is
+		// dropped (docs/login-policy.md, "After the answer").
+		done.entry = next
+		if loginErr != nil && !next.state.alive(b.now()) {
+			done.refusal = upstreamRefusal(loginErr, next.state)
+		}
+		return done, nil
+	case err != nil && loginErr == nil:
+		// The new token could not be stored: it is not cached, and the next
+		// read tries again within the budget.
+		b.Logger().Error("storing a new token failed", "role", name, "error", err)
+		done.refusal = &loginRefusal{status: http.StatusInternalServerError, cause: "storing the new token failed", retryAt: b.now()}
+		return done, nil
+	case err != nil:
+		return refreshOutcome{}, err
+	case loginErr != nil:
+		done.entry, done.refusal = next, upstreamRefusal(loginErr, next.state)
+		return done, nil
+	}
+	done.entry = next
+	return done, nil
 }
 
 // errOvertaken: a login sent later than this one has stored its outcome.

@@ -145,6 +145,58 @@ func (b *backend) judgeReport(ctx context.Context, s logical.Storage, name strin
 	return nil, e, true, nil
 }
 
+// judgeReportInFlight is the report's step of a login flight (refreshRole):
+// what judgeReport decided, as the flight answers it. answered: the flight ends
+// here (the token is valid at verify_url, the report was throttled, or the
+// token was replaced meanwhile). Otherwise the caller logs in, with done.entry
+// the role after the token was dropped, or, forced, still holding the token,
+// which goes once mayLogin lets the login happen (dropReported).
+func (b *backend) judgeReportInFlight(ctx context.Context, s logical.Storage, name string, done refreshOutcome,
+	now time.Time) (res refreshOutcome, forced, answered bool, err error) {
+	verdict, next, force, err := b.judgeReport(ctx, s, name, done.entry, done.cfg, now)
+	switch {
+	case err != nil:
+		return refreshOutcome{}, false, true, err
+	case next == nil && verdict == nil:
+		// The reported token was replaced meanwhile (rotate-role, which has a
+		// flight of its own): the reporter gets the current one.
+		e, err := b.cachedRole(ctx, s, name)
+		if err == nil && e == nil {
+			err = errRoleNotFound
+		}
+		done.entry = e
+		return done, false, true, err
+	case next == nil:
+		done.report = verdict // the same token: valid at verify_url, or throttled
+		return done, false, true, nil
+	}
+	done.entry = next
+	return done, force, false, nil
+}
+
+// dropReported drops the reported token once the login that replaces it may
+// happen: the report interval starts now (README, "When the API refuses the
+// token"). It returns the role's entry after: still holding a token when the
+// reported one was replaced meanwhile (nothing to log in for).
+func (b *backend) dropReported(ctx context.Context, s logical.Storage, name string, e *cacheEntry, now time.Time) (*cacheEntry, error) {
+	next, err := b.dropToken(ctx, s, name, e.state.AccessToken, func(st *tokenState) {
+		st.ForcedLoginAt = now
+		markReport(st, now)
+	})
+	if err != nil {
+		return nil, err
+	}
+	if next == nil {
+		next, err = b.cachedRole(ctx, s, name)
+		if err == nil && next == nil {
+			err = errRoleNotFound
+		}
+		return next, err
+	}
+	b.Logger().Info("token reported refused by the API; dropped, logging in", "role", name)
+	return next, nil
+}
+
 // markReport records in a token state that a report of its token dropped it.
 func markReport(st *tokenState, at time.Time) {
 	st.LastReport, st.LastReportOutcome = at, reportDropped
