@@ -188,11 +188,39 @@ func (b *backend) pathRoleWrite(ctx context.Context, req *logical.Request, d *fr
 	case req.Operation == logical.UpdateOperation:
 		return logical.ErrorResponse("role %q does not exist", name), nil
 	}
+	if resp := applyRoleFields(d, r); resp != nil {
+		return resp, nil
+	}
+	changed, err := b.bindCredentials(ctx, req.Storage, d, old, r)
+	if err != nil {
+		return nil, err
+	}
+	if err := b.storeRole(ctx, req.Storage, name, old, r, changed); err != nil {
+		return nil, err
+	}
+	if old != nil && old.principal() == r.principal() {
+		return nil, nil // the sharing did not change: warned when it began
+	}
+	shared, err := rolesSharingPrincipal(ctx, req.Storage, name, r)
+	switch {
+	case err != nil:
+		b.Logger().Warn("could not check for roles sharing a login", "role", name, "error", err)
+	case len(shared) > 0:
+		resp := &logical.Response{}
+		resp.AddWarning(fmt.Sprintf("roles %v log in as the same %s: they share one login budget; "+
+			"a dedicated service user per integration is recommended", shared, principalKind(r)))
+		return resp, nil
+	}
+	return nil, nil
+}
 
+// applyRoleFields sets the fields a role write names on r, and checks that the
+// role holds what its grant needs; a 400 naming the field otherwise.
+func applyRoleFields(d *framework.FieldData, r *role) *logical.Response {
 	if v, ok := d.GetOk(fieldGrantType); ok {
 		grant := v.(string)
 		if grant != grantPassword && grant != grantClientCredentials {
-			return logical.ErrorResponse("%s must be %q or %q", fieldGrantType, grantPassword, grantClientCredentials), nil
+			return logical.ErrorResponse("%s must be %q or %q", fieldGrantType, grantPassword, grantClientCredentials)
 		}
 		if grant != r.GrantType {
 			// The other grant's credentials no longer apply.
@@ -218,71 +246,58 @@ func (b *backend) pathRoleWrite(ctx context.Context, req *logical.Request, d *fr
 	}{{fieldTTL, &r.TTL}, {fieldMaxTTL, &r.MaxTTL}} {
 		if v, ok := d.GetOk(f.name); ok {
 			if v.(int) < 0 {
-				return logical.ErrorResponse("%s may not be negative", f.name), nil
+				return logical.ErrorResponse("%s may not be negative", f.name)
 			}
 			*f.dst = time.Duration(v.(int)) * time.Second
 		}
 	}
-	if resp := validateRole(r); resp != nil {
-		return resp, nil
-	}
+	return validateRole(r)
+}
 
-	// Credentials written with their secret are bound to the stored config's
-	// token host, or, with no config stored, to the host of their first login
-	// (docs/security.md); other writes keep the binding.
+// bindCredentials gives r the token host its credentials may go to and the
+// identity of what its login sends, and reports whether that changed from old's
+// (nil: a new role). Credentials written with their secret are bound to the
+// stored config's token host, or, with no config stored, to the host of their
+// first login (docs/security.md); other writes keep the binding. A write that
+// changes what a login sends draws a new CredentialsID, which retires the cached
+// token and a "credentials rejected" verdict; one that changes nothing a login
+// sends (Terraform re-applying a role) keeps them.
+func (b *backend) bindCredentials(ctx context.Context, s logical.Storage, d *framework.FieldData, old, r *role) (changed bool, err error) {
 	if old == nil || namesSecrets(d, r) {
-		host, err := b.storedTokenHost(ctx, req.Storage)
+		host, err := b.storedTokenHost(ctx, s)
 		if err != nil {
-			return nil, err
+			return false, err
 		}
 		r.TokenHost, r.BindOnLogin = host, host == ""
 	}
-	// A token belongs to the credentials it was obtained with: a write that
-	// changes what a login sends draws a new CredentialsID, which retires the
-	// cached token and a "credentials rejected" verdict; one that changes nothing
-	// a login sends (Terraform re-applying a role) keeps them.
-	changed, err := b.loginChanged(ctx, req.Storage, old, r)
-	if err != nil {
-		return nil, err
-	}
-	if changed {
+	if changed, err = b.loginChanged(ctx, s, old, r); changed {
 		r.CredentialsID, r.Generation = newCredentialsID(), 0
 	}
-	// The order makes a write that fails half-way safe to retry: the index
-	// entries of another principal go first (a retry knows the old principal
-	// only while the record holds it), the role's own entry last, filed again on
-	// every write so that a retry finishes it.
-	if err := unindexStale(ctx, req.Storage, name, old, r); err != nil {
-		return nil, err
+	return changed, err
+}
+
+// storeRole writes a role (old as stored before, nil for a new one), retires its
+// token when its credentials changed, and files it under its principal. The
+// order makes a write that fails half-way safe to retry: the index entries of
+// another principal go first (a retry knows the old principal only while the
+// record holds it), the role's own entry last, filed again on every write so
+// that a retry finishes it.
+func (b *backend) storeRole(ctx context.Context, s logical.Storage, name string, old, r *role, changed bool) error {
+	if err := unindexStale(ctx, s, name, old, r); err != nil {
+		return err
 	}
 	if old == nil || *old != *r {
-		if err := writeRole(ctx, req.Storage, name, r); err != nil {
-			return nil, err
+		if err := writeRole(ctx, s, name, r); err != nil {
+			return err
 		}
 		b.forgetRole(name)
 	}
 	if changed {
-		if err := deleteTokenState(ctx, req.Storage, name); err != nil {
-			return nil, fmt.Errorf("deleting the retired token of role %q: %w", name, err)
+		if err := deleteTokenState(ctx, s, name); err != nil {
+			return fmt.Errorf("deleting the retired token of role %q: %w", name, err)
 		}
 	}
-	if err := indexRole(ctx, req.Storage, name, r); err != nil {
-		return nil, err
-	}
-	if old != nil && old.principal() == r.principal() {
-		return nil, nil // the sharing did not change: warned when it began
-	}
-	resp := &logical.Response{}
-	if shared, err := rolesSharingPrincipal(ctx, req.Storage, name, r); err != nil {
-		b.Logger().Warn("could not check for roles sharing a login", "role", name, "error", err)
-	} else if len(shared) > 0 {
-		resp.AddWarning(fmt.Sprintf("roles %v log in as the same %s: they share one login budget; "+
-			"a dedicated service user per integration is recommended", shared, principalKind(r)))
-	}
-	if len(resp.Warnings) == 0 {
-		return nil, nil
-	}
-	return resp, nil
+	return indexRole(ctx, s, name, r)
 }
 
 // namesSecrets reports whether a role write names every secret the role holds
