@@ -127,7 +127,7 @@ func newBackend(now func() time.Time, budgets *Budgets) *backend {
 			[]*framework.Path{pathConfig(b)},
 			pathRoles(b),
 			pathCreds(b),
-			[]*framework.Path{pathRotateRole(b), pathVerify(b), pathStatus(b)},
+			rolePaths(b),
 		),
 		Secrets:        []*framework.Secret{secretToken(b)},
 		Invalidate:     b.invalidate,

@@ -191,12 +191,3 @@ func (b *backend) cachedRole(ctx context.Context, s logical.Storage, name string
 	return e, nil
 }
 
-// cachedRoleOr400 is cachedRole for a handler: a role that does not exist is
-// answered 400.
-func (b *backend) cachedRoleOr400(ctx context.Context, s logical.Storage, name string) (*cacheEntry, *logical.Response, error) {
-	e, err := b.cachedRole(ctx, s, name)
-	if err == nil && e == nil {
-		return nil, logical.ErrorResponse("role %q does not exist", name), nil
-	}
-	return e, nil, err
-}

@@ -81,6 +81,17 @@ func (u *loginRefusal) message(name string) string {
 	return fmt.Sprintf("role %q: %s; %s", name, u.cause, next)
 }
 
+// err is the refusal as the error a reader gets: its status and message.
+func (u *loginRefusal) err(name string) error {
+	return logical.CodedError(u.status, u.message(name))
+}
+
+// servingWarning is the warning of a read served e's token while its refresh
+// fails for this reason.
+func (u *loginRefusal) servingWarning(name string, e *cacheEntry) string {
+	return fmt.Sprintf("%s; serving the cached token, which expires at %s", u.message(name), e.expireTime)
+}
+
 // ceilSecond rounds t up to a whole second, so that a time named in whole seconds
 // (RFC 3339) is never before the moment it stands for: a jittered backoff ends
 // mid-second, and a client that waits until the named time must be let through.

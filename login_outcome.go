@@ -3,6 +3,7 @@ package iadvize
 import (
 	"context"
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"net/http"
 	"time"
@@ -178,7 +179,7 @@ func (b *backend) outcome(name string, done refreshOutcome, next *cacheEntry, lo
 		// The new token could not be stored: it is not cached, and the next
 		// read tries again within the budget.
 		b.Logger().Error("storing a new token failed", "role", name, "error", err)
-		done.refusal = &loginRefusal{status: http.StatusInternalServerError, cause: "storing the new token failed", retryAt: b.now()}
+		done.refusal = storageRefusal("storing the new token failed", b.now())
 		return done, nil
 	case err != nil:
 		return refreshOutcome{}, err
@@ -188,6 +189,36 @@ func (b *backend) outcome(name string, done refreshOutcome, next *cacheEntry, lo
 	}
 	done.entry = next
 	return done, nil
+}
+
+// refreshFailure is why the token's refresh has failed, or nil when no attempt
+// since the token was issued has failed (none yet, or one in flight).
+func refreshFailure(e *cacheEntry, cfg *config, now time.Time) *loginRefusal {
+	st := e.state
+	switch {
+	case st.LastOutcome == "" || st.LastOutcome == outcomeSuccess:
+		return nil
+	case e.rejectedUnder(cfg):
+		return &loginRefusal{status: http.StatusBadGateway, cause: st.LastError}
+	case now.Before(st.NextAttempt):
+		return &loginRefusal{status: http.StatusTooManyRequests, cause: "backing off after: " + st.LastError, retryAt: st.NextAttempt}
+	}
+	return &loginRefusal{status: http.StatusBadGateway, cause: "the last login failed: " + st.LastError, retryAt: now}
+}
+
+// storageRefusal is why no token could be had when storage failed; a read may
+// try again at retryAt.
+func storageRefusal(cause string, retryAt time.Time) *loginRefusal {
+	return &loginRefusal{status: http.StatusInternalServerError, cause: cause, retryAt: retryAt}
+}
+
+// storageFailed reports whether the refusal is storage's (storageRefusal).
+func (u *loginRefusal) storageFailed() bool { return u.status == http.StatusInternalServerError }
+
+// errNoToken answers a read whose flight ended with no token and no reason (the
+// token went while the read waited): 502, read again.
+func errNoToken(name string) error {
+	return logical.CodedError(http.StatusBadGateway, fmt.Sprintf("role %q: no token could be obtained; read again", name))
 }
 
 // errOvertaken: a login sent later than this one has stored its outcome.

@@ -89,6 +89,17 @@ func pathRoles(b *backend) []*framework.Path {
 	}
 }
 
+// rolePaths are the paths on one role that have one operation each:
+// rotate-role/ (path_rotate.go), verify/ (path_verify.go) and status/
+// (path_status.go).
+func rolePaths(b *backend) []*framework.Path {
+	return []*framework.Path{
+		rolePath("rotate-role/", "rotate", "role", logical.UpdateOperation, b.pathRotateRoleWrite, pathRotateRoleHelpSynopsis, pathRotateRoleHelpDescription),
+		rolePath("verify/", "verify", "token", logical.ReadOperation, b.pathVerifyRead, pathVerifyHelpSynopsis, pathVerifyHelpDescription),
+		rolePath("status/", "read", "status", logical.ReadOperation, b.pathStatusRead, pathStatusHelpSynopsis, pathStatusHelpDescription),
+	}
+}
+
 // rolePath is the path prefix<name> on one role, with one operation whose summary
 // is the path's help synopsis (status/, verify/, rotate-role/). verb and suffix
 // name the operation in Vault's OpenAPI document.
@@ -109,6 +120,21 @@ func rolePath(prefix, verb, suffix string, op logical.Operation, cb framework.Op
 		HelpSynopsis:    synopsis,
 		HelpDescription: description,
 	}
+}
+
+// pathRole reads what a handler of a path on one role (status/, verify/) needs:
+// the role's name, the config, and the role's entry, through the cache; a 400
+// (resp) for a role that does not exist.
+func (b *backend) pathRole(ctx context.Context, req *logical.Request, d *framework.FieldData) (
+	name string, cfg *configEntry, e *cacheEntry, resp *logical.Response, err error) {
+	name = d.Get(fieldName).(string)
+	if cfg, err = b.cachedConfig(ctx, req.Storage); err != nil {
+		return name, nil, nil, nil, err
+	}
+	if e, err = b.cachedRole(ctx, req.Storage, name); err == nil && e == nil {
+		resp = logical.ErrorResponse("role %q does not exist", name)
+	}
+	return name, cfg, e, resp, err
 }
 
 // checkRoleName answers 400 for a name outside roleNamePattern's alphabet.

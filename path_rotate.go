@@ -10,10 +10,6 @@ import (
 	"github.com/hashicorp/vault/sdk/logical"
 )
 
-func pathRotateRole(b *backend) *framework.Path {
-	return rolePath("rotate-role/", "rotate", "role", logical.UpdateOperation, b.pathRotateRoleWrite, pathRotateRoleHelpSynopsis, pathRotateRoleHelpDescription)
-}
-
 func (b *backend) pathRotateRoleWrite(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
 	name := d.Get(fieldName).(string)
 	res, err := b.refreshOnce(ctx, req.Storage, name, modeRotate)

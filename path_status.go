@@ -8,17 +8,8 @@ import (
 	"github.com/hashicorp/vault/sdk/logical"
 )
 
-func pathStatus(b *backend) *framework.Path {
-	return rolePath("status/", "read", "status", logical.ReadOperation, b.pathStatusRead, pathStatusHelpSynopsis, pathStatusHelpDescription)
-}
-
 func (b *backend) pathStatusRead(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
-	name := d.Get(fieldName).(string)
-	cfg, err := b.cachedConfig(ctx, req.Storage)
-	if err != nil {
-		return nil, err
-	}
-	e, resp, err := b.cachedRoleOr400(ctx, req.Storage, name)
+	name, cfg, e, resp, err := b.pathRole(ctx, req, d)
 	if resp != nil || err != nil {
 		return resp, err
 	}

@@ -24,17 +24,8 @@ type verifyResult struct {
 	cached        bool // a remembered answer (verify/ reports cached: true)
 }
 
-func pathVerify(b *backend) *framework.Path {
-	return rolePath("verify/", "verify", "token", logical.ReadOperation, b.pathVerifyRead, pathVerifyHelpSynopsis, pathVerifyHelpDescription)
-}
-
 func (b *backend) pathVerifyRead(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
-	name := d.Get(fieldName).(string)
-	cfg, err := b.cachedConfig(ctx, req.Storage)
-	if err != nil {
-		return nil, err
-	}
-	e, resp, err := b.cachedRoleOr400(ctx, req.Storage, name)
+	name, cfg, e, resp, err := b.pathRole(ctx, req, d)
 	if resp != nil || err != nil {
 		return resp, err
 	}

@@ -3,8 +3,6 @@ package iadvize
 import (
 	"context"
 	"errors"
-	"fmt"
-	"net/http"
 	"time"
 
 	"github.com/hashicorp/vault/sdk/logical"
@@ -66,7 +64,7 @@ func (b *backend) serveToken(ctx context.Context, s logical.Storage, name string
 func (b *backend) serveFresh(name string, e *cacheEntry, cfg *configEntry) servedToken {
 	srv := servedToken{entry: e, cfg: cfg}
 	if u := b.waitingFor(e.role, cfg); u != nil {
-		srv.warning = servingWarning(u, e, name)
+		srv.warning = u.servingWarning(name, e)
 	}
 	return srv
 }
@@ -94,12 +92,12 @@ func (b *backend) serveOutcome(ctx context.Context, s logical.Storage, name stri
 	// login could not happen gets why, not the token it reported.
 	if mode == modeReport && res.mode == modeReport {
 		if v := res.report; v != nil && v.refusal != nil {
-			return servedToken{}, logical.CodedError(v.refusal.status, v.refusal.message(name))
+			return servedToken{}, v.refusal.err(name)
 		} else if v != nil {
 			srv.warning = v.warning
 		}
 		if u := res.refusal; u != nil && res.entry.state.holds(refusedHash) {
-			return servedToken{}, logical.CodedError(u.status, u.message(name))
+			return servedToken{}, u.err(name)
 		}
 	}
 	alive := res.entry.state.alive(b.now())
@@ -107,18 +105,12 @@ func (b *backend) serveOutcome(ctx context.Context, s logical.Storage, name stri
 	case res.refusal == nil && alive:
 		return srv, nil
 	case res.refusal == nil:
-		return servedToken{}, logical.CodedError(http.StatusBadGateway, fmt.Sprintf("role %q: no token could be obtained; read again", name))
+		return servedToken{}, errNoToken(name)
 	case !alive:
-		return servedToken{}, logical.CodedError(res.refusal.status, res.refusal.message(name))
+		return servedToken{}, res.refusal.err(name)
 	}
-	srv.warning = servingWarning(res.refusal, res.entry, name)
+	srv.warning = res.refusal.servingWarning(name, res.entry)
 	return srv, nil
-}
-
-// servingWarning is the warning of a read served the cached token while its
-// refresh fails.
-func servingWarning(u *loginRefusal, e *cacheEntry, name string) string {
-	return fmt.Sprintf("%s; serving the cached token, which expires at %s", u.message(name), e.expireTime)
 }
 
 // serveWhileRefreshing answers a read of a usable token inside its refresh window:
@@ -129,36 +121,21 @@ func (b *backend) serveWhileRefreshing(ctx context.Context, s logical.Storage, n
 	srv := servedToken{entry: e, cfg: cfg}
 	if u := b.waitingFor(e.role, cfg); u != nil {
 		// Bound to another token host: no login, and the reader learns why.
-		srv.warning = servingWarning(u, e, name)
+		srv.warning = u.servingWarning(name, e)
 		return srv
 	}
 	next := b.nextLogin(e, cfg, now)
 	if u := refreshFailure(e, cfg.config, now); u != nil {
-		srv.warning = servingWarning(u, e, name)
+		srv.warning = u.servingWarning(name, e)
 	} else if v, ok := b.detachedFailed.Load(name); ok {
 		u := v.(*loginRefusal)
-		srv.warning = servingWarning(u, e, name)
+		srv.warning = u.servingWarning(name, e)
 		next = latest(next, u.retryAt)
 	}
 	if _, busy := b.detached.Load(name); !busy && !next.After(now) && b.WriteSafeReplicationState() {
 		b.refreshDetached(ctx, s, name)
 	}
 	return srv
-}
-
-// refreshFailure is why the token's refresh has failed, or nil when no attempt
-// since the token was issued has failed (none yet, or one in flight).
-func refreshFailure(e *cacheEntry, cfg *config, now time.Time) *loginRefusal {
-	st := e.state
-	switch {
-	case st.LastOutcome == "" || st.LastOutcome == outcomeSuccess:
-		return nil
-	case e.rejectedUnder(cfg):
-		return &loginRefusal{status: http.StatusBadGateway, cause: st.LastError}
-	case now.Before(st.NextAttempt):
-		return &loginRefusal{status: http.StatusTooManyRequests, cause: "backing off after: " + st.LastError, retryAt: st.NextAttempt}
-	}
-	return &loginRefusal{status: http.StatusBadGateway, cause: "the last login failed: " + st.LastError, retryAt: now}
 }
 
 // refreshDetached runs a read's refresh of the role on its own, detached from the
@@ -186,10 +163,9 @@ func (b *backend) refreshDetached(ctx context.Context, s logical.Storage, name s
 		case errors.Is(err, errMountClosing):
 		case err != nil && !errors.Is(err, errRoleNotFound):
 			b.Logger().Warn("refreshing the token in the background failed", "role", name, "error", err)
-			b.detachedFailed.Store(name, &loginRefusal{status: http.StatusInternalServerError,
-				cause: "refreshing the token failed", retryAt: retryAt})
-		case err == nil && res.refusal != nil && res.refusal.status == http.StatusInternalServerError:
-			b.detachedFailed.Store(name, &loginRefusal{status: res.refusal.status, cause: res.refusal.cause, retryAt: retryAt})
+			b.detachedFailed.Store(name, storageRefusal("refreshing the token failed", retryAt))
+		case err == nil && res.refusal != nil && res.refusal.storageFailed():
+			b.detachedFailed.Store(name, storageRefusal(res.refusal.cause, retryAt))
 		case err == nil && res.refusal == nil:
 			b.detachedFailed.Delete(name)
 		}

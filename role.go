@@ -53,14 +53,14 @@ type role struct {
 }
 
 // credentialsID is the role's CredentialsID, or its legacy generation's name.
-func (r *role) credentialsID() string {
-	if r.CredentialsID != "" {
-		return r.CredentialsID
-	}
-	return legacyCredentialsID(r.Generation)
-}
+func (r *role) credentialsID() string { return credentialsID(r.CredentialsID, r.Generation) }
 
-func legacyCredentialsID(generation uint64) string {
+// credentialsID is id, or, for records stored before CredentialsID existed, the
+// name of their generation.
+func credentialsID(id string, generation uint64) string {
+	if id != "" {
+		return id
+	}
 	return "generation-" + strconv.FormatUint(generation, 10)
 }
 

@@ -61,12 +61,7 @@ type tokenState struct {
 
 // credentialsID is the CredentialsID the state belongs to, or its legacy
 // generation's name.
-func (st *tokenState) credentialsID() string {
-	if st.CredentialsID != "" {
-		return st.CredentialsID
-	}
-	return legacyCredentialsID(st.Generation)
-}
+func (st *tokenState) credentialsID() string { return credentialsID(st.CredentialsID, st.Generation) }
 
 // backgroundLead: the periodic refresh runs about once a minute, so it logs in for
 // tokens that will enter their refresh window before its next runs. When one run
