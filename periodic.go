@@ -16,10 +16,12 @@ const (
 	// slow upstream (2 s a login) still gets a minute's budget of roles refreshed
 	// in one run.
 	periodicConcurrency = 8
-	// periodicRunBudget: a run starts no login after this long. Vault cancels a
-	// periodic function after 90 s; a login started at the limit still ends in
-	// time (request_timeout, 10 s by default).
-	periodicRunBudget = 60 * time.Second
+	// periodicRunBudget: a run starts no login, and reads no more for the
+	// schedule, after this long, so that it ends (its last logins bounded by
+	// request_timeout, 10 s by default) before Vault's next tick, a minute after
+	// it began: a run still in flight at a tick makes Vault skip it. Vault cancels
+	// a periodic function after 90 s.
+	periodicRunBudget = 45 * time.Second
 	// buildConcurrency bounds the storage reads a schedule build has in flight:
 	// each is a round trip to Vault, whose latency overlaps.
 	buildConcurrency = 8

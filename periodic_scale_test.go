@@ -116,7 +116,7 @@ func dueRoles(t *testing.T, e *testEnv, n int) {
 }
 
 // 200 due roles, an upstream that takes 2 s a login: one run refreshes the
-// minute's budget (100), 8 logins at a time, in 26 s of its 60 s; the next run
+// minute's budget (100), 8 logins at a time, in 26 s of its 45 s; the next run
 // refreshes the rest.
 func TestPeriodic200DueRolesSlowUpstreamOneRunRefreshesTheBudget(t *testing.T) {
 	g := newGatedUpstream(t)
@@ -169,7 +169,7 @@ func TestPeriodicRunStopsStartingLoginsAfterItsDeadline(t *testing.T) {
 	})
 	awaitRunEnd(t, g, run)
 	if got := g.count() - before; got != 24 || n != 24 {
-		t.Fatalf("the run made %d logins, want 24 (three rounds before its 60 s)", got)
+		t.Fatalf("the run made %d logins, want 24 (three rounds before its %s)", got, periodicRunBudget)
 	}
 	if got := e.b.sched.len(); got != 50 {
 		t.Fatalf("schedule holds %d roles, want 50", got)
@@ -312,7 +312,7 @@ func (s *clockedStorage) Get(ctx context.Context, key string) (*logical.StorageE
 }
 
 // A schedule build that a run's end cuts short (reading storage took the run's
-// 60 s) keeps what it read: the next run goes on from there, reading each token
+// 45 s) keeps what it read: the next run goes on from there, reading each token
 // state once in all, and the schedule is built within two runs with no login.
 func TestScheduleBuildCutShortGoesOnInTheNextRun(t *testing.T) {
 	u := newUpstream(t, issuing(24*time.Hour))
