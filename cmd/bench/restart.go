@@ -30,6 +30,7 @@ const (
 	runTarget        = 60 * time.Second       // longest periodic run
 	vaultRunTimeout  = 90 * time.Second       // Vault cancels a periodic function after this
 	heapPerRoleLimit = 1024                   // plugin live heap per role, bytes
+	// The report spells these targets out: "< 100 ms", "≤ 60 s", "90 s", "< 1 KiB".
 	// warmClients read every role once after the roles are written (a login each).
 	warmClients = 64
 	// coldReads: roles read one after the other after the restart, each a cache miss.
@@ -217,6 +218,7 @@ func restartPhase(t *vaulttest.Program, opts options) section {
 	f.SetLimits(0, 0) // no upstream limits: every role logs in once
 	v.mountIadvize(sc, "iadvize", f, map[string]any{"logins_per_minute": 1_000_000, "user_logins_per_minute": 1_000_000})
 	token := v.benchToken(sc, "iadvize/*")
+	pluginBase := rss(v.pluginPid(vaulttest.PluginName)) // the plugin with an empty mount
 	mnt, err := v.Client.Sys().GetMount("iadvize")
 	must(sc, err)
 	mountDir := filepath.Join(dataDir, "logical", mnt.UUID)
@@ -335,7 +337,7 @@ func restartPhase(t *vaulttest.Program, opts options) section {
 		"24-hour token (`refresh_before` 1 h, so none is due for the background refresh); the fake upstream's limits off,\n"+
 		"`logins_per_minute` and `user_logins_per_minute` 1,000,000. Then Vault is stopped (SIGTERM), started and unsealed.\n"+
 		"Periodic runs: the plugin's debug line \"background refresh run\" (its time, roles due, roles scheduled at its end),\n"+
-		"from Vault's log. Setting: `-restart-roles %d`.\n\n", fmtInt(n), n)
+		"from Vault's log. This section alone: `go run ./cmd/bench -phases restart -restart-roles %d -out FILE`.\n\n", fmtInt(n), n)
 
 	var runRows [][]string
 	longest := time.Duration(0)
@@ -363,16 +365,16 @@ func restartPhase(t *vaulttest.Program, opts options) section {
 	}
 	heapOK := hr.perRole < heapPerRoleLimit && hr.scheduled == n
 	b.WriteString(table([]string{"target", "wanted", "measured", ""}, [][]string{
-		{"first read after the restart: unseal returned → token served", "< " + fmtDur(firstReadTarget), fmtDur(firstServed), met(firstServed < firstReadTarget)},
+		{"first read after the restart: unseal returned → token served", "< 100 ms", fmtDur(firstServed), met(firstServed < firstReadTarget)},
 		{"the schedule built within one run (the first after the restart)", "run 1", runName(built), met(firstRunBuilt)},
-		{"no periodic run past 60 s", "≤ " + fmtDur(runTarget), fmt.Sprintf("longest %s of %d runs", fmtDur(longest), len(runs)),
+		{"no periodic run past 60 s", "≤ 60 s", fmt.Sprintf("longest %s of %d runs", fmtDur(longest), len(runs)),
 			met(longest <= runTarget && len(runs) > 0)},
-		{"plugin live heap per role (in process, cache and schedule)", fmt.Sprintf("< %d B", heapPerRoleLimit), fmtBytes(hr.perRole), met(heapOK)},
+		{"plugin live heap per role (in process, cache and schedule)", "< 1 KiB", fmtBytes(hr.perRole), met(heapOK)},
 	}))
 
-	fmt.Fprintf(&b, "\n**Writing them.** %s role writes (%d writers, Vault API): %s, %.0f a second. Then each role read once\n"+
-		"(`static-creds/`, %d clients, a login each at a fake upstream answering in %s): %s, %.0f a second; %s logins.\n"+
-		"Role write latency by the number of roles already in the mount:\n\n",
+	fmt.Fprintf(&b, "\n**Writing them.** %s role writes (%d writers, Vault API): %s, %.0f a second. Then each role read\n"+
+		"once (`static-creds/`, %d clients, a login each at a fake upstream answering in %s): %s, %.0f a second;\n"+
+		"%s logins. Role write latency by the number of roles already in the mount:\n\n",
 		fmtInt(n), roleWriters, fmtDur(writeTime), float64(n)/writeTime.Seconds(), warmClients, upstreamLatency,
 		fmtDur(warm.Elapsed), float64(n)/warm.Elapsed.Seconds(), fmtInt(logins))
 	b.WriteString(writeCostTable(lat))
@@ -388,22 +390,22 @@ func restartPhase(t *vaulttest.Program, opts options) section {
 		"**" + fmtBytes(storedBytes/int64(n)) + "**", fmtBytes(storedDisk / int64(n))})
 	b.WriteString(table([]string{"keys", "files", "directories", "bytes", "on disk", "bytes per role", "on disk per role"}, rows))
 
-	fmt.Fprintf(&b, "\n**Restart.** Stop and start: %s until Vault answered (sealed). The unseal call took %s. The first read\n"+
-		"(`static-creds/r%d`, tried every 5 ms from the unseal's return) was served %s after it, on try %d; that read itself took\n"+
-		"%s.", fmtDur(restartTook), fmtDur(unsealTook), n/2, fmtDur(firstServed), attempts, fmtDur(firstLat))
+	fmt.Fprintf(&b, "\n**Restart.** Stop and start: %s until Vault answered (sealed). The unseal call took %s (it mounts\n"+
+		"the plugin). The first read (`static-creds/r%d`, tried every 5 ms from the unseal's return) was served %s after\n"+
+		"it, on try %d; that read itself took %s.", fmtDur(restartTook), fmtDur(unsealTook), n/2, fmtDur(firstServed), attempts, fmtDur(firstLat))
 	if attempts > 1 {
 		fmt.Fprintf(&b, " The tries before it were refused (first: `%s`).", firstErr)
 	}
-	fmt.Fprintf(&b, "\nThen %s other roles read one at a time, each a cache miss (two storage reads): p50 / p99 / max %s; %d errors.\n"+
-		"Logins at the fake upstream after the restart: %d after these reads, %d after the periodic runs below (expected 0: every\n"+
-		"token is in storage).\n\n", fmtInt(cold.Reads+cold.Errors), pct3(cold.Lat), cold.Errors, loginsAfterReads, loginsAfterRuns)
+	fmt.Fprintf(&b, "\nThen %s other roles read one at a time, each a cache miss (two storage reads): p50 / p99 / max\n"+
+		"%s; %d errors. Logins at the fake upstream after the restart: %d after these reads, %d after the periodic\n"+
+		"runs below (expected 0: every token is in storage).\n\n", fmtInt(cold.Reads+cold.Errors), pct3(cold.Lat), cold.Errors, loginsAfterReads, loginsAfterRuns)
 
-	fmt.Fprintf(&b, "**Periodic runs after the restart** (start = end − its time, from the unseal's return; Vault cancels a run after\n"+
-		"%s, the plugin starts no login after %s):\n\n", fmtDur(vaultRunTimeout), fmtDur(runTarget))
+	b.WriteString("**Periodic runs after the restart** (start = end − its time, from the unseal's return; Vault cancels a\n" +
+		"run after 90 s, the plugin starts no login after 60 s):\n\n")
 	b.WriteString(table([]string{"run", "started after the unseal", "took", "due", "scheduled at its end", ""}, runRows))
 	if built >= 0 {
-		fmt.Fprintf(&b, "\nThe build read %s roles from storage in %s (%.0f a second, %.0f%% of Vault's %s).", fmtInt(n), fmtDur(buildTook),
-			float64(n)/buildTook.Seconds(), 100*buildTook.Seconds()/vaultRunTimeout.Seconds(), fmtDur(vaultRunTimeout))
+		fmt.Fprintf(&b, "\nThe build read %s roles from storage in %s: %.0f a second, %.0f%% of Vault's 90 s.", fmtInt(n), fmtDur(buildTook),
+			float64(n)/buildTook.Seconds(), 100*buildTook.Seconds()/vaultRunTimeout.Seconds())
 	} else {
 		fmt.Fprintf(&b, "\nNo run ended with every role scheduled within 10 minutes of the unseal.")
 	}
@@ -411,16 +413,16 @@ func restartPhase(t *vaulttest.Program, opts options) section {
 		b.WriteString(" A run stopped reading roles at its 60 s budget (\"the run ended before every role was read\").")
 	}
 
-	fmt.Fprintf(&b, "\n\n**Plugin memory.** In process (`inProcessHeap`, `cmd/bench/restart.go`): a backend over `logical.InmemStorage`\n"+
-		"writes role r0 and logs it in at the fake upstream; its stored records are copied to %s roles, each with its own\n"+
-		"username, password and token of the same lengths. A second backend on that storage, as after a restart, runs the\n"+
-		"periodic function: it loads every role into its cache and builds the schedule (%s in process, %s roles\n"+
-		"scheduled). Live heap after GC before and after that run ÷ roles: **%s per role** (the login limiter's windows,\n"+
-		"empty a minute after the last login, not included). A run with none due (median of 5): %s. The real plugin process: RSS\n"+
-		"%s after the logins, %s after the runs above (%s per role; RSS also holds garbage not yet returned and the Go\n"+
-		"runtime).\n",
+	fmt.Fprintf(&b, "\n\n**Plugin memory.** In process (`inProcessHeap`, `cmd/bench/restart.go`): a backend over\n"+
+		"`logical.InmemStorage` writes role r0 and logs it in at the fake upstream; its stored records are copied to %s\n"+
+		"roles, each with its own username, password and token of the same lengths. A second backend on that storage, as\n"+
+		"after a restart, runs the periodic function: it loads every role into its cache and builds the schedule (%s in\n"+
+		"process, %s roles scheduled). Live heap after GC before and after that run ÷ roles: **%s per role** (the\n"+
+		"login limiter's windows, empty a minute after the last login, not included). A run with none due (median of 5):\n"+
+		"%s. The real plugin process's RSS: %s with the mount empty, %s after the logins, %s after the restart and\n"+
+		"the runs above, %s per role over the empty mount's (RSS also counts garbage not yet returned).\n",
 		fmtInt(n), fmtDur(hr.build), fmtInt(hr.scheduled), fmtBytes(hr.perRole), fmtDur(hr.empty),
-		fmtBytes(pluginBefore), fmtBytes(pluginAfter), fmtBytes(pluginAfter/int64(n)))
+		fmtBytes(pluginBase), fmtBytes(pluginBefore), fmtBytes(pluginAfter), fmtBytes((pluginAfter-pluginBase)/int64(n)))
 	return section{order: 45, title: fmt.Sprintf("%s roles on file storage: writing, restart, background refresh", fmtInt(n)), body: b.String()}
 }
 
