@@ -305,12 +305,21 @@ func restartPhase(t *vaulttest.Program, opts options) section {
 	loginsAfterReads := f.Stats().LoginAttempts - logins
 
 	// The periodic runs: the first builds the schedule; wait for it and one more.
+	// The CPU time of both processes is sampled every second meanwhile, so that
+	// the first run's can be told apart.
 	logf("restart: waiting for the periodic runs (Vault runs the periodic function about once a minute)")
+	pid := v.pluginPid(vaulttest.PluginName)
+	type cpuSample struct {
+		at            time.Time
+		vault, plugin time.Duration
+	}
+	var cpu []cpuSample
 	var runs []refreshRun
 	var cutShort bool
 	built := -1 // index of the first run that ended with every role scheduled
 	deadline := unsealed.Add(10 * time.Minute)
 	for time.Now().Before(deadline) {
+		cpu = append(cpu, cpuSample{time.Now(), cpuTime(v.Pid()), cpuTime(pid)})
 		runs, cutShort = refreshRuns(v.LogPath, logAt)
 		built = -1
 		for i, r := range runs {
@@ -324,8 +333,28 @@ func restartPhase(t *vaulttest.Program, opts options) section {
 		}
 		time.Sleep(time.Second)
 	}
-	pid := v.pluginPid(vaulttest.PluginName)
 	pluginAfter := rss(pid)
+	// The first run's CPU time: between the last sample before it began and the
+	// first after it ended (a second of idle at most on each side).
+	var firstCPU struct {
+		wall, vault, plugin time.Duration
+		ok                  bool
+	}
+	if len(runs) > 0 {
+		r := runs[0]
+		var before, after *cpuSample
+		for i := range cpu {
+			if c := &cpu[i]; !c.at.After(r.end.Add(-r.took)) {
+				before = c
+			} else if after == nil && c.at.After(r.end) {
+				after = c
+			}
+		}
+		if before != nil && after != nil {
+			firstCPU.wall, firstCPU.vault, firstCPU.plugin = after.at.Sub(before.at), after.vault-before.vault, after.plugin-before.plugin
+			firstCPU.ok = true
+		}
+	}
 	loginsAfterRuns := f.Stats().LoginAttempts - logins
 	sc.Close() // the server and the fake: the in-process measure wants a quiet process
 
@@ -411,6 +440,13 @@ func restartPhase(t *vaulttest.Program, opts options) section {
 	}
 	if cutShort {
 		b.WriteString(" A run stopped reading roles at its 60 s budget (\"the run ended before every role was read\").")
+	}
+	if firstCPU.ok {
+		perRole := func(d time.Duration) string { return fmt.Sprintf("%.0f µs", float64(d.Microseconds())/float64(n)) }
+		fmt.Fprintf(&b, "\nCPU time around the first run (/proc, sampled a second apart, %s of wall time from the sample before\n"+
+			"it to the one after): Vault %s, the plugin %s; per role: Vault %s, plugin %s, against %s of the run's time.",
+			fmtDur(firstCPU.wall), fmtDur(firstCPU.vault), fmtDur(firstCPU.plugin), perRole(firstCPU.vault), perRole(firstCPU.plugin),
+			perRole(runs[0].took))
 	}
 
 	fmt.Fprintf(&b, "\n\n**Plugin memory.** In process (`inProcessHeap`, `cmd/bench/restart.go`): a backend over\n"+
