@@ -92,8 +92,9 @@ demo: build demo-bin
 dev: build demo-bin
 	$(DEMO) -dev-env $(BUILD_DIR)/dev.env -plugin-version '$(PLUGIN_VERSION)' dev
 
-# Benchmarks on a real Vault (cmd/bench): writes BENCHMARKS.md, about 15 minutes
-# on 2 cores. BENCH_FLAGS="-duration 2m -rounds 3 -cell 1.5s -leases 2000 -roles 2000" for a shorter run.
+# Benchmarks on a real Vault (cmd/bench): writes BENCHMARKS.md, about 35 minutes
+# on 2 cores, of which the restart run with 100,000 roles takes about 20.
+# BENCH_FLAGS="-duration 2m -rounds 3 -cell 1.5s -leases 2000 -roles 2000 -restart-roles 2000" for a shorter run.
 NOOP_PLUGIN_BIN := $(BUILD_DIR)/bench/bench-noop-plugin
 BENCH_FLAGS ?=
 bench: build

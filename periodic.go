@@ -47,6 +47,12 @@ func (b *backend) periodicRefresh(ctx context.Context, req *logical.Request) err
 		return err
 	}
 	start := b.now()
+	due := 0
+	// One debug line a run, no secret: its time, the roles it found due, and the
+	// roles scheduled at its end (0 while the schedule is not built).
+	defer func() {
+		b.Logger().Debug("background refresh run", "took", b.now().Sub(start).String(), "due", due, "scheduled", b.sched.len())
+	}()
 	b.budgets.forgetIdle(start)
 	over := func() bool { return ctx.Err() != nil || b.now().Sub(start) >= periodicRunBudget }
 	if err := b.buildSchedule(ctx, req.Storage, cfg, over); err != nil {
@@ -60,6 +66,7 @@ func (b *backend) periodicRefresh(ctx context.Context, req *logical.Request) err
 	// Due roles, earliest first; those a spent host budget turned away wait in
 	// retry for a slot of this run.
 	queue := b.sched.takeDue(start)
+	due = len(queue)
 	var (
 		stop atomic.Bool // the node cannot write
 		// mu guards queue and retry: a leaf, not held while a role is refreshed.

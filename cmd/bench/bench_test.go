@@ -106,15 +106,6 @@ func (m *mount) handle(op logical.Operation, path string, data map[string]any) e
 // readOnce is one benchmark read; profiles focus on it.
 func readOnce(m *mount, path string) error { return m.handle(logical.ReadOperation, path, nil) }
 
-// liveHeap is this process's heap after a garbage collection.
-func liveHeap() int64 {
-	var ms runtime.MemStats
-	runtime.GC()
-	runtime.GC()
-	runtime.ReadMemStats(&ms)
-	return int64(ms.HeapAlloc)
-}
-
 // mounts are the benchmarks' mounts, built by the first benchmark that needs
 // one (benchmarks run one at a time).
 var mounts = map[int]*mount{}

@@ -147,22 +147,7 @@ func scalePhase(t *vaulttest.Program, opts options) section {
 	base := snap()
 
 	logf("scale: writing %s roles", fmtInt(opts.roles))
-	const buckets = 10
-	lat := make([]float64, opts.roles) // of each write, by the number of roles before it
-	var g errgroup.Group
-	g.SetLimit(8)
-	t0 := time.Now()
-	for i := range opts.roles {
-		g.Go(func() error {
-			start := time.Now()
-			defer func() { lat[i] = float64(time.Since(start)) }()
-			return v.addRole("big", fmt.Sprintf("r%d", i), f)
-		})
-	}
-	if err := g.Wait(); err != nil {
-		sc.Fatalf("writing roles: %v", err)
-	}
-	writeTime := time.Since(t0)
+	writeTime, lat := v.writeRoles(sc, "big", f, opts.roles)
 	written := snap()
 
 	logf("scale: reading every role once (%s logins)", fmtInt(opts.roles))
@@ -208,21 +193,14 @@ func scalePhase(t *vaulttest.Program, opts options) section {
 	}))
 	fmt.Fprintf(&b, "\nLogins for the first reads: %s for %s roles (64 clients; %s).\n", fmtInt(logins), fmtInt(opts.roles), fmtDur(warm.Elapsed))
 
-	fmt.Fprintf(&b, "\n**Cost of a role write by the number of roles its mount already holds** (8 writers); %s for all:\n\n", fmtDur(writeTime))
-	var rows [][]string
-	meds := make([]float64, buckets)
-	for i := range buckets {
-		lo, hi := i*opts.roles/buckets, (i+1)*opts.roles/buckets
-		meds[i] = median(lat[lo:hi])
-		rows = append(rows, []string{fmt.Sprintf("%d–%d", lo, hi-1), fmt.Sprint(hi - lo), fmtDur(time.Duration(meds[i]))})
-	}
-	b.WriteString(table([]string{"roles already in the mount", "writes", "median latency"}, rows))
-	fmt.Fprintf(&b, "\nLast row ÷ first row: %.1f×.\n", meds[buckets-1]/meds[0])
+	fmt.Fprintf(&b, "\n**Cost of a role write by the number of roles its mount already holds** (%d writers); %s for all:\n\n",
+		roleWriters, fmtDur(writeTime))
+	b.WriteString(writeCostTable(lat))
 
 	fmt.Fprintf(&b, "\n**Read cost at %s roles against %d roles**, same server and plugin process, 8 clients each reading a random\n"+
 		"role of the set, %d interleaved rounds of %s; ratio = reads/s ÷ reads/s of the %d-role set, within a round:\n\n",
 		fmtInt(opts.roles), scaleSmallRoles, opts.rounds, opts.cell, scaleSmallRoles)
-	rows = nil
+	var rows [][]string
 	for i, s := range sets {
 		rs := res[i]
 		rows = append(rows, []string{s.kind, s.label, f0(rs.med(loadResult.rate)), f2(rs.vs(res[i-i%2])), rs.dur(loadResult.p50),
@@ -230,4 +208,45 @@ func scalePhase(t *vaulttest.Program, opts options) section {
 	}
 	b.WriteString(table([]string{"path", "roles read", "reads/s", "ratio", "p50", "Vault CPU µs/read", "plugin CPU µs/read"}, rows))
 	return section{order: 40, title: fmt.Sprintf("Plugin memory and read cost with %s roles", fmtInt(opts.roles)), body: b.String()}
+}
+
+// roleWriters is how many clients write roles at once (writeRoles).
+const roleWriters = 8
+
+// writeRoles creates roles r0 … r{n-1} in mount, roleWriters at a time, each
+// with its own service user at f. It returns the time they all took and each
+// write's latency, indexed by role (so by the number of roles written before it,
+// give or take the writers in flight).
+func (v *vault) writeRoles(t vaulttest.TB, mount string, f *fake, n int) (time.Duration, []float64) {
+	lat := make([]float64, n)
+	var g errgroup.Group
+	g.SetLimit(roleWriters)
+	t0 := time.Now()
+	for i := range n {
+		g.Go(func() error {
+			start := time.Now()
+			defer func() { lat[i] = float64(time.Since(start)) }()
+			return v.addRole(mount, fmt.Sprintf("r%d", i), f)
+		})
+	}
+	if err := g.Wait(); err != nil {
+		t.Fatalf("writing roles: %v", err)
+	}
+	return time.Since(t0), lat
+}
+
+// writeCostTable is the median latency of role writes (writeRoles' latencies)
+// in ten buckets by the number of roles already in the mount, and the last
+// bucket's median ÷ the first's.
+func writeCostTable(lat []float64) string {
+	const buckets = 10
+	var rows [][]string
+	meds := make([]float64, buckets)
+	for i := range buckets {
+		lo, hi := i*len(lat)/buckets, (i+1)*len(lat)/buckets
+		meds[i] = median(lat[lo:hi])
+		rows = append(rows, []string{fmt.Sprintf("%s–%s", fmtInt(lo), fmtInt(hi-1)), fmtInt(hi - lo), fmtDur(time.Duration(meds[i]))})
+	}
+	return table([]string{"roles already in the mount", "writes", "median latency"}, rows) +
+		fmt.Sprintf("\nLast row ÷ first row: %.1f×.\n", meds[buckets-1]/meds[0])
 }

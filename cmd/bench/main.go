@@ -2,7 +2,8 @@
 // bench` runs `go run ./cmd/bench -out BENCHMARKS.md`): reads of creds/ and
 // static-creds/ against a KV read and a do-nothing plugin on the same server,
 // what leases cost, the logins that reach upstream, the plugin's memory with
-// many roles, and in process (`go test -bench`) where a read's time goes. It
+// many roles, a restart with 100,000 roles on file storage, and in process (`go
+// test -bench`) where a read's time goes. It
 // starts its own Vault servers (VAULT_BIN, PLUGIN_BIN, NOOP_PLUGIN_BIN, else
 // built) and a fake upstream, on loopback. It never prints a token or a password.
 package main
@@ -28,6 +29,7 @@ type options struct {
 	out                       string
 	duration, cell            time.Duration // the long login run; one throughput measurement
 	rounds, leaseReads, roles int
+	restartRoles              int // roles of the restart run
 	phases                    map[string]bool
 }
 
@@ -39,7 +41,7 @@ const (
 	loginInterval   = 100 * time.Millisecond
 )
 
-var allPhases = []string{"throughput", "leases", "logins", "scale", "profile"}
+var allPhases = []string{"throughput", "leases", "logins", "scale", "profile", "restart"}
 
 var startTime = time.Now()
 
@@ -56,13 +58,14 @@ func main() {
 	flag.DurationVar(&o.cell, "cell", 3*time.Second, "duration of one throughput measurement")
 	flag.IntVar(&o.leaseReads, "leases", 10000, "reads of creds/ (and of static-creds/) in the lease cost run")
 	flag.IntVar(&o.roles, "roles", 10000, "roles holding tokens in the memory run")
+	flag.IntVar(&o.restartRoles, "restart-roles", 100000, "roles holding tokens in the restart run on file storage (2000 to try it: a few minutes)")
 	phases := flag.String("phases", strings.Join(allPhases, ","), "phases to run")
 	flag.Parse()
 	o.phases = map[string]bool{}
 	for _, p := range strings.Split(*phases, ",") {
 		o.phases[p] = slices.Contains(allPhases, p)
-		if !o.phases[p] || o.rounds < 1 || o.cell <= 0 || o.duration <= 0 || o.leaseReads < 1 || o.roles < 10 {
-			fmt.Fprintf(os.Stderr, "phases are among %s; rounds, cell, duration and leases are positive, roles at least 10\n", allPhases)
+		if !o.phases[p] || o.rounds < 1 || o.cell <= 0 || o.duration <= 0 || o.leaseReads < 1 || o.roles < 10 || o.restartRoles < 10 {
+			fmt.Fprintf(os.Stderr, "phases are among %s; rounds, cell, duration and leases are positive, roles and restart-roles at least 10\n", allPhases)
 			os.Exit(2)
 		}
 	}
@@ -101,6 +104,9 @@ func run(t *vaulttest.Program, opts options) int {
 	}
 	if long != nil {
 		rep.add(long(cold))
+	}
+	if opts.phases["restart"] { // alone: it loads both cores for minutes, and measures heap in this process
+		rep.add(restartPhase(t, opts))
 	}
 	if err := rep.write(opts.out); err != nil {
 		t.Fatalf("writing %s: %v", opts.out, err)
@@ -154,10 +160,10 @@ func (r *report) header() string {
 		"- Machine: %d cores (runtime.NumCPU), %s/%s, load average at the end %s; shared with other work, so absolute\n"+
 		"  numbers are noisy: compare the ratios, measured side by side in the same run\n- Plugin measured: %s\n"+
 		"- %s, bench built with %s; upstream: in-process fake iAdvize on loopback answering logins in %s\n"+
-		"- Settings: %d rounds of %s per measurement; %d-read lease run; %d roles in the memory run; %s run with 30-second tokens\n",
+		"- Settings: %d rounds of %s per measurement; %d-read lease run; %d roles in the memory run; %d roles in the restart run; %s run with 30-second tokens\n",
 		strings.Join(keptTitles, ", "), cmd, r.started.UTC().Format("2006-01-02 15:04 MST"), time.Since(r.started).Round(time.Second),
 		runtime.NumCPU(), runtime.GOOS, runtime.GOARCH, strings.Join(strings.Fields(string(load) + " ? ? ?")[:3], " "), r.source,
-		r.vaultVersion, runtime.Version(), upstreamLatency, r.opts.rounds, r.opts.cell, r.opts.leaseReads, r.opts.roles, r.opts.duration)
+		r.vaultVersion, runtime.Version(), upstreamLatency, r.opts.rounds, r.opts.cell, r.opts.leaseReads, r.opts.roles, r.opts.restartRoles, r.opts.duration)
 }
 
 // write writes the report, sections in order, then the keptTitles sections of
