@@ -5,61 +5,14 @@ import (
 	"fmt"
 	"net/http"
 	"runtime"
-	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/hashicorp/vault/sdk/logical"
+	"github.com/iadvize/vault-plugin-secrets-iadvize/internal/fakeclock"
 )
 
-// A restart, plugin reload or HA failover builds a new backend over the same
-// storage: the logins of the current minute must still count against the budget.
-func TestBudgetSpentBeforeARestartStillHoldsAfterIt(t *testing.T) {
-	u := newUpstream(t, issuing(24*time.Hour))
-	e := newTestEnv(t, nil, nil)
-	e.configure(u, map[string]any{"user_logins_per_minute": 3})
-	e.addRole("app", "svc@example.com", "pw")
-	for i := 0; i < 3; i++ {
-		if resp, err := e.do(logical.UpdateOperation, "rotate-role/app", nil); err != nil || resp.IsError() {
-			t.Fatalf("rotate %d: %v %v", i, err, respErr(resp))
-		}
-		e.clock.Advance(10 * time.Second)
-	}
-
-	after := newTestEnv(t, e.storage, e.clock) // the new active node
-	_, err := after.do(logical.UpdateOperation, "rotate-role/app", nil)
-	expectCodedError(t, err, http.StatusTooManyRequests, `role "app"`, "login budget")
-	u.wantCount(t, 3, ": the restarted backend forgot the budget")
-
-	// The first login leaves the window 61 s after it (counted at the whole
-	// second after it was sent): then one more login fits.
-	after.clock.Advance(32 * time.Second)
-	if resp, err := after.do(logical.UpdateOperation, "rotate-role/app", nil); err != nil || resp.IsError() {
-		t.Fatalf("rotate once the first login left the window: %v %v", err, respErr(resp))
-	}
-	u.wantCount(t, 4, "")
-}
-
-// An upstream 429 blocks the username on the node that follows, for every role
-// that logs in as that user.
-func TestBudgetUpstream429BlockHoldsAfterARestartForEveryRoleOfTheUser(t *testing.T) {
-	u := newUpstream(t, rateLimited(func() string { return "300" }))
-	e := newTestEnv(t, nil, nil)
-	e.configure(u, nil)
-	e.addRole("a", "shared@example.com", "pw")
-	e.addRole("b", "shared@example.com", "pw")
-	_, err := e.read("creds/a")
-	expectCodedError(t, err, http.StatusTooManyRequests, `role "a"`)
-
-	u.setHandler(issuing(24 * time.Hour))
-	after := newTestEnv(t, e.storage, e.clock)
-	after.clock.Advance(2 * time.Minute)
-	_, err = after.read("creds/b")
-	expectCodedError(t, err, http.StatusTooManyRequests, `role "b"`, "429")
-	u.wantCount(t, 1, ": role b was sent during the user's 429 block")
-	after.clock.Advance(3*time.Minute + time.Second)
-	after.mustRead("creds/b")
-}
+// The stored copy of the login budgets (budget_record.go): restored after a
+// restart, failover or process restart, kept small, saved once per burst.
 
 // The stored budget holds only the last minute, in per-second buckets: a mount
 // allowed 10,000 logins a minute writes a record whose total has at most 62
@@ -99,6 +52,92 @@ func TestBudgetRecordStaysSmallAtHighVolume(t *testing.T) {
 	}
 }
 
+// A restart, plugin reload or HA failover builds a new backend over the same
+// storage: the logins of the current minute must still count against the budget.
+func TestBudgetSpentBeforeARestartStillHoldsAfterIt(t *testing.T) {
+	u := newUpstream(t, issuing(24*time.Hour))
+	e := newTestEnv(t, nil, nil)
+	e.configure(u, map[string]any{"user_logins_per_minute": 3})
+	e.addRole("app", "svc@example.com", "pw")
+	for i := 0; i < 3; i++ {
+		if resp, err := e.doRotate("app"); err != nil || resp.IsError() {
+			t.Fatalf("rotate %d: %v %v", i, err, respErr(resp))
+		}
+		e.clock.Advance(10 * time.Second)
+	}
+
+	after := newTestEnv(t, e.storage, e.clock) // the new active node
+	_, err := after.doRotate("app")
+	expectCodedError(t, err, http.StatusTooManyRequests, `role "app"`, "login budget")
+	u.wantCount(t, 3, ": the restarted backend forgot the budget")
+
+	// The first login leaves the window 61 s after it (counted at the whole
+	// second after it was sent): then one more login fits.
+	after.clock.Advance(32 * time.Second)
+	if resp, err := after.doRotate("app"); err != nil || resp.IsError() {
+		t.Fatalf("rotate once the first login left the window: %v %v", err, respErr(resp))
+	}
+	u.wantCount(t, 4, "")
+}
+
+// An upstream 429 blocks the username on the node that follows, for every role
+// that logs in as that user.
+func TestBudgetUpstream429BlockHoldsAfterARestartForEveryRoleOfTheUser(t *testing.T) {
+	u := newUpstream(t, rateLimited(func() string { return "300" }))
+	e := newTestEnv(t, nil, nil)
+	e.configure(u, nil)
+	e.addRole("a", "shared@example.com", "pw")
+	e.addRole("b", "shared@example.com", "pw")
+	_, err := e.read("creds/a")
+	expectCodedError(t, err, http.StatusTooManyRequests, `role "a"`)
+
+	u.setHandler(issuing(24 * time.Hour))
+	after := newTestEnv(t, e.storage, e.clock)
+	after.clock.Advance(2 * time.Minute)
+	_, err = after.read("creds/b")
+	expectCodedError(t, err, http.StatusTooManyRequests, `role "b"`, "429")
+	u.wantCount(t, 1, ": role b was sent during the user's 429 block")
+	after.clock.Advance(3*time.Minute + time.Second)
+	after.mustRead("creds/b")
+}
+
+// After the plugin process restarts (new budgets, every mount restored from its
+// own storage), the logins of the last minute of both mounts count exactly once:
+// 60 + 30 before, so 10 more fit, not more (a mount forgot) and not fewer (a
+// mount counted another's logins as well as its own).
+func TestBudgetSharedAcrossMountsRestoredExactlyAfterAProcessRestart(t *testing.T) {
+	clock := fakeclock.New()
+	u := newUpstream(t, issuing(24*time.Hour))
+	a, b, _ := twoMounts(t, clock, u.url, nil)
+	for i := range 80 {
+		a.addRole(fmt.Sprintf("r%02d", i), fmt.Sprintf("a%02d@example.com", i), "pw")
+		b.addRole(fmt.Sprintf("r%02d", i), fmt.Sprintf("b%02d@example.com", i), "pw")
+	}
+	for i := range 60 {
+		a.mustRead(fmt.Sprintf("creds/r%02d", i))
+	}
+	for i := range 30 {
+		b.mustRead(fmt.Sprintf("creds/r%02d", i))
+	}
+	clock.Advance(10 * time.Second)
+
+	limits := NewBudgets() // the new process
+	a2 := newTestEnvWith(t, a.storage, clock, limits)
+	newTestEnvWith(t, b.storage, clock, limits) // mounted, never read
+	served := 0
+	for i := 60; i < 80; i++ {
+		if _, err := a2.read(fmt.Sprintf("creds/r%02d", i)); err == nil {
+			served++
+		} else {
+			expectCodedError(t, err, http.StatusTooManyRequests, "login budget of the token host")
+		}
+	}
+	if served != 10 {
+		t.Fatalf("%d logins after the restart, want 10 (100 less the 90 of both mounts)", served)
+	}
+	u.wantCount(t, 100, "")
+}
+
 // A budget that cannot be read refuses the login rather than guessing.
 func TestBudgetUnreadableRefusesTheLogin(t *testing.T) {
 	s, e, u := newFaultyAppEnv(t, "pw")
@@ -109,23 +148,6 @@ func TestBudgetUnreadableRefusesTheLogin(t *testing.T) {
 	u.wantCount(t, 0, "")
 	s.failGets("", false)
 	e.mustRead("creds/app")
-}
-
-// heldPutStorage holds the first Put of key until release is closed (entered
-// is closed once it is held), and counts the Puts of key.
-type heldPutStorage struct {
-	logical.Storage
-	key              string
-	entered, release chan struct{}
-	puts             atomic.Int64
-}
-
-func (s *heldPutStorage) Put(ctx context.Context, entry *logical.StorageEntry) error {
-	if entry.Key == s.key && s.puts.Add(1) == 1 {
-		close(s.entered)
-		<-s.release
-	}
-	return s.Storage.Put(ctx, entry)
 }
 
 // Logins saved while a write of the budget record is in progress share the

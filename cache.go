@@ -190,4 +190,3 @@ func (b *backend) cachedRole(ctx context.Context, s logical.Storage, name string
 	b.cache.fillRole(gen, name, e)
 	return e, nil
 }
-

@@ -15,7 +15,6 @@ import (
 	"testing"
 	"time"
 
-	hclog "github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/vault/sdk/logical"
 	"github.com/iadvize/vault-plugin-secrets-iadvize/internal/fakeclock"
 	"github.com/iadvize/vault-plugin-secrets-iadvize/internal/fakeiadvize"
@@ -27,42 +26,6 @@ import (
 // holds their figures and the command that produced them:
 //
 //	go test -run '^$' -bench 'Capacity|PeriodicRun' -benchtime 1x -timeout 60m .
-
-// benchMount is one mount on a fake clock, driven without a *testing.T.
-type benchMount struct {
-	b       *backend
-	storage logical.Storage
-	clock   *fakeclock.Clock
-}
-
-func newBenchMount(tb testing.TB, clock *fakeclock.Clock, storage logical.Storage) *benchMount {
-	tb.Helper()
-	b := newBackend(clock.Now, nil)
-	b.sleep = clock.Sleep
-	conf := &logical.BackendConfig{
-		Logger:      hclog.NewNullLogger(),
-		System:      &logical.StaticSystemView{DefaultLeaseTTLVal: 768 * time.Hour, MaxLeaseTTLVal: 768 * time.Hour},
-		StorageView: storage,
-	}
-	if err := b.Setup(context.Background(), conf); err != nil {
-		tb.Fatal(err)
-	}
-	if err := b.Initialize(context.Background(), &logical.InitializationRequest{Storage: storage}); err != nil {
-		tb.Fatal(err)
-	}
-	return &benchMount{b: b, storage: storage, clock: clock}
-}
-
-func (m *benchMount) do(op logical.Operation, path string, data map[string]any) (*logical.Response, error) {
-	return m.b.HandleRequest(context.Background(), &logical.Request{Operation: op, Path: path, Data: data, Storage: m.storage})
-}
-
-func (m *benchMount) mustDo(tb testing.TB, op logical.Operation, path string, data map[string]any) {
-	tb.Helper()
-	if resp, err := m.do(op, path, data); err != nil || (resp != nil && resp.IsError()) {
-		tb.Fatalf("%s %s: %v %v", op, path, err, respErr(resp))
-	}
-}
 
 // userLog records every login's username and fake-clock time.
 type userLog struct {

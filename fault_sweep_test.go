@@ -3,7 +3,6 @@ package iadvize
 import (
 	"encoding/json"
 	"fmt"
-	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -132,7 +131,7 @@ func TestStorageFaultSweep(t *testing.T) {
 			return resp, err
 		}},
 		{name: "rotate-role", loggedIn: true, request: func(e *sweepEnv) (*logical.Response, error) {
-			return e.do(logical.UpdateOperation, "rotate-role/app", nil)
+			return e.doRotate("app")
 		}},
 		{name: "refused report, verify_url says invalid", loggedIn: true, prepare: func(e *sweepEnv) {
 			e.fake.RevokeAll()
@@ -253,6 +252,3 @@ func (e *sweepEnv) checkNoSecretSeen(what string, resp *logical.Response, err er
 		}
 	}
 }
-
-// ensure the sweep's upstream limits are not what a case meets.
-var _ = http.StatusOK

@@ -3,24 +3,10 @@ package iadvize
 import (
 	"encoding/json"
 	"fmt"
-	"math/rand/v2"
 	"strings"
 	"testing"
 	"time"
 )
-
-// randomText is n bytes of printable characters that a secret may hold
-// (separators, escapable and base64 characters among them), the same for a seed:
-// a value whose every 6-byte window differs, as a wrong file's bytes do.
-func randomText(n int, seed uint64) string {
-	const alphabet = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789/+=@%& -_.~!"
-	r := rand.New(rand.NewPCG(seed, seed))
-	b := make([]byte, n)
-	for i := range b {
-		b[i] = alphabet[r.IntN(len(alphabet))]
-	}
-	return string(b)
-}
 
 // boundRow is one bounded field: where it is written, and a value of n bytes
 // that the field's own checks accept (for an enumeration, none does).

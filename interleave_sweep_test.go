@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net/http"
 	"runtime"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -120,7 +119,7 @@ func (iv *interleaving) serve(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	iv.mu.Lock()
-	l.token = "tok-" + strconv.Itoa(seq) + "-v" + strconv.Itoa(l.version)
+	l.token = fmt.Sprintf("tok-%d-v%d", seq, l.version)
 	l.delivered = !iv.cleaned
 	iv.mu.Unlock()
 	namedToken(l.token)(w, r)
@@ -140,13 +139,7 @@ func (iv *interleaving) async(name string, op logical.Operation, path string, da
 	iv.mu.Lock()
 	v := iv.current
 	iv.mu.Unlock()
-	done := make(chan readResult, 1)
-	e := iv.e
-	go func() {
-		resp, err := e.b.HandleRequest(context.Background(), &logical.Request{Operation: op, Path: path, Data: data, Storage: e.storage})
-		done <- readResult{resp: resp, err: err}
-	}()
-	iv.asyncs = append(iv.asyncs, asyncOp{name: name, version: v, done: done})
+	iv.asyncs = append(iv.asyncs, asyncOp{name: name, version: v, done: iv.e.doAsync(op, path, data)})
 }
 
 // at moves the clock to t, or a second on when t has passed.

@@ -1,82 +1,21 @@
 package iadvize
 
 import (
-	"errors"
 	"fmt"
 	"net/http"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/hashicorp/vault/sdk/logical"
-	"github.com/iadvize/vault-plugin-secrets-iadvize/internal/fakeclock"
 )
 
-// ---- helpers shared by the login-policy tests (login, limits, periodic, rotate,
-// verify, status) ----
-
-// expectCodedError fails unless err is a logical.CodedError with the given status
-// whose message holds every one of want. It returns the message (which, by
-// design, never holds a secret).
-func expectCodedError(t *testing.T, err error, status int, want ...string) string {
-	t.Helper()
-	var ce logical.HTTPCodedError
-	if !errors.As(err, &ce) {
-		t.Fatalf("error = %v, want a coded error with status %d", err, status)
-	}
-	if ce.Code() != status {
-		t.Fatalf("status = %d (%v), want %d", ce.Code(), err, status)
-	}
-	msg := err.Error()
-	for _, w := range want {
-		if !strings.Contains(msg, w) {
-			t.Fatalf("error %q does not contain %q", msg, w)
-		}
-	}
-	return msg
-}
-
-// expectBadRequest fails unless the answer is a clean 400 (an error response)
-// holding every one of want.
-func expectBadRequest(t *testing.T, resp *logical.Response, err error, want ...string) {
-	t.Helper()
-	if err != nil {
-		t.Fatalf("err = %v, want an error response (400)", err)
-	}
-	if resp == nil || !resp.IsError() {
-		t.Fatalf("resp = %v, want an error response (400)", resp)
-	}
-	msg := resp.Error().Error()
-	for _, w := range want {
-		if !strings.Contains(msg, w) {
-			t.Fatalf("error %q does not contain %q", msg, w)
-		}
-	}
-}
-
-// rfc3339At formats t as the plugin's answers do.
-func rfc3339At(t time.Time) string { return t.UTC().Format(time.RFC3339) }
-
-// configureBase points the mount at an upstream served at base (the fake's URL
-// layout: /oauth2/token and /_authenticated).
-func (e *testEnv) configureBase(base string, extra map[string]any) {
-	e.t.Helper()
-	data := map[string]any{"token_url": base + "/oauth2/token", "verify_url": base + "/_authenticated"}
-	for k, v := range extra {
-		data[k] = v
-	}
-	e.mustWrite("config", data)
-}
-
-// runPeriodic runs the backend's periodic function as Vault's rollback manager
-// does: a RollbackOperation on the empty path.
-func (e *testEnv) runPeriodic() {
-	e.t.Helper()
-	if _, err := e.do(logical.RollbackOperation, "", nil); err != nil {
-		e.t.Fatalf("periodic function: %v", err)
-	}
-}
+// The login policy (docs/login-policy.md; login.go): one login per role at a
+// time, shared by every caller that needs it (its flight); rejected
+// credentials tried once until rewritten; upstream 429s and transient failures
+// backed off, the retry time named where it is.
 
 // stepUntilUpstreamCall advances the clock by step and reads path after each
 // step until upstream receives a request, and returns the time elapsed. Every
@@ -103,7 +42,7 @@ func (e *testEnv) stepUntilUpstreamCall(count func() int64, path string, step, l
 	return 0, nil, nil
 }
 
-// ---- One login for concurrent readers ----
+// ---- one flight per role ----
 
 func TestLoginConcurrentColdReadersShareOneLogin(t *testing.T) {
 	entered, release := make(chan struct{}, 1), make(chan struct{})
@@ -139,7 +78,100 @@ func TestLoginConcurrentColdReadersShareOneLogin(t *testing.T) {
 	}
 }
 
-// ---- Rejected credentials ----
+func TestThousandConcurrentColdReadsMakeOneLoginAndShareOneToken(t *testing.T) {
+	u := newHoldingUpstream(t)
+	u.hold() // the login waits until every reader has been started
+	e := newTestEnv(t, nil, nil)
+	e.configure(u.upstream, nil)
+	e.addRole("app", "svc@example.com", "pw-one")
+
+	const readers = 1000
+	var started, done sync.WaitGroup
+	tokens := make([]string, readers)
+	errs := make([]error, readers)
+	for i := range readers {
+		started.Add(1)
+		done.Add(1)
+		go func() {
+			defer done.Done()
+			started.Done()
+			path := "creds/app"
+			if i%2 == 1 {
+				path = "static-creds/app"
+			}
+			resp, err := e.read(path)
+			switch {
+			case err != nil:
+				errs[i] = err
+			case resp == nil || resp.IsError():
+				errs[i] = respErr(resp)
+			default:
+				tokens[i], _ = resp.Data["access_token"].(string)
+			}
+		}()
+	}
+	started.Wait()
+	u.release(u.issue)
+	done.Wait()
+
+	u.wantCount(t, 1, "")
+	for i := range readers {
+		if errs[i] != nil {
+			t.Fatalf("reader %d: %v", i, errs[i])
+		}
+		if tokens[i] == "" || tokens[i] != tokens[0] {
+			t.Fatalf("reader %d got another token than reader 0", i)
+		}
+	}
+}
+
+// The background refresh shares a role's flight with reads: when it finds the
+// role due while a read's login is in flight, it waits for that login instead
+// of sending one of its own, and files the role under the token it brought.
+func TestBackgroundRefreshJoinsTheLoginOfARead(t *testing.T) {
+	e, u, first := newWindowEnv(t)
+
+	u.hold()
+	e.clock.Advance(23*time.Hour + time.Second) // in the refresh window: due for both
+	if accessToken(t, e.mustRead("creds/app")) != first {
+		t.Fatal("the read in the window did not get the cached token")
+	}
+	u.waitEntered(t) // the read's detached login
+	run := e.startRun()
+	waitJoinedFlight(t, u, "(*backend).refreshScheduled")
+	u.release(u.issue)
+	awaitNoError(t, run, "the periodic run, once the login answered,")
+	e.settle()
+	u.wantCount(t, 2, " (one login in the window, shared by the read and the background refresh)")
+
+	tok := accessToken(t, e.mustRead("creds/app"))
+	if tok == first {
+		t.Fatal("the read after the shared login got the old token")
+	}
+	if st := storedToken(t, e.storage, "app"); st == nil || st.AccessToken != tok {
+		t.Fatal("storage does not hold the token the reads are served")
+	}
+	e.runPeriodic()
+	u.wantCount(t, 2, " (the background refresh saw the new token: nothing due)")
+}
+
+// rotate-role has a flight of its own: during a read's login it still logs in
+// (the read's token may be the one it must replace), and the read is answered.
+func TestRotateRoleDuringAReadsLoginSendsItsOwn(t *testing.T) {
+	e, u := newHoldingAppEnv(t)
+
+	u.hold()
+	read := e.readAsync("creds/app") // cold: waits for its login
+	u.waitEntered(t)
+	rotate := e.doAsync(logical.UpdateOperation, "rotate-role/app", nil)
+	u.waitEntered(t) // fails if rotate-role joined the read's login instead
+	u.release(u.issue)
+	awaitRead(t, rotate, "rotate-role")
+	accessToken(t, awaitRead(t, read, "the cold read during rotate-role"))
+	u.wantCount(t, 2, " (the read's login and rotate-role's)")
+}
+
+// ---- rejected credentials ----
 
 func TestLoginRejectedCredentialsTriedOnceUntilPasswordRewritten(t *testing.T) {
 	const wrong, right = "wrong-pw-7f3a", "right-pw-9c1d"
@@ -210,7 +242,7 @@ func TestLoginRejectedCredentialsTriedOnceUntilPasswordRewritten(t *testing.T) {
 	}
 }
 
-// ---- Upstream 429 ----
+// ---- upstream 429 ----
 
 func TestLoginUpstream429HonoursRetryAfter(t *testing.T) {
 	for _, tc := range []struct {
@@ -222,12 +254,11 @@ func TestLoginUpstream429HonoursRetryAfter(t *testing.T) {
 		{"http-date", 90 * time.Second, func(now time.Time) string { return now.Add(90 * time.Second).UTC().Format(http.TimeFormat) }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			clock := fakeclock.New()
-			u := newUpstream(t, rateLimited(func() string { return tc.value(clock.Now()) }))
-			e := newTestEnv(t, nil, clock)
+			e := newTestEnv(t, nil, nil)
+			u := newUpstream(t, rateLimited(func() string { return tc.value(e.clock.Now()) }))
 			e.configure(u, nil)
 			e.addRole("app", "svc@example.com", "pw-429")
-			start := clock.Now()
+			start := e.clock.Now()
 			retryAt := rfc3339At(start.Add(tc.wait))
 
 			_, err := e.read("creds/app")
@@ -314,7 +345,7 @@ func TestLoginRetryTimeNamedInTheErrorIsWhenTheNextAttemptMayHappen(t *testing.T
 	u.wantCount(t, 2, "")
 }
 
-// ---- Transient failures and malformed answers ----
+// ---- transient failures and malformed answers ----
 
 func TestLoginTransientFailuresBackOffDoublingFrom1sTo5Min(t *testing.T) {
 	e, u := newAppEnv(t, nil, failWith(http.StatusServiceUnavailable, "application/json", `{"error":"server_error"}`), "pw-5xx")
@@ -402,74 +433,4 @@ func TestLoginTimeoutIsTransientAndBacksOff(t *testing.T) {
 	e.clock.Advance(time.Second)
 	accessToken(t, e.mustRead("creds/app"))
 	u.wantCount(t, 2, "")
-}
-
-// ---- A token with time left is served while a refresh fails ----
-
-func TestLoginTokenWithTimeLeftServedWithWarningWhileRefreshFails(t *testing.T) {
-	ok := issuing(24 * time.Hour)
-	e, u := newAppEnv(t, nil, ok, "pw-warn")
-	first := accessToken(t, e.mustRead("creds/app"))
-	issued := e.clock.Now()
-
-	u.setHandler(failWith(http.StatusBadGateway, "text/html", "<html>bad gateway</html>"))
-	e.clock.Advance(23*time.Hour + time.Second) // inside the refresh window
-
-	expectWarned := func(resp *logical.Response, want ...string) {
-		t.Helper()
-		if accessToken(t, resp) != first {
-			t.Fatalf("the cached token was not served")
-		}
-		all := strings.Join(resp.Warnings, "\n")
-		for _, w := range append([]string{`role "app"`, rfc3339At(issued.Add(24 * time.Hour))}, want...) {
-			if !strings.Contains(all, w) {
-				t.Fatalf("warnings %q do not contain %q", resp.Warnings, w)
-			}
-		}
-	}
-	// The first read in the window is served at once, without a warning: its
-	// refresh runs on its own and has not failed yet.
-	if resp := e.mustRead("creds/app"); accessToken(t, resp) != first || len(resp.Warnings) != 0 {
-		t.Fatalf("first read in the window: another token, or warnings %q before the refresh failed", resp.Warnings)
-	}
-	e.settle()
-	if got := u.count(); got != 2 {
-		t.Fatalf("upstream calls = %d, want 2", got)
-	}
-	// In the backoff: served, warned, no upstream call.
-	for range 10 {
-		expectWarned(e.mustRead("creds/app"), "backing off", "HTTP 502")
-		expectWarned(e.mustRead("static-creds/app"), "backing off")
-	}
-	if got := u.count(); got != 2 {
-		t.Fatalf("upstream calls during the backoff = %d, want 2", got)
-	}
-	e.clock.Advance(time.Second)
-	expectWarned(e.mustRead("creds/app"), "HTTP 502")
-	e.settle()
-	if got := u.count(); got != 3 {
-		t.Fatalf("upstream calls = %d, want 3", got)
-	}
-
-	// Once the token is dead, reads fail.
-	e.clock.Advance(time.Hour)
-	_, err := e.read("creds/app")
-	expectCodedError(t, err, http.StatusBadGateway, `role "app"`, "HTTP 502")
-
-	// And recover once upstream does.
-	u.setHandler(ok)
-	e.clock.Advance(10 * time.Minute)
-	resp := e.mustRead("creds/app")
-	if accessToken(t, resp) == first || len(resp.Warnings) != 0 {
-		t.Fatalf("after recovery: same token or warnings %q", resp.Warnings)
-	}
-}
-
-// storedTokenState reads a role's persisted token state, bypassing the cache.
-func storedTokenState(t *testing.T, e *testEnv, name string) *tokenState {
-	t.Helper()
-	if st := storedToken(t, e.storage, name); st != nil {
-		return st
-	}
-	return &tokenState{}
 }

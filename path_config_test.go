@@ -1,9 +1,6 @@
 package iadvize
 
 import (
-	"crypto/x509"
-	"encoding/pem"
-	"net/http/httptest"
 	"reflect"
 	"strings"
 	"testing"
@@ -81,18 +78,6 @@ func TestConfigPartialUpdateChangesOnlyNamedFields(t *testing.T) {
 			t.Fatalf("after updating %s: %v, want %v", step.field, got, want)
 		}
 	}
-}
-
-// testCAPEM is a PEM certificate, from an httptest TLS server.
-func testCAPEM(t *testing.T) string {
-	t.Helper()
-	srv := httptest.NewTLSServer(nil)
-	defer srv.Close()
-	cert := srv.Certificate()
-	if _, err := x509.ParseCertificate(cert.Raw); err != nil {
-		t.Fatal(err)
-	}
-	return string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cert.Raw}))
 }
 
 func TestConfigAcceptsHTTPSAndLoopbackHTTPAndCAPEM(t *testing.T) {

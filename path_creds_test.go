@@ -32,87 +32,6 @@ func TestCredsTwoReadsMakeOneLoginAndServeOneToken(t *testing.T) {
 	}
 }
 
-func TestCredsLeaseIsRemainingLifetimeMinusSkewCappedByRole(t *testing.T) {
-	cases := []struct {
-		name      string
-		lifetime  time.Duration
-		roleExtra map[string]any
-		advance   time.Duration
-		want      time.Duration
-	}{
-		{name: "24h token: lifetime minus 30s", lifetime: 24 * time.Hour, want: 24*time.Hour - 30*time.Second},
-		{name: "24h token later: remaining minus 30s", lifetime: 24 * time.Hour, advance: 10 * time.Hour,
-			want: 14*time.Hour - 30*time.Second},
-		{name: "1h token: minus 30s", lifetime: time.Hour, want: time.Hour - 30*time.Second},
-		{name: "5 min token: minus 30s", lifetime: 5 * time.Minute, want: 5*time.Minute - 30*time.Second},
-		{name: "2 min token: minus a tenth", lifetime: 2 * time.Minute, want: 108 * time.Second},
-		{name: "role ttl caps", lifetime: 24 * time.Hour, roleExtra: map[string]any{"ttl": "1h"}, want: time.Hour},
-		{name: "role max_ttl caps", lifetime: 24 * time.Hour, roleExtra: map[string]any{"max_ttl": "2h"}, want: 2 * time.Hour},
-		{name: "smaller of ttl and max_ttl", lifetime: 24 * time.Hour,
-			roleExtra: map[string]any{"ttl": "1h", "max_ttl": "2h"}, want: time.Hour},
-		{name: "cap above the remaining lifetime does not extend it", lifetime: time.Hour,
-			roleExtra: map[string]any{"ttl": "48h"}, want: time.Hour - 30*time.Second},
-	}
-	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			u := newUpstream(t, issuing(tc.lifetime))
-			e := newTestEnv(t, nil, nil)
-			e.configure(u, map[string]any{"refresh_before": 0})
-			data := map[string]any{"username": "svc@example.com", "password": "pw-one"}
-			for k, v := range tc.roleExtra {
-				data[k] = v
-			}
-			e.mustWrite("roles/app", data)
-			e.mustRead("creds/app") // log in at the start
-			e.clock.Advance(tc.advance)
-			resp := e.mustRead("creds/app")
-			u.wantCount(t, 1, "")
-			if resp.Secret.TTL != tc.want {
-				t.Fatalf("lease TTL = %s, want %s", resp.Secret.TTL, tc.want)
-			}
-			if resp.Secret.MaxTTL > 0 && resp.Secret.MaxTTL < resp.Secret.TTL {
-				t.Fatalf("lease MaxTTL %s below TTL %s", resp.Secret.MaxTTL, resp.Secret.TTL)
-			}
-			if resp.Secret.Renewable {
-				t.Fatal("lease is renewable")
-			}
-		})
-	}
-}
-
-// A token near its end is served with a lease of at least 1 s. refresh_before 0
-// behaves as the 30 s skew margin: inside it a read logs in first, and serves
-// the old token (with a warning) only when that login fails.
-func TestCredsLeaseNeverBelowOneSecondNearExpiry(t *testing.T) {
-	for _, left := range []time.Duration{31 * time.Second, 30 * time.Second, 10 * time.Second, 1500 * time.Millisecond, 200 * time.Millisecond} {
-		t.Run(left.String(), func(t *testing.T) {
-			u := newUpstream(t, issuing(24*time.Hour))
-			e := newTestEnv(t, nil, nil)
-			e.configure(u, map[string]any{"refresh_before": 0})
-			e.addRole("app", "svc@example.com", "pw-one")
-			e.mustRead("creds/app")
-			u.setHandler(failWith(http.StatusServiceUnavailable, "application/json", `{"error":"temporarily_unavailable"}`))
-			e.clock.Advance(24*time.Hour - left)
-			resp := e.mustRead("creds/app")
-			logins, warned := int64(1), false
-			if left <= 30*time.Second {
-				logins, warned = 2, true
-			}
-			u.wantCount(t, logins, " (a login inside the skew margin only)")
-			if got := len(resp.Warnings) > 0; got != warned {
-				t.Fatalf("warnings %q, want a warning: %v", resp.Warnings, warned)
-			}
-			want := max((left - 30*time.Second).Truncate(time.Second), time.Second)
-			if resp.Secret.TTL != want {
-				t.Fatalf("lease TTL with %s left = %s, want %s", left, resp.Secret.TTL, want)
-			}
-			if resp.Secret.TTL < time.Second {
-				t.Fatalf("lease TTL %s below 1s: Vault would apply the mount default", resp.Secret.TTL)
-			}
-		})
-	}
-}
-
 // Inside the refresh window, with upstream failing, the old token is served with a
 // warning, and its lease is still at least 1 s.
 func TestCredsNearExpiryTokenServedWithWarningWhileRefreshFails(t *testing.T) {
@@ -218,52 +137,6 @@ func TestStaticCredsHasNoLeaseAndIntegerTTLs(t *testing.T) {
 	u.wantCount(t, 1, "")
 }
 
-func TestStaticCredsTTLDecreasesAsClockMovesUntilRotation(t *testing.T) {
-	u := newUpstream(t, issuing(24*time.Hour))
-	e := newTestEnv(t, nil, nil)
-	e.configure(u, map[string]any{"refresh_before": "1h"})
-	e.addRole("app", "svc@example.com", "pw-one")
-	first := accessToken(t, e.mustRead("static-creds/app"))
-
-	steps := []struct {
-		advance time.Duration
-		ttl     int64
-	}{
-		{time.Hour, 79200},
-		{10*time.Hour + 30*time.Second, 43170},
-		{12*time.Hour - 31*time.Second, 1},
-	}
-	for _, st := range steps {
-		e.clock.Advance(st.advance)
-		s := e.mustRead("static-creds/app")
-		if accessToken(t, s) != first {
-			t.Fatalf("token rotated before the refresh window")
-		}
-		if s.Data["ttl"] != st.ttl {
-			t.Fatalf("ttl = %v, want %d", s.Data["ttl"], st.ttl)
-		}
-		if s.Data["rotation_period"] != int64(82800) {
-			t.Fatalf("rotation_period = %v, want 82800", s.Data["rotation_period"])
-		}
-	}
-	// ttl + 1 s later (as Vault Agent sleeps), the token is in its refresh window:
-	// the read gets it at once and starts the login; the next read gets the new
-	// token with a full ttl.
-	e.clock.Advance(2 * time.Second)
-	if accessToken(t, e.mustRead("static-creds/app")) != first {
-		t.Fatal("the first read in the window did not get the cached token at once")
-	}
-	e.settle()
-	s := e.mustRead("static-creds/app")
-	if accessToken(t, s) == first {
-		t.Fatal("no new token after ttl elapsed")
-	}
-	if s.Data["ttl"] != int64(82800) {
-		t.Fatalf("ttl right after rotation = %v, want 82800", s.Data["ttl"])
-	}
-	u.wantCount(t, 2, "")
-}
-
 func TestReadsOfUnknownRoleAre400NamingTheRole(t *testing.T) {
 	e, u := newAppEnv(t, nil, issuing(24*time.Hour), "pw-one")
 	before := storageSnapshot(t, e.storage)
@@ -326,7 +199,7 @@ func TestStaticCredsLastVaultRotationFollowsTheToken(t *testing.T) {
 	// Two rotations in the same instant still give two values.
 	seen := map[string]string{accessToken(t, first): r1}
 	for range 2 {
-		if resp, err := restarted.do(logical.UpdateOperation, "rotate-role/app", nil); err != nil || resp.IsError() {
+		if resp, err := restarted.doRotate("app"); err != nil || resp.IsError() {
 			t.Fatalf("rotate-role: %v %v", err, respErr(resp))
 		}
 		s := restarted.mustRead("static-creds/app")

@@ -6,15 +6,49 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/hashicorp/vault/sdk/logical"
 )
 
-// doRotate runs rotate-role/<name> as Vault does (an update: the path has no
-// existence check).
-func (e *testEnv) doRotate(name string) (*logical.Response, error) {
-	e.t.Helper()
-	return e.do(logical.UpdateOperation, "rotate-role/"+name, nil)
+// rotate-role on a role whose credentials were rejected tries exactly once per
+// call; when the password was fixed upstream, that one try recovers the role.
+func TestRotateRoleOnRejectedCredentialsTriesExactlyOnce(t *testing.T) {
+	rejecting := failWith(http.StatusUnauthorized, "application/json",
+		`{"error":"invalid_grant","error_description":"invalid username or password"}`)
+	e, u := newAppEnv(t, nil, rejecting, "pw-rejected")
+	_, err := e.read("creds/app")
+	expectCodedError(t, err, http.StatusBadGateway, `role "app"`, "rejected")
+	u.wantCount(t, 1, "")
+
+	e.clock.Advance(time.Minute)
+	_, err = e.doRotate("app")
+	msg := expectCodedError(t, err, http.StatusBadGateway, `role "app"`, "rejected", "rewrite them at roles/app")
+	// The answer to rotate-role does not send the operator back to rotate-role.
+	if strings.Contains(msg, "rotate-role is called") {
+		t.Fatalf("rotate-role answered %q, which points back at the call just made", msg)
+	}
+	if u.count() != 2 {
+		t.Fatalf("rotate-role of a rejected role made %d logins, want exactly 1", u.count()-1)
+	}
+	// Still rejected: reads do not try again.
+	for range 10 {
+		_, err := e.read("creds/app")
+		expectCodedError(t, err, http.StatusBadGateway, "no login until")
+	}
+	if u.count() != 2 {
+		t.Fatalf("reads after a failed rotate-role logged in: %d logins, want 2", u.count())
+	}
+
+	// The password was changed upstream to the one the role holds: one rotate-role
+	// recovers.
+	u.setHandler(issuing(24 * time.Hour))
+	e.clock.Advance(time.Minute)
+	if _, err := e.doRotate("app"); err != nil {
+		t.Fatalf("rotate-role after the upstream fix: %v", err)
+	}
+	accessToken(t, e.mustRead("creds/app"))
+	u.wantCount(t, 3, "")
+	if st := e.mustRead("status/app").Data; st["credentials_rejected"] != false {
+		t.Fatalf("status still says credentials_rejected after a successful rotate-role")
+	}
 }
 
 func TestRotateRoleLogsInNowAndCredsServeTheNewToken(t *testing.T) {
@@ -85,49 +119,6 @@ func TestRotateRoleUnknownRoleIs400(t *testing.T) {
 	expectBadRequest(t, resp, err, `"nope"`, "does not exist")
 	if u.count() != 0 {
 		t.Fatalf("rotate-role of an unknown role called upstream")
-	}
-}
-
-// rotate-role on a role whose credentials were rejected tries exactly once per
-// call; when the password was fixed upstream, that one try recovers the role.
-func TestRotateRoleOnRejectedCredentialsTriesExactlyOnce(t *testing.T) {
-	rejecting := failWith(http.StatusUnauthorized, "application/json",
-		`{"error":"invalid_grant","error_description":"invalid username or password"}`)
-	e, u := newAppEnv(t, nil, rejecting, "pw-rejected")
-	_, err := e.read("creds/app")
-	expectCodedError(t, err, http.StatusBadGateway, `role "app"`, "rejected")
-	u.wantCount(t, 1, "")
-
-	e.clock.Advance(time.Minute)
-	_, err = e.doRotate("app")
-	msg := expectCodedError(t, err, http.StatusBadGateway, `role "app"`, "rejected", "rewrite them at roles/app")
-	// The answer to rotate-role does not send the operator back to rotate-role.
-	if strings.Contains(msg, "rotate-role is called") {
-		t.Fatalf("rotate-role answered %q, which points back at the call just made", msg)
-	}
-	if u.count() != 2 {
-		t.Fatalf("rotate-role of a rejected role made %d logins, want exactly 1", u.count()-1)
-	}
-	// Still rejected: reads do not try again.
-	for range 10 {
-		_, err := e.read("creds/app")
-		expectCodedError(t, err, http.StatusBadGateway, "no login until")
-	}
-	if u.count() != 2 {
-		t.Fatalf("reads after a failed rotate-role logged in: %d logins, want 2", u.count())
-	}
-
-	// The password was changed upstream to the one the role holds: one rotate-role
-	// recovers.
-	u.setHandler(issuing(24 * time.Hour))
-	e.clock.Advance(time.Minute)
-	if _, err := e.doRotate("app"); err != nil {
-		t.Fatalf("rotate-role after the upstream fix: %v", err)
-	}
-	accessToken(t, e.mustRead("creds/app"))
-	u.wantCount(t, 3, "")
-	if st := e.mustRead("status/app").Data; st["credentials_rejected"] != false {
-		t.Fatalf("status still says credentials_rejected after a successful rotate-role")
 	}
 }
 

@@ -1,43 +1,11 @@
 package iadvize
 
 import (
-	"fmt"
 	"net/http"
 	"strings"
 	"testing"
 	"time"
 )
-
-const statusPassword = "pw-status-4b2e"
-
-// statusOf reads status/<name> and checks that it never holds the role's
-// password or any token the upstream handed out.
-func statusOf(t *testing.T, e *testEnv, name string, tokens ...string) map[string]any {
-	t.Helper()
-	st := e.mustRead("status/" + name).Data
-	dump := fmt.Sprint(st)
-	for _, secret := range append([]string{statusPassword}, tokens...) {
-		if secret != "" && strings.Contains(dump, secret) {
-			t.Fatalf("status/%s holds a secret", name)
-		}
-	}
-	for _, k := range []string{"access_token", "password", "token"} {
-		if _, ok := st[k]; ok {
-			t.Fatalf("status/%s has a %q field", name, k)
-		}
-	}
-	return st
-}
-
-// expectStatus compares the named fields of a status answer.
-func expectStatus(t *testing.T, st map[string]any, want map[string]any) {
-	t.Helper()
-	for k, w := range want {
-		if got, ok := st[k]; !ok || got != w {
-			t.Fatalf("status %s = %v (%T), want %v (%T)", k, got, got, w, w)
-		}
-	}
-}
 
 func TestStatusFreshTokenReportsTimesWithoutTheToken(t *testing.T) {
 	e, _ := newAppEnv(t, nil, issuing(24*time.Hour), statusPassword)

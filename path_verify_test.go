@@ -10,8 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hashicorp/vault/sdk/helper/consts"
-	"github.com/hashicorp/vault/sdk/logical"
 	"github.com/iadvize/vault-plugin-secrets-iadvize/internal/fakeiadvize"
 )
 
@@ -148,19 +146,6 @@ func TestVerifyDisabledByEmptyVerifyURLIs400(t *testing.T) {
 	expectBadRequest(t, resp, err, "verify", "disabled")
 	if got := fake.Stats().VerifyCalls; got != 0 {
 		t.Fatalf("verify with an empty verify_url called upstream")
-	}
-}
-
-func TestVerifyOnPerformanceStandbyIsReadOnlyWithoutUpstreamCall(t *testing.T) {
-	e, fake := verifyEnv(t)
-	accessToken(t, e.mustRead("creds/app"))
-	e.system.ReplicationStateVal = consts.ReplicationPerformanceStandby
-	_, err := e.read("verify/app")
-	if err != logical.ErrReadOnly {
-		t.Fatalf("verify on a performance standby: err = %v, want logical.ErrReadOnly", err)
-	}
-	if got := fake.Stats().VerifyCalls; got != 0 {
-		t.Fatalf("verify on a standby called upstream")
 	}
 }
 

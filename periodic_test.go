@@ -3,15 +3,17 @@ package iadvize
 import (
 	"context"
 	"fmt"
-	"net/http"
 	"testing"
 	"time"
 
-	"github.com/hashicorp/vault/sdk/helper/consts"
 	"github.com/hashicorp/vault/sdk/logical"
 	"github.com/iadvize/vault-plugin-secrets-iadvize/internal/fakeclock"
 	"github.com/iadvize/vault-plugin-secrets-iadvize/internal/fakeiadvize"
 )
+
+// The background refresh (periodic.go): one login per rotation period, no read
+// waiting; logins spread under the budgets; a run bounded in time and in the
+// logins it has in flight.
 
 // A simulated week: 50 roles with 24-hour tokens, the periodic function every
 // minute as Vault runs it, every role read every few minutes. Each role logs in
@@ -193,52 +195,150 @@ func TestPeriodicRefreshSkipsFreshTokensAndRolesNeverRead(t *testing.T) {
 	}
 }
 
-// On a performance standby the periodic function does nothing, and rotate-role
-// and verify answer logical.ErrReadOnly (Vault forwards them) without calling
-// upstream. A fresh token is still served locally.
-func TestPeriodicRotateVerifyDoNothingUpstreamOnPerformanceStandby(t *testing.T) {
-	e, fake := newFakeAppEnv(t, "pw-standby")
-	clock := e.clock
-	tok := accessToken(t, e.mustRead("creds/app"))
-	clock.Advance(23*time.Hour - backgroundLead) // due for the background refresh
+// driveBatches answers the gated logins of a periodic run in batches: it waits
+// until batch(done) logins are in flight, advances the clock by took, and lets
+// them all answer. It stops when batch returns 0, and returns the logins answered.
+// It fails the test if fewer logins than expected are in flight at once, or if
+// the run ends early.
+func driveBatches(t *testing.T, g *gatedUpstream, clock *fakeclock.Clock, runDone <-chan error,
+	took time.Duration, batch func(done int) int) int {
+	t.Helper()
+	done := 0
+	for want := batch(0); want > 0; want = batch(done) {
+		var held []chan struct{}
+		for len(held) < want {
+			select {
+			case r := <-g.arrivals:
+				held = append(held, r)
+			case err := <-runDone:
+				t.Fatalf("the run ended (%v) after %d logins, with %d of %d in flight", err, done, len(held), want)
+			case <-time.After(waitFor):
+				t.Fatalf("after %d logins, %d in flight at once, want %d", done, len(held), want)
+			}
+		}
+		clock.Advance(took)
+		for _, r := range held {
+			close(r)
+		}
+		done += want
+	}
+	return done
+}
 
-	e.system.ReplicationStateVal = consts.ReplicationPerformanceStandby
-	e.runPeriodic()
-	if got := fake.Stats().LoginAttempts; got != 1 {
-		t.Fatalf("periodic function on a standby made %d logins, want none", got-1)
+// awaitRunEnd waits for a periodic run to end, failing if another login starts.
+func awaitRunEnd(t *testing.T, g *gatedUpstream, runDone <-chan error) {
+	t.Helper()
+	select {
+	case err := <-runDone:
+		if err != nil {
+			t.Fatalf("periodic run: %v", err)
+		}
+	case r := <-g.arrivals:
+		close(r)
+		t.Fatal("the run started a login it should not have")
+	case <-time.After(waitFor):
+		t.Fatal("the periodic run did not end")
 	}
-	_, err := e.do(logical.UpdateOperation, "rotate-role/app", nil)
-	if err != logical.ErrReadOnly {
-		t.Fatalf("rotate-role on a standby: err = %v, want logical.ErrReadOnly", err)
+}
+
+// dueRoles creates n roles of distinct users with 24-hour tokens issued now, and
+// moves the clock to when the background refresh is due for all of them.
+func dueRoles(t *testing.T, e *testEnv, n int) {
+	t.Helper()
+	e.mustWrite("config", map[string]any{"logins_per_minute": 1_000_000, "user_logins_per_minute": 10})
+	for i := range n {
+		name := fmt.Sprintf("r%04d", i)
+		e.addRole(name, name+"@example.com", "pw-"+name)
+		e.mustRead("creds/" + name)
 	}
-	_, err = e.read("verify/app")
-	if err != logical.ErrReadOnly {
-		t.Fatalf("verify on a standby: err = %v, want logical.ErrReadOnly", err)
+	e.clock.Advance(23*time.Hour - backgroundLead)
+}
+
+// 200 due roles, an upstream that takes 2 s a login: one run refreshes the
+// minute's budget (100), 8 logins at a time, in 26 s of its 45 s; the next run
+// refreshes the rest.
+func TestPeriodic200DueRolesSlowUpstreamOneRunRefreshesTheBudget(t *testing.T) {
+	g := newGatedUpstream(t)
+	e := newTestEnv(t, nil, nil)
+	e.configure(g.upstream, nil)
+	dueRoles(t, e, 200)
+	e.mustWrite("config", map[string]any{"logins_per_minute": 100})
+	before := g.count()
+
+	g.gated.Store(true)
+	start := e.clock.Now()
+	run := e.startRun()
+	n := driveBatches(t, g, e.clock, run, 2*time.Second, func(done int) int { return min(periodicConcurrency, 100-done) })
+	awaitRunEnd(t, g, run)
+	if n != 100 || g.count()-before != 100 {
+		t.Fatalf("one run made %d logins (%d answered), want 100 (logins_per_minute)", g.count()-before, n)
 	}
-	if accessToken(t, e.mustRead("creds/app")) != tok {
-		t.Fatalf("the standby did not serve the cached token")
+	if took := e.clock.Now().Sub(start); took != 26*time.Second {
+		t.Fatalf("the run took %v of fake time, want 26s (13 rounds of 2 s)", took)
 	}
-	// Inside the refresh window, the token is still served locally and no login
-	// starts; a read with no usable token left is forwarded.
-	clock.Advance(time.Hour)
-	if accessToken(t, e.mustRead("creds/app")) != tok {
-		t.Fatalf("the standby did not serve the cached token inside its refresh window")
-	}
-	e.settle()
-	clock.Advance(3 * time.Minute) // the token expires
-	if _, err := e.read("creds/app"); err != logical.ErrReadOnly {
-		t.Fatalf("read needing a login on a standby: err = %v, want logical.ErrReadOnly", err)
-	}
-	if s := fake.Stats(); s.LoginAttempts != 1 || s.VerifyCalls != 0 {
-		t.Fatalf("standby called upstream: %d logins, %d verify calls", s.LoginAttempts-1, s.VerifyCalls)
+	if got := e.b.sched.len(); got != 200 {
+		t.Fatalf("schedule holds %d roles, want 200 (100 refreshed, 100 put back)", got)
 	}
 
-	// Back on the active node, the periodic function does its job.
-	e.system.ReplicationStateVal = 0
-	clock.Advance(-time.Hour - 3*time.Minute)
+	// The next run, once the budget has room again, refreshes the other 100.
+	g.gated.Store(false)
+	e.clock.Advance(time.Minute)
 	e.runPeriodic()
-	if got := fake.Stats().LoginAttempts; got != 2 {
-		t.Fatalf("periodic function on the active node made %d logins, want 1", got-1)
+	if got := g.count() - before; got != 200 {
+		t.Fatalf("two runs made %d logins, want 200 (every role once)", got)
 	}
-	_ = http.StatusOK
+}
+
+// A run starts no login once it has run periodicRunBudget: with logins that take
+// 20 s, it starts three rounds of 8 (at 0, 20 and 40 s) and puts the rest back.
+func TestPeriodicRunStopsStartingLoginsAfterItsDeadline(t *testing.T) {
+	g := newGatedUpstream(t)
+	e := newTestEnv(t, nil, nil)
+	e.configure(g.upstream, nil)
+	dueRoles(t, e, 50)
+	before := g.count()
+
+	g.gated.Store(true)
+	run := e.startRun()
+	n := driveBatches(t, g, e.clock, run, 20*time.Second, func(done int) int {
+		if done < 3*periodicConcurrency {
+			return periodicConcurrency
+		}
+		return 0
+	})
+	awaitRunEnd(t, g, run)
+	if got := g.count() - before; got != 24 || n != 24 {
+		t.Fatalf("the run made %d logins, want 24 (three rounds before its %s)", got, periodicRunBudget)
+	}
+	if got := e.b.sched.len(); got != 50 {
+		t.Fatalf("schedule holds %d roles, want 50", got)
+	}
+}
+
+// A run that finds the host's budget spent waits for it to have room, if that
+// comes before the run's end: logins spent 30 s before the run free a slot 31 s
+// into it, and the run uses the whole budget then (a run that stopped would find
+// it spent again a minute later, and the next one half of it).
+func TestPeriodicRunWaitsForTheHostBudgetWithinItsDeadline(t *testing.T) {
+	u := newUpstream(t, issuing(24*time.Hour))
+	e := newTestEnv(t, nil, nil)
+	e.configure(u, nil)
+	dueRoles(t, e, 20)
+	for i := range 10 {
+		e.addRole(fmt.Sprintf("x%d", i), fmt.Sprintf("x%d@example.com", i), "pw")
+	}
+	e.mustWrite("config", map[string]any{"logins_per_minute": 10})
+	e.clock.Advance(-30 * time.Second) // 30 s before the roles are due
+	for i := range 10 {
+		e.mustRead(fmt.Sprintf("creds/x%d", i)) // spends the budget
+	}
+	e.clock.Advance(30 * time.Second)
+	before, start := u.count(), e.clock.Now()
+	e.runPeriodic()
+	if got := u.count() - before; got != 10 {
+		t.Fatalf("the run made %d logins, want 10 (the budget, once it had room)", got)
+	}
+	if waited := e.clock.Now().Sub(start); waited != 31*time.Second {
+		t.Fatalf("the run waited %v for the budget, want 31s", waited)
+	}
 }

@@ -7,30 +7,13 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hashicorp/vault/sdk/helper/consts"
 	"github.com/hashicorp/vault/sdk/logical"
 	"github.com/iadvize/vault-plugin-secrets-iadvize/internal/fakeiadvize"
 )
 
-// Refused-token reports (README, "When the API refuses the token"): one test per
-// rule, on the fake clock.
-
-// report writes refused_token_sha256 to path (creds/<role> or
-// static-creds/<role>).
-func (e *testEnv) report(path, hash string) (*logical.Response, error) {
-	e.t.Helper()
-	return e.do(logical.UpdateOperation, path, map[string]any{fieldRefusedTokenSHA256: hash})
-}
-
-// mustReport reports and fails the test unless a token is served.
-func (e *testEnv) mustReport(path, hash string) *logical.Response {
-	e.t.Helper()
-	resp, err := e.report(path, hash)
-	if err != nil || resp == nil || resp.IsError() {
-		e.t.Fatalf("report to %s: err=%v resp=%v", path, err, errText(respErr(resp)))
-	}
-	return resp
-}
+// Refused-token reports (README, "When the API refuses the token";
+// refused_token.go): one test per rule, on the fake clock, then the reports that
+// meet a read's login or a rotation.
 
 // logins is the number of token requests the fake received.
 func logins(u *upstream) int { return u.Stats().LoginAttempts }
@@ -48,13 +31,21 @@ func (e *testEnv) wantStatusReport(name string, at time.Time, outcome string) {
 	}
 }
 
+// errOr is err, or else alt.
+func errOr(err, alt error) error {
+	if err != nil {
+		return err
+	}
+	return alt
+}
+
 // Rule 1: a hash that is not the cached token's (it was replaced already) gets
 // the current token, with no upstream call and no storage write.
 func TestReportOfAReplacedTokenCostsNothing(t *testing.T) {
 	e, fake := newFakeAppEnv(t, "pw-report")
 	old := accessToken(t, e.mustRead("creds/app"))
 	e.clock.Advance(time.Minute)
-	if resp, err := e.do(logical.UpdateOperation, "rotate-role/app", nil); err != nil || resp.IsError() {
+	if resp, err := e.doRotate("app"); err != nil || resp.IsError() {
 		t.Fatalf("rotate-role: %v %v", err, respErr(resp))
 	}
 	current := accessToken(t, e.mustRead("creds/app"))
@@ -330,27 +321,88 @@ func TestReportIsAnsweredAsARead(t *testing.T) {
 	}
 }
 
-// A performance standby answers a stale report itself, and forwards one of the
-// cached token before any upstream call.
-func TestReportOnAPerformanceStandby(t *testing.T) {
-	e, fake := newFakeAppEnv(t, "pw-report")
-	tok := accessToken(t, e.mustRead("creds/app"))
-	e.system.ReplicationStateVal = consts.ReplicationPerformanceStandby
-	if got := accessToken(t, e.mustReport("creds/app", strings.Repeat("0", 64))); got != tok {
-		t.Fatal("a standby did not serve the cached token for a stale report")
+// A read that needs a login (its token is within the skew margin of expiry)
+// and joins the flight of a refused-token report that ends without a login
+// (verify_url says the token is valid) gets neither the reporter's verdict (its
+// warning, or its 429) nor the dying token: it runs a flight of its own and
+// logs in (SPEC 3 item 14: a read never gets a token it cannot use without a
+// login having started). The reporter gets the same token with the warning.
+func TestReadJoiningAReportFlightLogsInAndGetsNoVerdict(t *testing.T) {
+	e, u := newHoldingAppEnv(t)
+	tokens := u.issue
+	valid := jsonAnswer(http.StatusOK, map[string]any{"authenticated": true})
+	u.issue = func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/_authenticated" {
+			valid(w, r)
+			return
+		}
+		tokens(w, r)
 	}
-	if _, err := e.report("creds/app", tokenSHA256(tok)); err != logical.ErrReadOnly {
-		t.Fatalf("a standby's report of the cached token: %v, want logical.ErrReadOnly", err)
+	first := accessToken(t, e.mustRead("creds/app"))
+	e.clock.Advance(24*time.Hour - 10*time.Second) // alive, but within the 30 s skew margin
+
+	u.hold()
+	report := e.doAsync(logical.UpdateOperation, "creds/app", map[string]any{fieldRefusedTokenSHA256: tokenSHA256(first)})
+	u.waitEntered(t) // the report's check at verify_url
+	read := e.readAsync("creds/app")
+	waitJoinedFlight(t, u, "(*backend).serveToken")
+	u.release(valid)
+
+	rep := awaitRead(t, report, "the report")
+	if accessToken(t, rep) != first || !strings.Contains(strings.Join(rep.Warnings, " "), "verify_url says the reported token is valid") {
+		t.Fatalf("the report got another token, or no warning that verify_url takes it (warnings %q)", rep.Warnings)
 	}
-	if logins(fake) != 1 || verifyCalls(fake) != 0 {
-		t.Fatal("a standby called upstream")
+	resp := awaitRead(t, read, "the read that joined the report's flight")
+	if len(resp.Warnings) > 0 {
+		t.Errorf("the read got warnings %q: the reporter's verdict is for the reporter alone", resp.Warnings)
+	}
+	if accessToken(t, resp) == first {
+		t.Error("the read was served the token within its skew margin, with no login started")
+	}
+	if st := u.Stats(); st.Handled != 3 { // the first login, the check, the read's login
+		t.Errorf("upstream requests = %d, want 3", st.Handled)
 	}
 }
 
-// errOr is err, or else alt.
-func errOr(err, alt error) error {
-	if err != nil {
-		return err
+// A report whose token is replaced while its check at verify_url is in flight
+// (rotate-role has a flight of its own), and which verify_url then finds
+// invalid, is answered with the new token, not the refused one.
+func TestReportOvertakenByARotationGetsTheNewToken(t *testing.T) {
+	entered, gate := make(chan struct{}, 10), make(chan struct{})
+	tokens := issuing(24 * time.Hour)
+	invalid := jsonAnswer(http.StatusUnauthorized, map[string]any{"error": "invalid_token"})
+	e, _ := newAppEnv(t, nil, func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/_authenticated" {
+			tokens(w, r)
+			return
+		}
+		entered <- struct{}{}
+		select {
+		case <-gate:
+			invalid(w, r)
+		case <-r.Context().Done():
+		}
+	}, "pw-overtaken")
+	var once sync.Once
+	open := func() { once.Do(func() { close(gate) }) }
+	t.Cleanup(open)
+	first := accessToken(t, e.mustRead("creds/app"))
+
+	report := e.doAsync(logical.UpdateOperation, "creds/app", map[string]any{fieldRefusedTokenSHA256: tokenSHA256(first)})
+	select {
+	case <-entered:
+	case <-time.After(waitFor):
+		t.Fatal("the report did not check the token at verify_url")
 	}
-	return alt
+	if _, err := e.doRotate("app"); err != nil {
+		t.Fatalf("rotate-role: %v", err)
+	}
+	current := accessToken(t, e.mustRead("creds/app"))
+	if current == first {
+		t.Fatal("rotate-role did not replace the token")
+	}
+	open()
+	if got := accessToken(t, awaitRead(t, report, "the report")); got != current {
+		t.Fatalf("the report was answered with the refused token (%v) or another, want the one rotate-role stored", got == first)
+	}
 }

@@ -5,13 +5,15 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/hashicorp/vault/sdk/logical"
 )
 
 // secretFragments is the test's own statement of what may never be repeated: every
@@ -259,16 +261,178 @@ func TestVerifyErrorsNeverEchoTheToken(t *testing.T) {
 	}
 }
 
-// tokenText is an access token of n bytes in the alphabet of a JWT (base64url and
-// dots), the same for a seed.
-func tokenText(n int, seed uint64) string {
-	const alphabet = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_."
-	r := rand.New(rand.NewPCG(seed, seed))
-	b := make([]byte, n)
-	for i := range b {
-		b[i] = alphabet[r.IntN(len(alphabet))]
+// secretSink gathers everything a caller or an operator can see: responses,
+// warnings, errors.
+type secretSink struct{ b strings.Builder }
+
+func (s *secretSink) add(resp *logical.Response, err error) {
+	if err != nil {
+		s.b.WriteString(err.Error())
+		s.b.WriteByte('\n')
 	}
-	return string(b)
+	if resp != nil {
+		raw, jerr := json.Marshal(resp)
+		if jerr != nil {
+			s.b.WriteString("unencodable response")
+		}
+		s.b.Write(raw)
+		s.b.WriteString(strings.Join(resp.Warnings, "\n"))
+		if resp.IsError() {
+			s.b.WriteString(resp.Error().Error())
+		}
+		s.b.WriteByte('\n')
+	}
+}
+
+func TestSecretsNeverAppearInResponsesErrorsWarningsOrLogs(t *testing.T) {
+	const (
+		pwGood    = "PW-good-7Hq2"
+		pwWrong   = "PW-wrong-9Zx4"
+		pwBoom    = "PW-boom-3Kd8"
+		csGood    = "CS-good-5Mv1"
+		csWrong   = "CS-wrong-2Lp6"
+		pwNew     = "PW-new-8Rt3"
+		tokPrefix = "AT-x7c2-"
+	)
+	secrets := []string{pwGood, pwWrong, pwBoom, csGood, csWrong, pwNew}
+	var n atomic.Int64
+	issue := func(w http.ResponseWriter, lifetime int) {
+		jsonAnswer(200, map[string]any{
+			"access_token": tokPrefix + itoa(n.Add(1)), "expires_in": lifetime, "token_type": "Bearer",
+		})(w, nil)
+	}
+	u := newUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/_authenticated" {
+			jsonAnswer(200, map[string]any{"authenticated": true})(w, r)
+			return
+		}
+		_ = r.ParseForm()
+		f := r.PostForm
+		// Upstream that echoes what it was sent, the worst case for the plugin.
+		if f.Get("grant_type") == "client_credentials" {
+			id, secret, _ := r.BasicAuth()
+			if secret != csGood {
+				jsonAnswer(http.StatusUnauthorized, map[string]any{
+					"error": "invalid_client", "error_description": "bad secret " + secret + " for " + id,
+				})(w, r)
+				return
+			}
+			issue(w, 3600)
+			return
+		}
+		switch f.Get("password") {
+		case pwGood, pwNew:
+			issue(w, 86400)
+		case pwBoom:
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusInternalServerError)
+			_, _ = w.Write([]byte(`{"error":"server_error","error_description":"crashed on password ` + f.Get("password") + `"}`))
+		default:
+			jsonAnswer(http.StatusUnauthorized, map[string]any{
+				"error": "invalid_grant", "error_description": "wrong password " + f.Get("password") + " for " + f.Get("username"),
+			})(w, r)
+		}
+	})
+	e := newTestEnv(t, nil, nil)
+	sink := &secretSink{}  // everything but the token answers
+	creds := &secretSink{} // creds/ and static-creds/ answers, which carry the token
+	wr := func(path string, data map[string]any) {
+		sink.add(e.write(path, data))
+	}
+	rd := func(path string) {
+		resp, err := e.read(path)
+		if strings.HasPrefix(path, "creds/") || strings.HasPrefix(path, "static-creds/") {
+			if resp != nil && !resp.IsError() {
+				d := map[string]any{}
+				for k, v := range resp.Data {
+					if k != "access_token" {
+						d[k] = v
+					}
+				}
+				sink.add(&logical.Response{Data: d, Warnings: resp.Warnings}, err)
+				creds.add(resp, err)
+				return
+			}
+		}
+		sink.add(resp, err)
+	}
+
+	// Config, roles, lists.
+	e.configure(u, nil)
+	rd("config")
+	wr("roles/good", map[string]any{"username": "good@example.com", "password": pwGood, "scope": "all"})
+	wr("roles/wrong", map[string]any{"username": "wrong@example.com", "password": pwWrong})
+	wr("roles/boom", map[string]any{"username": "boom@example.com", "password": pwBoom})
+	wr("roles/shared", map[string]any{"username": "good@example.com", "password": pwGood}) // warning
+	wr("roles/cc", map[string]any{"grant_type": "client_credentials", "client_id": "cid", "client_secret": csGood})
+	wr("roles/ccwrong", map[string]any{"grant_type": "client_credentials", "client_id": "cid2", "client_secret": csWrong})
+	sink.add(e.do(logical.ListOperation, "roles/", nil))
+	for _, name := range []string{"good", "wrong", "boom", "shared", "cc", "ccwrong", "ghost"} {
+		rd("roles/" + name)
+	}
+
+	// Bad input that carries a secret.
+	wr("roles/typo", map[string]any{"username": "typo@example.com", "pasword": pwNew})
+	wr("roles/good", map[string]any{"pasword": pwNew})
+	wr("roles/good", map[string]any{"password": pwNew, "ttl": "2h", "max_ttl": "1h"})
+	wr("roles/good", map[string]any{"password": pwNew, "client_id": "x"})
+	wr("roles/Bad Name", map[string]any{"username": "u", "password": pwNew})
+	wr("roles/cc", map[string]any{"client_secret": csWrong, "username": "u"})
+	wr("roles/good", map[string]any{"password": pwNew, "ttl": "forever"})
+	wr("roles/good", map[string]any{"password": []any{pwNew}})
+	wr("roles/good", map[string]any{"password": map[string]any{"v": pwNew}})
+	wr("roles/cc", map[string]any{"client_secret": []any{csWrong}})
+	wr("config", map[string]any{"token_url": "http://svc:" + pwNew + "@example.com/token"})
+	sink.add(e.do(logical.HelpOperation, "roles/good", nil))
+
+	// Reads, failures and retries.
+	for range 2 {
+		for _, name := range []string{"good", "wrong", "boom", "shared", "cc", "ccwrong", "ghost"} {
+			rd("creds/" + name)
+			rd("static-creds/" + name)
+			rd("status/" + name)
+			rd("verify/" + name)
+		}
+	}
+	for _, name := range []string{"good", "wrong", "boom", "ccwrong"} {
+		sink.add(e.doRotate(name))
+	}
+	e.clock.Advance(10 * time.Minute)
+	rd("creds/boom")
+	wr("roles/wrong", map[string]any{"password": pwNew}) // fixes it
+	rd("creds/wrong")
+	e.clock.Advance(23*time.Hour + time.Minute) // refresh window
+	rd("creds/good")
+	rd("static-creds/cc")
+	sink.add(e.do(logical.DeleteOperation, "roles/shared", nil))
+	rd("creds/shared")
+
+	seen := sink.b.String()
+	logs := e.logs.String()
+	for _, s := range secrets {
+		if strings.Contains(seen, s) {
+			t.Errorf("a password or client secret (%s...) appears in a response, error or warning", s[:7])
+		}
+		if strings.Contains(creds.b.String(), s) {
+			t.Errorf("a password or client secret (%s...) appears in a creds answer", s[:7])
+		}
+		if strings.Contains(logs, s) {
+			t.Errorf("a password or client secret (%s...) appears in the log", s[:7])
+		}
+	}
+	if strings.Contains(seen, tokPrefix) {
+		t.Error("an access token appears outside the access_token field of creds/ and static-creds/")
+	}
+	if strings.Contains(logs, tokPrefix) {
+		t.Error("an access token appears in the log")
+	}
+	// Sanity: the drive did serve tokens and did log failures.
+	if !strings.Contains(creds.b.String(), tokPrefix) {
+		t.Fatal("no token was ever served: the test drove nothing")
+	}
+	if !strings.Contains(logs, "login failed") {
+		t.Fatal("no login failure was logged: the test drove no failure")
+	}
 }
 
 // holdsWindowOf reports whether text holds secretWindow consecutive bytes of

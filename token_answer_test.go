@@ -7,28 +7,6 @@ import (
 	"time"
 )
 
-// rawAnswer answers every request with exactly these bytes. contentType "-"
-// sends no Content-Type at all (the server would otherwise sniff one).
-func rawAnswer(status int, contentType string, header map[string]string, body string) http.HandlerFunc {
-	return func(w http.ResponseWriter, _ *http.Request) {
-		if contentType == "-" {
-			w.Header()["Content-Type"] = nil
-		} else {
-			w.Header().Set("Content-Type", contentType)
-		}
-		for k, v := range header {
-			w.Header().Set(k, v)
-		}
-		w.WriteHeader(status)
-		_, _ = w.Write([]byte(body))
-	}
-}
-
-const (
-	jsonType = "application/json"
-	formType = "application/x-www-form-urlencoded"
-)
-
 // TestTokenAnswersRealServersSendAreServed: every answer of this table is a valid
 // token as real servers send it (README "Upstreams"); each is served with the
 // lifetime and token type it stands for.

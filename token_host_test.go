@@ -1,133 +1,26 @@
 package iadvize
 
 import (
-	"context"
-	"crypto/rand"
-	"encoding/base64"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
-	"net/http/httptest"
 	"net/url"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/hashicorp/vault/sdk/logical"
 	"github.com/iadvize/vault-plugin-secrets-iadvize/internal/fakeclock"
-	"github.com/iadvize/vault-plugin-secrets-iadvize/internal/fakeiadvize"
 )
 
 // Where secrets may go (README, "Where secrets may go"; docs/security.md;
-// SPEC section 5): a role's password and client secret only to the token host
-// its credentials were written for, an access token only to the host that
-// issued it. The tests run one mount against two fake upstreams on one fake
-// clock: host A, where the credentials were written, and host B, where config
-// is moved. B must receive nothing (no request at all, so no password, client
-// secret or token) through any path until the role's secrets are written again.
-
-// tokenHost is a fake iAdvize upstream behind a server that keeps every request
-// it receives (method, path, headers, body, and the Basic credentials decoded),
-// so a test can tell that the host got no request, and never a given secret.
-// What it keeps is never printed.
-type tokenHost struct {
-	*fakeiadvize.Server
-	url    string // http://127.0.0.1:PORT
-	origin string // tokenOrigin of its URLs
-
-	mu   sync.Mutex
-	reqs []string
-}
-
-func startTokenHost(t *testing.T, clock *fakeclock.Clock) *tokenHost {
-	t.Helper()
-	h := &tokenHost{Server: fakeiadvize.New(fakeiadvize.Options{Now: clock.Now})}
-	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		body, _ := io.ReadAll(r.Body)
-		var rec strings.Builder
-		fmt.Fprintf(&rec, "%s %s\n", r.Method, r.URL)
-		for k, v := range r.Header {
-			fmt.Fprintf(&rec, "%s: %s\n", k, strings.Join(v, ", "))
-		}
-		if id, secret, ok := r.BasicAuth(); ok {
-			fmt.Fprintf(&rec, "basic: %s:%s\n", id, secret)
-		}
-		rec.Write(body)
-		if form, err := url.ParseQuery(string(body)); err == nil {
-			fmt.Fprintf(&rec, "\n%v", form)
-		}
-		h.mu.Lock()
-		h.reqs = append(h.reqs, rec.String())
-		h.mu.Unlock()
-		r.Body = io.NopCloser(strings.NewReader(string(body)))
-		h.Server.ServeHTTP(w, r)
-	}))
-	t.Cleanup(ts.Close)
-	t.Cleanup(h.Server.Close)
-	h.url = ts.URL
-	h.origin = tokenOrigin(ts.URL)
-	if h.origin == "" {
-		t.Fatalf("no origin for the fake's URL")
-	}
-	return h
-}
-
-func (h *tokenHost) tokenURL() string  { return h.url + "/oauth2/token" }
-func (h *tokenHost) verifyURL() string { return h.url + "/_authenticated" }
-
-// requests is the number of requests the host received, on any path.
-func (h *tokenHost) requests() int {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	return len(h.reqs)
-}
-
-// saw reports whether any request the host received held secret (as sent,
-// form-encoded or base64-encoded).
-func (h *tokenHost) saw(secret string) bool {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	forms := []string{secret, url.QueryEscape(secret), base64.StdEncoding.EncodeToString([]byte(secret))}
-	for _, r := range h.reqs {
-		for _, f := range forms {
-			if strings.Contains(r, f) {
-				return true
-			}
-		}
-	}
-	return false
-}
-
-// logins is the number of token requests the host received for user (a
-// username or client ID).
-func (h *tokenHost) logins(user string) int { return h.Stats().UserAttempts[user] }
-
-// wantNothing fails the test unless the host received no request at all and
-// none of secrets (named by what, never shown).
-func (h *tokenHost) wantNothing(t *testing.T, when string, secrets map[string]string) {
-	t.Helper()
-	if n := h.requests(); n != 0 {
-		st := h.Stats()
-		t.Fatalf("%s: the other host received %d request(s) (%d logins, %d verify calls), want none",
-			when, n, st.LoginAttempts, st.VerifyCalls)
-	}
-	for what, v := range secrets {
-		if h.saw(v) {
-			t.Fatalf("%s: the other host received %s", when, what)
-		}
-	}
-}
-
-// secretValue is a distinctive secret: letters, digits and '-', so that it
-// reads the same raw and form-encoded.
-func secretValue(prefix string) string {
-	b := make([]byte, 10)
-	_, _ = rand.Read(b)
-	return prefix + "-" + hex.EncodeToString(b)
-}
+// SPEC section 5; token_host.go): a role's password and client secret only to
+// the token host its credentials were written for, an access token only to the
+// host that issued it. The tests run one mount against two fake upstreams on one
+// fake clock: host A, where the credentials were written, and host B, where
+// config is moved. B must receive nothing (no request at all, so no password,
+// client secret or token) through any path until the role's secrets are written
+// again.
 
 // boundEnv is one mount and two token hosts: config on a (token_url and
 // verify_url), role "app" (password grant, user app@example.com) and role "cc"
@@ -179,32 +72,6 @@ func (m *boundEnv) secrets() map[string]string {
 func (m *boundEnv) report(path, tok string) (*logical.Response, error) {
 	m.t.Helper()
 	return m.do(logical.UpdateOperation, path, map[string]any{fieldRefusedTokenSHA256: tokenSHA256(tok)})
-}
-
-// wantWarning fails unless one of resp's warnings holds every one of want.
-func wantWarning(t *testing.T, resp *logical.Response, want ...string) {
-	t.Helper()
-	if resp == nil {
-		t.Fatalf("no response, want a warning holding %q", want)
-	}
-	for _, w := range resp.Warnings {
-		all := true
-		for _, s := range want {
-			all = all && strings.Contains(w, s)
-		}
-		if all {
-			return
-		}
-	}
-	t.Fatalf("warnings %q: none holds all of %q", resp.Warnings, want)
-}
-
-// noWarnings fails unless resp carries no warning.
-func noWarnings(t *testing.T, resp *logical.Response, what string) {
-	t.Helper()
-	if resp != nil && len(resp.Warnings) > 0 {
-		t.Fatalf("%s: warnings %q, want none", what, resp.Warnings)
-	}
 }
 
 // ---- the token host: scheme, host, port ----
@@ -322,7 +189,7 @@ func TestTokenURLPathOrQueryChangeIsNoMove(t *testing.T) {
 				st["token_host"], st["waiting_for_credentials"])
 		}
 		before := m.a.logins("app@example.com")
-		if _, err := m.do(logical.UpdateOperation, "rotate-role/app", nil); err != nil {
+		if _, err := m.doRotate("app"); err != nil {
 			t.Fatalf("token_url %s: rotate-role/app: %v", tokenURL, err)
 		}
 		if got := m.a.logins("app@example.com"); got != before+1 {
@@ -335,7 +202,7 @@ func TestTokenURLPathOrQueryChangeIsNoMove(t *testing.T) {
 	if st := m.mustRead("status/app").Data; st["waiting_for_credentials"] != "" {
 		t.Fatalf("token_url on another path: waiting_for_credentials %q", st["waiting_for_credentials"])
 	}
-	_, err := m.do(logical.UpdateOperation, "rotate-role/app", nil)
+	_, err := m.doRotate("app")
 	if s := codedStatus(err); s == 409 || s == 0 {
 		t.Fatalf("rotate-role/app with token_url on another path: %v, want an upstream failure", err)
 	}
@@ -400,7 +267,7 @@ func TestTokenURLMoveNamesEverySecretOfTheRole(t *testing.T) {
 	m.mustWrite("roles/pc", map[string]any{"username": "pc@example.com", "password": m.pw,
 		"client_id": "pc-client", "client_secret": pcSecret})
 	m.point(m.b, m.b)
-	_, err := m.do(logical.UpdateOperation, "rotate-role/pc", nil)
+	_, err := m.doRotate("pc")
 	expectCodedError(t, err, 409, "password and client_secret")
 	m.b.wantNothing(t, "after rotate-role", map[string]string{"pc's client secret": pcSecret})
 }
@@ -411,7 +278,7 @@ func TestTokenURLMoveRotateRoleIs409(t *testing.T) {
 	m := newBoundEnv(t)
 	m.point(m.b, m.b)
 	for role, field := range map[string]string{"app": "password", "cc": "client_secret"} {
-		_, err := m.do(logical.UpdateOperation, "rotate-role/"+role, nil)
+		_, err := m.doRotate(role)
 		expectCodedError(t, err, 409, fmt.Sprintf("role %q", role), m.a.origin, m.b.origin, "token_url", field)
 	}
 	if accessToken(t, m.mustRead("creds/app")) != m.tokApp {
@@ -494,7 +361,7 @@ func TestOnlyAWriteNamingEverySecretRebinds(t *testing.T) {
 		if st := m.mustRead("status/" + role).Data; st["token_host"] != m.a.origin {
 			t.Fatalf("%s: status/%s token_host = %v, want still %s", when, role, st["token_host"], m.a.origin)
 		}
-		_, err := m.do(logical.UpdateOperation, "rotate-role/"+role, nil)
+		_, err := m.doRotate(role)
 		expectCodedError(t, err, 409)
 	}
 	// Writes that name no secret, or not all of them, keep the binding: a
@@ -557,12 +424,8 @@ func TestSameSecretsOnSameHostKeepTheToken(t *testing.T) {
 // ---- no config stored: the first login binds ----
 
 func TestRoleWrittenWithoutConfigIsBoundByItsFirstLogin(t *testing.T) {
-	clock := fakeclock.New()
+	clock, a, b, pw := twoHosts(t)
 	e := newTestEnv(t, nil, clock)
-	a, b := startTokenHost(t, clock), startTokenHost(t, clock)
-	pw := secretValue("pw-app")
-	a.AddUser("app@example.com", pw)
-	b.AddUser("app@example.com", pw)
 
 	e.addRole("app", "app@example.com", pw) // Terraform: roles before config
 	if st := e.mustRead("status/app").Data; st["token_host"] != "" || st["waiting_for_credentials"] != "" {
@@ -580,7 +443,7 @@ func TestRoleWrittenWithoutConfigIsBoundByItsFirstLogin(t *testing.T) {
 
 	resp = e.mustWrite("config", map[string]any{"token_url": b.tokenURL(), "verify_url": b.verifyURL()})
 	wantWarning(t, resp, "1 role(s)")
-	_, err := e.do(logical.UpdateOperation, "rotate-role/app", nil)
+	_, err := e.doRotate("app")
 	expectCodedError(t, err, 409, a.origin, b.origin)
 	e.clock.Advance(25 * time.Hour)
 	_, err = e.read("creds/app")
@@ -592,12 +455,8 @@ func TestRoleWrittenWithoutConfigIsBoundByItsFirstLogin(t *testing.T) {
 // flight that read it before another login bound it (under another config)
 // judges it again rather than send the credentials to a second host.
 func TestFirstLoginBindingIsNotRacedToASecondHost(t *testing.T) {
-	clock := fakeclock.New()
+	clock, a, b, pw := twoHosts(t)
 	e := newTestEnv(t, nil, clock)
-	a, b := startTokenHost(t, clock), startTokenHost(t, clock)
-	pw := secretValue("pw-app")
-	a.AddUser("app@example.com", pw)
-	b.AddUser("app@example.com", pw)
 
 	e.addRole("app", "app@example.com", pw)
 	e.mustWrite("config", map[string]any{"token_url": a.tokenURL(), "verify_url": a.verifyURL()})
@@ -611,7 +470,7 @@ func TestFirstLoginBindingIsNotRacedToASecondHost(t *testing.T) {
 
 	// A flight that read the role before the binding, under the new config.
 	e.b.cache.setRole("app", stale)
-	_, err := e.do(logical.UpdateOperation, "rotate-role/app", nil)
+	_, err := e.doRotate("app")
 	expectCodedError(t, err, 409, a.origin, b.origin)
 	b.wantNothing(t, "after a login on a stale view", map[string]string{"the password": pw})
 	if st := e.mustRead("status/app").Data; st["token_host"] != a.origin {
@@ -620,39 +479,6 @@ func TestFirstLoginBindingIsNotRacedToASecondHost(t *testing.T) {
 }
 
 // ---- roles stored by a version before bindings ----
-
-// putLegacyRecords stores config, roles and token state as the version before
-// bindings wrote them: config with every field, roles and token state with a
-// "generation" and no credentials_id, token_host or issuer, and no
-// bindings/legacy.
-func putLegacyRecords(t *testing.T, s logical.Storage, cfg map[string]any, roles map[string]map[string]any, tokens map[string]map[string]any) {
-	t.Helper()
-	put := func(key string, v any) {
-		b, err := json.Marshal(v)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := s.Put(context.Background(), &logical.StorageEntry{Key: key, Value: b}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if cfg != nil {
-		put(configStoragePath, cfg)
-	}
-	for name, r := range roles {
-		put(rolesStoragePrefix+name, r)
-	}
-	for name, st := range tokens {
-		put(tokensStoragePrefix+name, st)
-	}
-}
-
-// legacyConfig is a config record of the version before bindings, on h.
-func legacyConfig(h *tokenHost) map[string]any {
-	return map[string]any{"token_url": h.tokenURL(), "verify_url": h.verifyURL(),
-		"refresh_before": int64(time.Hour), "user_logins_per_minute": 10, "logins_per_minute": 100,
-		"request_timeout": int64(10 * time.Second), "ca_pem": ""}
-}
 
 // legacyToken is a token state record of the version before bindings.
 func legacyToken(tok string, issued time.Time, generation uint64) map[string]any {
@@ -736,7 +562,7 @@ func TestLegacyRolesAreServedAndBoundToTheConfigInForce(t *testing.T) {
 		if st["token_host"] != a.origin {
 			t.Fatalf("status/%s after the move: token_host %v, want %s", role, st["token_host"], a.origin)
 		}
-		_, err := e.do(logical.UpdateOperation, "rotate-role/"+role, nil)
+		_, err := e.doRotate(role)
 		expectCodedError(t, err, 409, a.origin, b.origin, field)
 	}
 	r, err := e.read("verify/app") // a token of the first host, verify_url on the second
@@ -770,11 +596,7 @@ func TestLegacyRolesAreServedAndBoundToTheConfigInForce(t *testing.T) {
 // The first config write after an upgrade records the host of the config it
 // replaces, even when it is the first to move token_url: legacy roles wait.
 func TestLegacyRolesWaitAfterTheFirstConfigWriteMovesTokenURL(t *testing.T) {
-	clock := fakeclock.New()
-	a, b := startTokenHost(t, clock), startTokenHost(t, clock)
-	pw := secretValue("pw-app")
-	a.AddUser("app@example.com", pw)
-	b.AddUser("app@example.com", pw)
+	clock, a, b, pw := twoHosts(t)
 	tok := loginAt(t, a, url.Values{"grant_type": {"password"}, "username": {"app@example.com"}, "password": {pw}})
 	s := &logical.InmemStorage{}
 	putLegacyRecords(t, s, legacyConfig(a),
@@ -790,7 +612,7 @@ func TestLegacyRolesWaitAfterTheFirstConfigWriteMovesTokenURL(t *testing.T) {
 		t.Fatal("creds/app served another token")
 	}
 	wantWarning(t, resp, a.origin, b.origin, "password")
-	_, err := e.do(logical.UpdateOperation, "rotate-role/app", nil)
+	_, err := e.doRotate("app")
 	expectCodedError(t, err, 409, a.origin, b.origin)
 	b.wantNothing(t, "after the move", map[string]string{"the password": pw, "the token": tok})
 }
@@ -825,23 +647,13 @@ func TestLegacyRolesWithoutConfigAreBoundToTheDefaultHost(t *testing.T) {
 	}
 }
 
-// do2 runs a request that must not fail, and returns its answer.
-func (e *testEnv) do2(op logical.Operation, path string) *logical.Response {
-	e.t.Helper()
-	resp, err := e.do(op, path, nil)
-	if err != nil || (resp != nil && resp.IsError()) {
-		e.t.Fatalf("%s %s: %v %v", op, path, err, respErr(resp))
-	}
-	return resp
-}
-
 // A config delete is a move like a write: it records the legacy host first, and
 // counts the roles that wait.
 func TestConfigDeleteMovesLikeAWrite(t *testing.T) {
 	m := newBoundEnv(t)
 	resp := m.do2(logical.DeleteOperation, "config")
 	wantWarning(t, resp, "token_url moved to https://api.iadvize.com:443", "2 role(s)")
-	_, err := m.do(logical.UpdateOperation, "rotate-role/app", nil)
+	_, err := m.doRotate("app")
 	expectCodedError(t, err, 409, m.a.origin, "https://api.iadvize.com:443")
 
 	// The first config change after an upgrade may be a delete: roles of the
@@ -856,35 +668,8 @@ func TestConfigDeleteMovesLikeAWrite(t *testing.T) {
 	if st := e.mustRead("status/app").Data; st["token_host"] != a.origin || st["waiting_for_credentials"] == "" {
 		t.Fatalf("legacy role after a config delete: token_host %v, waiting %q", st["token_host"], st["waiting_for_credentials"])
 	}
-	_, err = e.do(logical.UpdateOperation, "rotate-role/app", nil)
+	_, err = e.doRotate("app")
 	expectCodedError(t, err, 409, a.origin, "https://api.iadvize.com:443")
-}
-
-// Another node's config write reaches this node's idea of the legacy host
-// through Invalidate: a standby that cached "none stored" does not judge the
-// old roles against the new config.
-func TestLegacyHostFollowsInvalidate(t *testing.T) {
-	clock := fakeclock.New()
-	a, b := startTokenHost(t, clock), startTokenHost(t, clock)
-	pw := secretValue("pw-app")
-	s := &logical.InmemStorage{}
-	putLegacyRecords(t, s, legacyConfig(a),
-		map[string]map[string]any{"app": {"grant_type": "password", "username": "app@example.com", "password": pw, "generation": 1}}, nil)
-	active, standby := newTestEnv(t, s, clock), newTestEnv(t, s, clock)
-	if st := standby.mustRead("status/app").Data; st["token_host"] != a.origin {
-		t.Fatalf("standby status/app token_host %v", st["token_host"])
-	}
-	active.mustWrite("config", map[string]any{"token_url": b.tokenURL(), "verify_url": b.verifyURL()})
-	for _, key := range []string{configStoragePath, legacyTokenHostKey} {
-		standby.b.invalidate(context.Background(), key)
-	}
-	st := standby.mustRead("status/app").Data
-	if st["token_host"] != a.origin || st["waiting_for_credentials"] == "" {
-		t.Fatalf("standby after the move: token_host %v, waiting %q", st["token_host"], st["waiting_for_credentials"])
-	}
-	_, err := standby.read("creds/app")
-	expectCodedError(t, err, 409, a.origin, b.origin)
-	b.wantNothing(t, "after the move", map[string]string{"the password": pw})
 }
 
 // ---- tokens only to their issuer ----
@@ -892,11 +677,8 @@ func TestLegacyHostFollowsInvalidate(t *testing.T) {
 // verify_url on another host than token_url: the config write warns, verify/
 // answers 400 saying why, and the verify host receives nothing.
 func TestVerifyURLOnAnotherHostIsNotUsed(t *testing.T) {
-	clock := fakeclock.New()
+	clock, a, v, pw := twoHosts(t)
 	e := newTestEnv(t, nil, clock)
-	a, v := startTokenHost(t, clock), startTokenHost(t, clock)
-	pw := secretValue("pw-app")
-	a.AddUser("app@example.com", pw)
 	resp := e.mustWrite("config", map[string]any{"token_url": a.tokenURL(), "verify_url": v.verifyURL()})
 	wantWarning(t, resp, "verify_url is on "+v.origin, "not on the token host "+a.origin)
 	e.addRole("app", "app@example.com", pw)
@@ -940,11 +722,8 @@ func TestDefaultVerifyURLWithAnotherTokenHostIsNotUsed(t *testing.T) {
 // verify_url: no check there, the token dropped and one login at the token
 // host, at most once per 5 minutes.
 func TestRefusedReportWithVerifyURLOnAnotherHostDoesNotVerify(t *testing.T) {
-	clock := fakeclock.New()
+	clock, a, v, pw := twoHosts(t)
 	e := newTestEnv(t, nil, clock)
-	a, v := startTokenHost(t, clock), startTokenHost(t, clock)
-	pw := secretValue("pw-app")
-	a.AddUser("app@example.com", pw)
 	e.mustWrite("config", map[string]any{"token_url": a.tokenURL(), "verify_url": v.verifyURL()})
 	e.addRole("app", "app@example.com", pw)
 	tok := accessToken(t, e.mustRead("creds/app"))

@@ -9,32 +9,82 @@ import (
 	"time"
 )
 
-// clientCheckingServer is a token endpoint that authenticates the client the way
-// a kind of real server does, and answers 401 invalid_client when it does not
-// recognise it:
-//   - "raw": HTTP Basic decoded as written (seed of ICEYE-style servers);
-//   - "rfc": HTTP Basic whose halves are form-decoded (RFC 6749 §2.3.1: Hydra,
-//     Keycloak), or client_id/client_secret in the body.
-func clientCheckingServer(style, clientID, clientSecret string, next http.HandlerFunc) http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) {
-		_ = r.ParseForm()
-		id, secret, basic := r.BasicAuth()
-		switch {
-		case basic && style == "rfc":
-			var err1, err2 error
-			id, err1 = url.QueryUnescape(id)
-			secret, err2 = url.QueryUnescape(secret)
-			if err1 != nil || err2 != nil {
-				id, secret = "", ""
+func TestPasswordGrantSendsFormWithUsernamePasswordAndGrantType(t *testing.T) {
+	for _, scope := range []string{"", "read write"} {
+		t.Run("scope="+scope, func(t *testing.T) {
+			rec := &recorder{}
+			u := newUpstream(t, rec.wrap(issuing(24*time.Hour)))
+			e := newTestEnv(t, nil, nil)
+			e.configure(u, nil)
+			data := map[string]any{"username": "svc@example.com", "password": "p&ss=w rd+%"}
+			if scope != "" {
+				data["scope"] = scope
 			}
-		case !basic && style == "rfc":
-			id, secret = r.PostForm.Get("client_id"), r.PostForm.Get("client_secret")
-		}
-		if id != clientID || secret != clientSecret {
-			rawAnswer(401, jsonType, nil, `{"error":"invalid_client"}`)(w, r)
-			return
-		}
-		next(w, r)
+			e.mustWrite("roles/app", data)
+			e.mustRead("creds/app")
+
+			got := rec.last(t)
+			if got.method != http.MethodPost || got.path != "/oauth2/token" {
+				t.Errorf("request %s %s, want POST /oauth2/token", got.method, got.path)
+			}
+			if !strings.HasPrefix(got.contentType, "application/x-www-form-urlencoded") {
+				t.Errorf("Content-Type %q, want a form", got.contentType)
+			}
+			if got.auth != "" {
+				t.Error("the password grant sent an Authorization header")
+			}
+			if got.form.Get("grant_type") != "password" {
+				t.Errorf("grant_type = %q, want password", got.form.Get("grant_type"))
+			}
+			if got.form.Get("username") != "svc@example.com" {
+				t.Errorf("username = %q", got.form.Get("username"))
+			}
+			if got.form.Get("password") != "p&ss=w rd+%" {
+				t.Error("upstream did not receive the password intact")
+			}
+			if _, ok := got.form["scope"]; ok != (scope != "") || got.form.Get("scope") != scope {
+				t.Errorf("scope sent=%v value=%q, want sent only when set (%q)", ok, got.form.Get("scope"), scope)
+			}
+			for _, k := range []string{"client_id", "client_secret"} {
+				if _, ok := got.form[k]; ok {
+					t.Errorf("the password grant sent %s", k)
+				}
+			}
+		})
+	}
+}
+
+func TestClientCredentialsGrantSendsBasicAuthAndNoUserPassword(t *testing.T) {
+	for _, scope := range []string{"", "catalog:read"} {
+		t.Run("scope="+scope, func(t *testing.T) {
+			rec := &recorder{}
+			u := newUpstream(t, rec.wrap(issuing(time.Hour)))
+			e := newTestEnv(t, nil, nil)
+			e.configure(u, nil)
+			data := map[string]any{"grant_type": "client_credentials", "client_id": "iceye-client", "client_secret": "cs-Secret123"}
+			if scope != "" {
+				data["scope"] = scope
+			}
+			e.mustWrite("roles/iceye", data)
+			e.mustRead("creds/iceye")
+
+			got := rec.last(t)
+			want := "Basic " + base64.StdEncoding.EncodeToString([]byte("iceye-client:cs-Secret123"))
+			if got.auth != want {
+				t.Error("Authorization is not HTTP Basic with client_id:client_secret")
+			}
+			if got.form.Get("grant_type") != "client_credentials" {
+				t.Errorf("grant_type = %q, want client_credentials", got.form.Get("grant_type"))
+			}
+			for _, k := range []string{"username", "password", "client_secret"} {
+				if _, ok := got.form[k]; ok {
+					t.Errorf("the client_credentials grant sent %s in the body", k)
+				}
+			}
+			if _, ok := got.form["scope"]; ok != (scope != "") || got.form.Get("scope") != scope {
+				t.Errorf("scope sent=%v value=%q, want sent only when set (%q)", ok, got.form.Get("scope"), scope)
+			}
+		})
 	}
 }
 
