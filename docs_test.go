@@ -190,3 +190,34 @@ func isPackageIdentifier(name string, declared, imports map[string]bool) bool {
 	}
 	return declared[first] || hasUpper(first)
 }
+
+// TestDocsNameOnlyFilesThatExist: every file name a page cites in backticks
+// (`login.go`, `cmd/bench/restart.go`) exists in the repository, so that a file
+// moved or merged cannot leave the pages pointing at nothing.
+func TestDocsNameOnlyFilesThatExist(t *testing.T) {
+	pages, err := filepath.Glob(filepath.Join("docs", "*.md"))
+	if err != nil || len(pages) == 0 {
+		t.Fatalf("no pages in docs/: %v", err)
+	}
+	cited := regexp.MustCompile("`([A-Za-z0-9_./-]+\\.(?:go|sh|md|hcl|yaml))`")
+	for _, page := range pages {
+		text, err := os.ReadFile(page)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, line := range strings.Split(string(text), "\n") {
+			for _, m := range cited.FindAllStringSubmatch(line, -1) {
+				name := m[1]
+				found := false
+				for _, dir := range []string{".", "docs"} {
+					if _, err := os.Stat(filepath.Join(dir, name)); err == nil {
+						found = true
+					}
+				}
+				if !found {
+					t.Errorf("%s:%d cites %s, which does not exist", page, i+1, name)
+				}
+			}
+		}
+	}
+}
