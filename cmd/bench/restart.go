@@ -437,8 +437,8 @@ func restartPhase(t *vaulttest.Program, opts options) section {
 		"runs below (expected 0: every token is in storage).\n\n", fmtInt(cold.Reads+cold.Errors), pct3(cold.Lat), cold.Errors, loginsAfterReads, loginsAfterRuns)
 
 	b.WriteString("**Periodic runs after the restart** (start = end − its time, from the unseal's return; Vault cancels a\n" +
-		"run after 90 s, the plugin starts no login and reads no more roles after 60 s; a run that ends its build early\n" +
-		"drops what it gathered, but the roles it read stay cached for the next):\n\n")
+		"run after 90 s, the plugin starts no login and reads no more token states after 45 s; a build cut short keeps\n" +
+		"what it read, and the next run goes on from there):\n\n")
 	b.WriteString(table([]string{"run", "started after the unseal", "took", "due", "scheduled at its end", ""}, runRows))
 	switch {
 	case built >= 0:
