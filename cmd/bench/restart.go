@@ -62,7 +62,7 @@ func refreshRuns(logPath string, offset int64) (runs []refreshRun, cutShort int)
 	sc.Buffer(make([]byte, 0, 64<<10), 16<<20)
 	for sc.Scan() {
 		line := sc.Bytes()
-		if bytes.Contains(line, []byte("the run ended before every role was read")) {
+		if bytes.Contains(line, []byte("the run ended before every token state was read")) {
 			cutShort++
 		}
 		if !bytes.Contains(line, []byte(`"background refresh run"`)) {
@@ -460,7 +460,7 @@ func restartPhase(t *vaulttest.Program, opts options) section {
 		b.WriteString("\nNo run ended with every role scheduled within 10 minutes of the unseal.")
 	}
 	if cutShort > 0 {
-		fmt.Fprintf(&b, " %d run(s) stopped reading roles at the 60 s budget (\"the run ended before every role was read\").", cutShort)
+		fmt.Fprintf(&b, " %d run(s) stopped reading token states at the run's 45 s (\"the run ended before every token state was read\").", cutShort)
 	}
 	if len(during) > 0 {
 		var longestDuring time.Duration
@@ -469,7 +469,7 @@ func restartPhase(t *vaulttest.Program, opts options) section {
 			longestDuring, mostDue = max(longestDuring, r.took), max(mostDue, r.due)
 		}
 		fmt.Fprintf(&b, "\n\nBefore the restart, while the roles were written and logged in, Vault ran the periodic function %d times: %d\n"+
-			"stopped reading roles at 60 s, the longest took %s, and the most roles one found due was %s (a role whose token\n"+
+			"stopped reading token states at 45 s, the longest took %s, and the most roles one found due was %s (a role whose token\n"+
 			"was stored while a build ran is checked again by the next run).", len(during), duringCut, fmtDur(longestDuring), fmtInt(mostDue))
 	}
 
