@@ -154,64 +154,8 @@ func (b *backend) pathConfigWrite(ctx context.Context, req *logical.Request, d *
 		return nil, err
 	}
 	was := *cfg
-	if v, ok := d.GetOk(fieldTokenURL); ok {
-		cfg.TokenURL = strings.TrimSpace(v.(string))
-		if cfg.TokenURL == "" {
-			return logical.ErrorResponse("%s may not be empty", fieldTokenURL), nil
-		}
-		if err := checkUpstreamURL(cfg.TokenURL); err != nil {
-			return logical.ErrorResponse("%s: %s", fieldTokenURL, err), nil
-		}
-	}
-	if v, ok := d.GetOk(fieldVerifyURL); ok {
-		cfg.VerifyURL = strings.TrimSpace(v.(string))
-		if cfg.VerifyURL != "" {
-			if err := checkUpstreamURL(cfg.VerifyURL); err != nil {
-				return logical.ErrorResponse("%s: %s", fieldVerifyURL, err), nil
-			}
-		}
-	}
-	if v, ok := d.GetOk(fieldRefreshBefore); ok {
-		if v.(int) < 0 {
-			return logical.ErrorResponse("%s may not be negative", fieldRefreshBefore), nil
-		}
-		cfg.RefreshBefore = time.Duration(v.(int)) * time.Second
-	}
-	if v, ok := d.GetOk(fieldRequestTimeout); ok {
-		if v.(int) <= 0 {
-			return logical.ErrorResponse("%s must be positive", fieldRequestTimeout), nil
-		}
-		cfg.RequestTimeout = time.Duration(v.(int)) * time.Second
-	}
-	for _, f := range []struct {
-		name string
-		dst  *int
-	}{{fieldUserLoginsPerMinute, &cfg.UserLoginsPerMinute}, {fieldLoginsPerMinute, &cfg.LoginsPerMinute}} {
-		if v, ok := d.GetOk(f.name); ok {
-			n := v.(int)
-			if n < 1 || n > maxLoginsPerMinuteSetting {
-				return logical.ErrorResponse("%s must be between 1 and %d", f.name, maxLoginsPerMinuteSetting), nil
-			}
-			*f.dst = n
-		}
-	}
-	if v, ok := d.GetOk(fieldClientAuth); ok {
-		cfg.ClientAuth = clientAuthStyle(strings.TrimSpace(v.(string)))
-		if !slices.Contains(clientAuthStyles, cfg.ClientAuth) {
-			return logical.ErrorResponse("%s must be one of %s", fieldClientAuth, clientAuthStyleList()), nil
-		}
-	}
-	if v, ok := d.GetOk(fieldDefaultExpiresIn); ok {
-		if v.(int) < 0 {
-			return logical.ErrorResponse("%s may not be negative", fieldDefaultExpiresIn), nil
-		}
-		cfg.DefaultExpiresIn = time.Duration(v.(int)) * time.Second
-	}
-	if v, ok := d.GetOk(fieldCAPEM); ok {
-		cfg.CAPEM = strings.TrimSpace(v.(string))
-		if cfg.CAPEM != "" && !x509.NewCertPool().AppendCertsFromPEM([]byte(cfg.CAPEM)) {
-			return logical.ErrorResponse("%s holds no PEM-encoded certificate", fieldCAPEM), nil
-		}
+	if resp := applyConfigFields(d, cfg); resp != nil {
+		return resp, nil
 	}
 
 	if err := b.keepLegacyTokenHost(ctx, req.Storage); err != nil {
@@ -222,6 +166,71 @@ func (b *backend) pathConfigWrite(ctx context.Context, req *logical.Request, d *
 	}
 	b.dropConfig()
 	return b.configWarnings(ctx, req.Storage, &was, cfg)
+}
+
+// applyConfigFields sets the fields a config write names on cfg; a 400 naming
+// the field for a value it refuses.
+func applyConfigFields(d *framework.FieldData, cfg *config) *logical.Response {
+	if v, ok := d.GetOk(fieldTokenURL); ok {
+		cfg.TokenURL = strings.TrimSpace(v.(string))
+		if cfg.TokenURL == "" {
+			return logical.ErrorResponse("%s may not be empty", fieldTokenURL)
+		}
+		if err := checkUpstreamURL(cfg.TokenURL); err != nil {
+			return logical.ErrorResponse("%s: %s", fieldTokenURL, err)
+		}
+	}
+	if v, ok := d.GetOk(fieldVerifyURL); ok {
+		cfg.VerifyURL = strings.TrimSpace(v.(string))
+		if cfg.VerifyURL != "" {
+			if err := checkUpstreamURL(cfg.VerifyURL); err != nil {
+				return logical.ErrorResponse("%s: %s", fieldVerifyURL, err)
+			}
+		}
+	}
+	if v, ok := d.GetOk(fieldRefreshBefore); ok {
+		if v.(int) < 0 {
+			return logical.ErrorResponse("%s may not be negative", fieldRefreshBefore)
+		}
+		cfg.RefreshBefore = time.Duration(v.(int)) * time.Second
+	}
+	if v, ok := d.GetOk(fieldRequestTimeout); ok {
+		if v.(int) <= 0 {
+			return logical.ErrorResponse("%s must be positive", fieldRequestTimeout)
+		}
+		cfg.RequestTimeout = time.Duration(v.(int)) * time.Second
+	}
+	for _, f := range []struct {
+		name string
+		dst  *int
+	}{{fieldUserLoginsPerMinute, &cfg.UserLoginsPerMinute}, {fieldLoginsPerMinute, &cfg.LoginsPerMinute}} {
+		if v, ok := d.GetOk(f.name); ok {
+			n := v.(int)
+			if n < 1 || n > maxLoginsPerMinuteSetting {
+				return logical.ErrorResponse("%s must be between 1 and %d", f.name, maxLoginsPerMinuteSetting)
+			}
+			*f.dst = n
+		}
+	}
+	if v, ok := d.GetOk(fieldClientAuth); ok {
+		cfg.ClientAuth = clientAuthStyle(strings.TrimSpace(v.(string)))
+		if !slices.Contains(clientAuthStyles, cfg.ClientAuth) {
+			return logical.ErrorResponse("%s must be one of %s", fieldClientAuth, clientAuthStyleList())
+		}
+	}
+	if v, ok := d.GetOk(fieldDefaultExpiresIn); ok {
+		if v.(int) < 0 {
+			return logical.ErrorResponse("%s may not be negative", fieldDefaultExpiresIn)
+		}
+		cfg.DefaultExpiresIn = time.Duration(v.(int)) * time.Second
+	}
+	if v, ok := d.GetOk(fieldCAPEM); ok {
+		cfg.CAPEM = strings.TrimSpace(v.(string))
+		if cfg.CAPEM != "" && !x509.NewCertPool().AppendCertsFromPEM([]byte(cfg.CAPEM)) {
+			return logical.ErrorResponse("%s holds no PEM-encoded certificate", fieldCAPEM)
+		}
+	}
+	return nil
 }
 
 func (b *backend) pathConfigDelete(ctx context.Context, req *logical.Request, _ *framework.FieldData) (*logical.Response, error) {

@@ -63,37 +63,64 @@ func (b *backend) periodicRefresh(ctx context.Context, req *logical.Request) err
 		return nil // a config change came in between: the next run builds again
 	}
 
-	// Due roles, earliest first; those a spent host budget turned away wait in
-	// retry for a slot of this run.
 	queue := b.sched.takeDue(start)
 	due = len(queue)
-	var (
-		stop atomic.Bool // the node cannot write
-		// mu guards queue and retry: a leaf, not held while a role is refreshed.
-		mu    sync.Mutex
-		retry []scheduleItem
-	)
-	next := func() (scheduleItem, bool) {
-		mu.Lock()
-		defer mu.Unlock()
-		if n := len(retry); n > 0 {
-			item := retry[n-1]
-			retry = retry[:n-1]
-			return item, true
-		}
-		if len(queue) == 0 {
-			return scheduleItem{}, false
-		}
-		item := queue[0]
-		queue = queue[1:]
+	b.refreshDue(ctx, req.Storage, cfg, &dueQueue{items: queue}, refreshBefore, start, over)
+	return nil
+}
+
+// dueQueue is what a run has left to refresh: the due roles, earliest first,
+// and those a spent host budget turned away, which wait for a slot of the run.
+// Safe for the run's concurrent tasks.
+type dueQueue struct {
+	mu    sync.Mutex // guards items and retry: a leaf, not held while a role is refreshed
+	items []scheduleItem
+	retry []scheduleItem
+}
+
+// next takes a role to refresh: one turned away first.
+func (q *dueQueue) next() (scheduleItem, bool) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if n := len(q.retry); n > 0 {
+		item := q.retry[n-1]
+		q.retry = q.retry[:n-1]
 		return item, true
 	}
+	if len(q.items) == 0 {
+		return scheduleItem{}, false
+	}
+	item := q.items[0]
+	q.items = q.items[1:]
+	return item, true
+}
+
+// turnedAway files a role the host's spent budget turned away.
+func (q *dueQueue) turnedAway(item scheduleItem) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	q.retry = append(q.retry, item)
+}
+
+// waiting reports whether roles were turned away since next last took one.
+func (q *dueQueue) waiting() bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return len(q.retry) > 0
+}
+
+// refreshDue refreshes the run's due roles, periodicConcurrency at once, while
+// the host's budget has room within the run (waitForHostBudget), and files back
+// on the schedule the roles it did not get to.
+func (b *backend) refreshDue(ctx context.Context, s logical.Storage, cfg *configEntry, q *dueQueue,
+	refreshBefore time.Duration, start time.Time, over func() bool) {
+	var stop atomic.Bool // the node cannot write
 	var g errgroup.Group
 	g.SetLimit(periodicConcurrency)
 	for {
-		item, ok := next()
+		item, ok := q.next()
 		if !ok {
-			if g.Wait(); len(retry) > 0 { // turned away while this loop was done
+			if g.Wait(); q.waiting() { // turned away while this loop was done
 				continue
 			}
 			break
@@ -107,19 +134,16 @@ func (b *backend) periodicRefresh(ctx context.Context, req *logical.Request) err
 				b.sched.putBack(item)
 				return nil
 			}
-			if b.refreshScheduled(ctx, req.Storage, item, refreshBefore, &stop) {
-				mu.Lock()
-				retry = append(retry, item)
-				mu.Unlock()
+			if b.refreshScheduled(ctx, s, item, refreshBefore, &stop) {
+				q.turnedAway(item)
 			}
 			return nil
 		})
 	}
 	_ = g.Wait() // the tasks report through the schedule and the log
-	for item, ok := next(); ok; item, ok = next() {
+	for item, ok := q.next(); ok; item, ok = q.next() {
 		b.sched.putBack(item)
 	}
-	return nil
 }
 
 // waitForHostBudget waits until the token host's login budget has room, if that
