@@ -1,6 +1,7 @@
 package iadvize
 
 import (
+	"fmt"
 	"net/http"
 	"net/url"
 	"testing"
@@ -122,6 +123,44 @@ func TestAnOlderLoginNeverReplacesANewerToken(t *testing.T) {
 			}
 			if stored := storedToken(t, e.storage, "app"); stored == nil || stored.AccessToken != "tok-newer" {
 				t.Fatal("storage does not hold the newer token")
+			}
+		})
+	}
+}
+
+// A read whose login is overtaken by a rewrite of the role's credentials judges
+// again, once, under the new credentials (a second login); a second rewrite
+// during that login answers 409 (docs/read-path.md): two logins, never a third.
+func TestCredentialsRewrittenDuringTheLoginTwiceRunningIs409(t *testing.T) {
+	for _, rewrites := range []int{1, 2} {
+		t.Run(fmt.Sprintf("%d rewrite(s)", rewrites), func(t *testing.T) {
+			u := newTicketUpstream(t)
+			e := newHeldAppEnv(t, u.upstream, "svc@example.com", "pw-0")
+			read := e.readAsync("creds/app")
+			for i := range 2 {
+				login := u.next(t)
+				if i < rewrites {
+					e.mustWrite("roles/app", map[string]any{"password": fmt.Sprintf("pw-%d", i+1)})
+				}
+				u.answer(login, tokenFor)
+				if i+1 > rewrites {
+					break
+				}
+			}
+			r := awaitResult(t, read, "the read")
+			switch rewrites {
+			case 1:
+				if r.err != nil || accessToken(t, r.resp) == "" {
+					t.Fatalf("one rewrite: %v, want the token of the new credentials", r.err)
+				}
+			case 2:
+				expectCodedError(t, r.err, http.StatusConflict, "rewritten during the login, twice running")
+			}
+			u.mu.Lock()
+			n := len(u.tickets)
+			u.mu.Unlock()
+			if n != 2 {
+				t.Fatalf("%d logins, want 2", n)
 			}
 		})
 	}
