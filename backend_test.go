@@ -3,8 +3,12 @@ package iadvize
 import (
 	"context"
 	"net/http"
+	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/hashicorp/vault/sdk/logical"
 )
 
 // The mount's wiring (backend.go): Clean.
@@ -37,5 +41,41 @@ func TestCleanCancelsLoginsInFlightAtOnce(t *testing.T) {
 	}
 	if st := storedToken(t, e.storage, "cold"); st != nil && st.LastOutcome != "" {
 		t.Fatalf("a login cancelled by Clean was recorded as %q", st.LastOutcome)
+	}
+}
+
+// Clean during a refused-token report's check at verify_url cancels it: the
+// report fails 503 and does not act as with no verify_url (no budget taken, the
+// token kept, the report interval not started).
+func TestCleanDuringAReportsVerifyKeepsTheToken(t *testing.T) {
+	var logins atomic.Int64
+	entered := make(chan struct{}, 10)
+	issue := issuing(24 * time.Hour)
+	u := newUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasSuffix(r.URL.Path, "/_authenticated") {
+			entered <- struct{}{}
+			<-r.Context().Done() // held until Clean cancels it
+			return
+		}
+		logins.Add(1)
+		issue(w, r)
+	})
+	e := newTestEnv(t, nil, nil)
+	e.configure(u, map[string]any{"request_timeout": "1h"})
+	e.addRole("app", "svc@example.com", "pw-clean")
+	tok := accessToken(t, e.mustRead("creds/app"))
+	done := e.doAsync(logical.UpdateOperation, "creds/app", map[string]any{fieldRefusedTokenSHA256: tokenSHA256(tok)})
+	select {
+	case <-entered:
+	case <-time.After(waitFor):
+		t.Fatal("the report's check did not reach verify_url")
+	}
+	e.b.Cleanup(context.Background())
+	r := awaitResult(t, done, "the report")
+	expectCodedError(t, r.err, http.StatusServiceUnavailable, "closing")
+	st := storedToken(t, e.storage, "app")
+	if st == nil || st.AccessToken != tok || !st.ForcedLoginAt.IsZero() || logins.Load() != 1 {
+		t.Fatalf("after Clean: token kept %v, report interval started %v, %d logins; want kept, not started, 1",
+			st != nil && st.AccessToken == tok, st != nil && !st.ForcedLoginAt.IsZero(), logins.Load())
 	}
 }

@@ -147,6 +147,12 @@ func (b *backend) flight(ctx context.Context, s logical.Storage, name string, re
 		flights = &b.rotateFlights
 	}
 	v, err, _ := flights.Do(name, func() (any, error) {
+		// The flight serves every caller that joins it: it runs on the first
+		// caller's values, not its cancellation (a reader that gives up must not
+		// take the login, or the storing of its answer, from the others), and
+		// ends with the mount (Clean).
+		ctx, cancel := b.detach(ctx, 0)
+		defer cancel()
 		return b.refreshRole(ctx, s, name, req)
 	})
 	if err != nil {
@@ -206,6 +212,9 @@ func (b *backend) attempt(ctx context.Context, s logical.Storage, name string, r
 			return done, err
 		}
 		e = done.entry
+	}
+	if b.lifetime.Err() != nil {
+		return refreshOutcome{}, errMountClosing // no budget taken, no token dropped
 	}
 	bound, err := b.boundHost(ctx, s, e.role)
 	if err != nil {

@@ -90,6 +90,13 @@ func (b *backend) recordToken(ctx context.Context, s logical.Storage, name strin
 		CredentialsID:     r.CredentialsID,
 		Generation:        r.Generation,
 	}
+	if sent.Before(st.LastAttempt) {
+		// A login sent later failed (had it brought a token, this one would be
+		// older than it): this token is newer than the stored one and is kept,
+		// but the later attempt's bookkeeping stands (its backoff, its verdict).
+		next.LastAttempt, next.LastOutcome, next.LastError, next.Failures = st.LastAttempt, st.LastOutcome, st.LastError, st.Failures
+		next.NextAttempt, next.CredentialsRejected, next.RejectedSettings = st.NextAttempt, st.CredentialsRejected, st.RejectedSettings
+	}
 	if st.AccessToken != "" && !sent.After(st.IssuedAt) {
 		// IssuedAt is the token's last_vault_rotation: a new token never
 		// carries its predecessor's, even from a login sent in the same instant.

@@ -165,3 +165,28 @@ func TestCredentialsRewrittenDuringTheLoginTwiceRunningIs409(t *testing.T) {
 		})
 	}
 }
+
+// An older login's token that answers after a newer login was rejected is kept
+// (it is newer than the stored token), but the newer attempt's bookkeeping
+// stands: the credentials stay rejected.
+func TestAnOlderTokenAfterANewerRejectionKeepsTheVerdict(t *testing.T) {
+	u := newTicketUpstream(t)
+	e := newHeldAppEnv(t, u.upstream, "svc@example.com", "pw-one")
+	read := e.readAsync("creds/app")
+	older := u.next(t)
+	e.clock.Advance(time.Second)
+	rotate := e.doAsync(logical.UpdateOperation, "rotate-role/app", nil)
+	newer := u.next(t)
+	u.answer(newer, jsonAnswer(http.StatusUnauthorized, map[string]any{"error": "invalid_grant"}))
+	if r := awaitResult(t, rotate, "rotate-role"); r.err == nil {
+		t.Fatal("rotate-role was not refused")
+	}
+	u.answer(older, namedToken("tok-older"))
+	if got := accessToken(t, awaitRead(t, read, "the read")); got != "tok-older" {
+		t.Fatalf("the read got %q, want the older login's token", got)
+	}
+	st := e.mustRead("status/app").Data
+	if st["credentials_rejected"] != true || st["last_outcome"] != outcomeRejected || st["has_token"] != true {
+		t.Fatalf("status %v: the older login's success undid the newer verdict", st)
+	}
+}

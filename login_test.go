@@ -1,6 +1,7 @@
 package iadvize
 
 import (
+	"context"
 	"fmt"
 	"net/http"
 	"slices"
@@ -433,4 +434,30 @@ func TestLoginTimeoutIsTransientAndBacksOff(t *testing.T) {
 	e.clock.Advance(time.Second)
 	accessToken(t, e.mustRead("creds/app"))
 	u.wantCount(t, 2, "")
+}
+
+// A reader that gives up while the role's login is in flight takes nothing from
+// the readers that share it: the login is stored, every patient reader is
+// served its token, and no second login follows.
+func TestAReaderThatGivesUpLeavesTheSharedLoginToTheOthers(t *testing.T) {
+	e, u := newHoldingAppEnv(t)
+	u.hold()
+	ctx, cancel := context.WithCancel(context.Background())
+	gaveUp := make(chan error, 1)
+	go func() {
+		_, err := e.b.HandleRequest(ctx, &logical.Request{Operation: logical.ReadOperation, Path: "creds/app", Storage: e.storage})
+		gaveUp <- err
+	}()
+	u.waitEntered(t)
+	patient := e.readAsync("creds/app")
+	waitJoinedFlight(t, u, "(*backend).serveOutcome")
+	cancel()
+	u.release(u.issue)
+	<-gaveUp
+	tok := accessToken(t, awaitRead(t, patient, "the patient reader"))
+	if st := storedToken(t, e.storage, "app"); st == nil || st.AccessToken != tok {
+		t.Fatal("the login's token was not stored")
+	}
+	e.mustRead("creds/app")
+	u.wantCount(t, 1, " (one login, shared, kept)")
 }

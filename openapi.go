@@ -52,17 +52,25 @@ func nameReportOperations(doc *framework.OASDocument) {
 // inlined (the framework refers to component schemas from nowhere else).
 func inlineSchemaRefs(doc *framework.OASDocument) {
 	inlined := map[string]bool{}
-	inline := func(c framework.OASContent) {
-		for _, mt := range c {
+	// inline returns c with its schemas inlined, as a new map of new media
+	// types: the framework shares some of them between documents (its standard
+	// list response), so they are never changed in place.
+	inline := func(c framework.OASContent) framework.OASContent {
+		out := make(framework.OASContent, len(c))
+		for k, mt := range c {
+			out[k] = mt
 			if mt == nil || mt.Schema == nil {
 				continue
 			}
 			name, ok := strings.CutPrefix(mt.Schema.Ref, componentSchemaPrefix)
 			if s := doc.Components.Schemas[name]; ok && s != nil {
-				mt.Schema = s
+				copied := *mt
+				copied.Schema = s
+				out[k] = &copied
 				inlined[name] = true
 			}
 		}
+		return out
 	}
 	for _, item := range doc.Paths {
 		for _, op := range []*framework.OASOperation{item.Get, item.Post, item.Patch, item.Delete} {
@@ -70,13 +78,20 @@ func inlineSchemaRefs(doc *framework.OASDocument) {
 				continue
 			}
 			if op.RequestBody != nil {
-				inline(op.RequestBody.Content)
+				body := *op.RequestBody
+				body.Content = inline(body.Content)
+				op.RequestBody = &body
 			}
-			for _, r := range op.Responses {
+			responses := make(map[int]*framework.OASResponse, len(op.Responses))
+			for code, r := range op.Responses {
 				if r != nil {
-					inline(r.Content)
+					copied := *r
+					copied.Content = inline(r.Content)
+					r = &copied
 				}
+				responses[code] = r
 			}
+			op.Responses = responses
 		}
 	}
 	for name := range inlined {

@@ -84,6 +84,8 @@ func (b *backend) checkToken(ctx context.Context, s logical.Storage, name string
 			}
 			return res.asCached(), nil
 		}
+		ctx, cancel := b.detach(ctx, 0) // shared by every caller, as a login flight is
+		defer cancel()
 		return b.verify(ctx, s, name, cfg, e, report)
 	})
 	if err != nil {
@@ -120,6 +122,9 @@ func (b *backend) verify(ctx context.Context, s logical.Storage, name string, cf
 	defer cancel()
 	ok, err := cfg.client.verify(vctx, cfg.VerifyURL, e.state.AccessToken, newRedactor(append(e.role.secrets(), e.state.AccessToken)...))
 	res := &verifyResult{token: e.state.AccessToken, checkedAt: checkedAt, authenticated: ok}
+	if b.lifetime.Err() != nil {
+		return nil, errMountClosing // cancelled by Clean: verify_url did not answer, nor fail
+	}
 	if err != nil {
 		// Remember the failed check too: upstream sees at most one a role per interval.
 		failed := logical.CodedError(http.StatusBadGateway, "role \""+name+"\": checking the token failed: "+err.Error())
