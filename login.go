@@ -67,6 +67,9 @@ type loginRefusal struct {
 	// until, when set, says what must happen before a login instead of the
 	// default for a zero retryAt (rejected credentials).
 	until string
+	// rewrite names the role's secret fields to write again, which bind it to
+	// the token host bindsTo (bindingRefusal).
+	rewrite, bindsTo string
 }
 
 // message names the role, the cause and when the next attempt may happen.
@@ -77,6 +80,8 @@ func (u *loginRefusal) message(name string) string {
 		next = "next login attempt not before " + ceilSecond(u.retryAt).UTC().Format(time.RFC3339)
 	case u.until != "":
 		next = u.until
+	case u.rewrite != "":
+		next = fmt.Sprintf("no login until the role's %s is written again (at roles/%s), which binds it to %s", u.rewrite, name, u.bindsTo)
 	}
 	return fmt.Sprintf("role %q: %s; %s", name, u.cause, next)
 }

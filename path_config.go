@@ -146,26 +146,34 @@ func (b *backend) pathConfigWrite(ctx context.Context, req *logical.Request, d *
 	if resp := refuseUnknownFields(req, d); resp != nil {
 		return resp, nil
 	}
+	was, cfg, resp, err := b.updateConfig(ctx, req.Storage, d)
+	if resp != nil || err != nil {
+		return resp, err
+	}
+	return b.configWarnings(ctx, req.Storage, was, cfg) // reads roles: not under the lock
+}
+
+// updateConfig applies a config write's fields to the stored config under the
+// config write lock, and returns the config before and after; resp is a 400 for
+// a field it refuses.
+func (b *backend) updateConfig(ctx context.Context, s logical.Storage, d *framework.FieldData) (was, cfg *config, resp *logical.Response, err error) {
 	b.writeMu.Lock()
 	defer b.writeMu.Unlock()
-
-	cfg, _, err := readConfig(ctx, req.Storage)
-	if err != nil {
-		return nil, err
+	if cfg, _, err = readConfig(ctx, s); err != nil {
+		return nil, nil, nil, err
 	}
-	was := *cfg
+	before := *cfg
 	if resp := applyConfigFields(d, cfg); resp != nil {
-		return resp, nil
+		return nil, nil, resp, nil
 	}
-
-	if err := b.keepLegacyTokenHost(ctx, req.Storage); err != nil {
-		return nil, err
+	if err := b.keepLegacyTokenHost(ctx, s); err != nil {
+		return nil, nil, nil, err
 	}
-	if err := writeConfig(ctx, req.Storage, cfg); err != nil {
-		return nil, err
+	if err := writeConfig(ctx, s, cfg); err != nil {
+		return nil, nil, nil, err
 	}
 	b.dropConfig()
-	return b.configWarnings(ctx, req.Storage, &was, cfg)
+	return &before, cfg, nil, nil
 }
 
 // applyConfigFields sets the fields a config write names on cfg; a 400 naming
@@ -234,20 +242,30 @@ func applyConfigFields(d *framework.FieldData, cfg *config) *logical.Response {
 }
 
 func (b *backend) pathConfigDelete(ctx context.Context, req *logical.Request, _ *framework.FieldData) (*logical.Response, error) {
-	b.writeMu.Lock()
-	defer b.writeMu.Unlock()
-	if err := b.keepLegacyTokenHost(ctx, req.Storage); err != nil {
-		return nil, err
-	}
-	was, _, err := readConfig(ctx, req.Storage)
+	was, err := b.removeConfig(ctx, req.Storage)
 	if err != nil {
 		return nil, err
 	}
-	if err := deleteConfig(ctx, req.Storage); err != nil {
+	return b.configWarnings(ctx, req.Storage, was, defaultConfig()) // reads roles: not under the lock
+}
+
+// removeConfig deletes the stored config under the config write lock, and
+// returns the one it deleted.
+func (b *backend) removeConfig(ctx context.Context, s logical.Storage) (*config, error) {
+	b.writeMu.Lock()
+	defer b.writeMu.Unlock()
+	if err := b.keepLegacyTokenHost(ctx, s); err != nil {
+		return nil, err
+	}
+	was, _, err := readConfig(ctx, s)
+	if err != nil {
+		return nil, err
+	}
+	if err := deleteConfig(ctx, s); err != nil {
 		return nil, err
 	}
 	b.dropConfig()
-	return b.configWarnings(ctx, req.Storage, was, defaultConfig())
+	return was, nil
 }
 
 // configWarnings is the answer of a config write or delete that changed was into
@@ -257,12 +275,17 @@ func (b *backend) pathConfigDelete(ctx context.Context, req *logical.Request, _ 
 func (b *backend) configWarnings(ctx context.Context, s logical.Storage, was, cfg *config) (*logical.Response, error) {
 	resp := &logical.Response{}
 	if host := tokenOrigin(cfg.TokenURL); host != tokenOrigin(was.TokenURL) {
-		n, err := b.rolesBoundElsewhere(ctx, s, host)
-		if err != nil {
+		n, all, err := b.rolesBoundElsewhere(ctx, s, host)
+		count := fmt.Sprint(n)
+		if !all {
+			count = fmt.Sprintf("at least %d (counted for %s)", n, roleCountTime)
+		}
+		switch {
+		case err != nil:
 			b.Logger().Warn("could not count the roles bound to another token host", "error", err)
-		} else if n > 0 {
-			resp.AddWarning(fmt.Sprintf("%s moved to %s: %d role(s) hold credentials written for another token host; "+
-				"they log in nowhere until their password or client_secret is written again (status/<role> names them)", fieldTokenURL, host, n))
+		case n > 0 || !all:
+			resp.AddWarning(fmt.Sprintf("%s moved to %s: %s role(s) hold credentials written for another token host; "+
+				"they log in nowhere until their password or client_secret is written again (status/<role> names them)", fieldTokenURL, host, count))
 		}
 	}
 	if cfg.VerifyURL != "" && tokenOrigin(cfg.VerifyURL) != tokenOrigin(cfg.TokenURL) {
@@ -311,6 +334,7 @@ func checkUpstreamURL(raw string) error {
 }
 
 func isLoopback(host string) bool {
+	host = strings.TrimSuffix(host, ".") // the fully qualified spelling, as tokenOrigin reads it
 	if strings.EqualFold(host, "localhost") {
 		return true
 	}

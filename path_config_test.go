@@ -87,6 +87,7 @@ func TestConfigAcceptsHTTPSAndLoopbackHTTPAndCAPEM(t *testing.T) {
 		"http://127.0.0.1:8080/token",
 		"http://127.8.9.10/token",
 		"http://localhost:9000/token",
+		"http://localhost.:9000/token",
 		"http://LOCALHOST/token",
 		"http://[::1]:8080/token",
 	} {

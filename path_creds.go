@@ -118,6 +118,18 @@ func (b *backend) readRoleToken(ctx context.Context, req *logical.Request, d *fr
 	return srv, nil, err
 }
 
+// addWarnings adds to a token's answer the warning it was served with, and
+// says that refused_token_sha256 on a read reports nothing (a report is an
+// update: vault write).
+func addWarnings(resp *logical.Response, req *logical.Request, srv servedToken) {
+	if srv.warning != "" {
+		resp.AddWarning(srv.warning)
+	}
+	if _, ok := req.Data[fieldRefusedTokenSHA256]; ok && req.Operation == logical.ReadOperation {
+		resp.AddWarning(fieldRefusedTokenSHA256 + " was ignored: a read reports nothing; report a refused token with an update (vault write)")
+	}
+}
+
 func tokenData(e *cacheEntry, size int) map[string]any {
 	data := make(map[string]any, size)
 	data[fieldAccessToken] = e.state.AccessToken
@@ -138,9 +150,7 @@ func (b *backend) pathCredsRead(ctx context.Context, req *logical.Request, d *fr
 	resp.Secret.TTL = ttl
 	resp.Secret.MaxTTL = ttl
 	resp.Secret.Renewable = false
-	if srv.warning != "" {
-		resp.AddWarning(srv.warning)
-	}
+	addWarnings(resp, req, srv)
 	return resp, nil
 }
 
@@ -163,9 +173,7 @@ func (b *backend) pathStaticCredsRead(ctx context.Context, req *logical.Request,
 	data[fieldRotationPeriod] = int64(rotationPeriod(st, srv.cfg.RefreshBefore).Seconds())
 	data[fieldLastVaultRotation] = srv.entry.rotatedAt
 	resp = &logical.Response{Data: data}
-	if srv.warning != "" {
-		resp.AddWarning(srv.warning)
-	}
+	addWarnings(resp, req, srv)
 	return resp, nil
 }
 

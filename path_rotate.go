@@ -33,7 +33,7 @@ func (b *backend) pathRotateRoleWrite(ctx context.Context, req *logical.Request,
 // credentials on this very call, "no login until ... rotate-role is called" would
 // point back at the call just made: say what was tried and what helps instead.
 func rotateFailure(u *loginRefusal, name string) string {
-	if !u.retryAt.IsZero() || u.until != "" {
+	if !u.retryAt.IsZero() || u.until != "" || u.rewrite != "" {
 		return u.message(name)
 	}
 	return fmt.Sprintf("role %q: %s; rotate-role tried the role's credentials once and upstream rejected them: "+

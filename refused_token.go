@@ -24,8 +24,8 @@ import (
 // counts against the budgets.
 
 // reportLoginInterval: with no usable verify_url, a report forces at most one
-// login per role in this time (seed 000: reacting to 401 by logging in in a loop
-// burns the budget).
+// login per role in this time (README, "When the API refuses the token": a
+// client that logs in again on every 401 burns the user's budget in seconds).
 const reportLoginInterval = 5 * time.Minute
 
 // What a report of the cached token led to, as status/ last_report_outcome says.

@@ -325,7 +325,7 @@ func TestReportIsAnsweredAsARead(t *testing.T) {
 // and joins the flight of a refused-token report that ends without a login
 // (verify_url says the token is valid) gets neither the reporter's verdict (its
 // warning, or its 429) nor the dying token: it runs a flight of its own and
-// logs in (SPEC 3 item 14: a read never gets a token it cannot use without a
+// logs in (README, "creds and static-creds": a read never gets a token it cannot use without a
 // login having started). The reporter gets the same token with the warning.
 func TestReadJoiningAReportFlightLogsInAndGetsNoVerdict(t *testing.T) {
 	e, u := newHoldingAppEnv(t)
@@ -404,5 +404,24 @@ func TestReportOvertakenByARotationGetsTheNewToken(t *testing.T) {
 	open()
 	if got := accessToken(t, awaitRead(t, report, "the report")); got != current {
 		t.Fatalf("the report was answered with the refused token (%v) or another, want the one rotate-role stored", got == first)
+	}
+}
+
+// refused_token_sha256 on a read (vault read ... refused_token_sha256=...) reports
+// nothing, and the answer says so.
+func TestReportFieldOnAReadIsNamedAsIgnored(t *testing.T) {
+	e, fake := newFakeAppEnv(t, "pw-report")
+	tok := accessToken(t, e.mustRead("creds/app"))
+	for _, path := range []string{"creds/app", "static-creds/app"} {
+		resp, err := e.do(logical.ReadOperation, path, map[string]any{fieldRefusedTokenSHA256: tokenSHA256(tok)})
+		if err != nil || resp == nil || resp.IsError() || accessToken(t, resp) != tok {
+			t.Fatalf("%s read: %v %v", path, err, respErr(resp))
+		}
+		if len(resp.Warnings) != 1 || !strings.Contains(resp.Warnings[0], "ignored") {
+			t.Fatalf("%s read with %s: warnings %q, want one saying it was ignored", path, fieldRefusedTokenSHA256, resp.Warnings)
+		}
+	}
+	if logins(fake) != 1 || verifyCalls(fake) != 0 {
+		t.Fatal("a read with the report's field reached upstream")
 	}
 }

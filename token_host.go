@@ -8,8 +8,11 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
+	"time"
 
 	"github.com/hashicorp/vault/sdk/logical"
+	"golang.org/x/sync/errgroup"
 )
 
 // Where secrets may go (README, "Where secrets may go"; docs/security.md): a
@@ -106,8 +109,7 @@ func bindingRefusal(bound string, r *role, cfg *configEntry) *loginRefusal {
 	return &loginRefusal{status: http.StatusConflict,
 		cause: fmt.Sprintf("its credentials were written for the token host %s, and config %s now names %s: "+
 			"they are sent to no other host", bound, fieldTokenURL, cfg.origin),
-		until: fmt.Sprintf("no login until the role's %s is written again (at roles/<name>), which binds it to %s",
-			secretFields(r), cfg.origin)}
+		rewrite: secretFields(r), bindsTo: cfg.origin}
 }
 
 // secretFields names the role's write-only fields, for messages.
@@ -200,30 +202,50 @@ func (b *backend) tokenIssuer(ctx context.Context, s logical.Storage, e *cacheEn
 	return b.boundHost(ctx, s, e.role)
 }
 
+// roleCountTime bounds how long a config write counts the roles bound to
+// another token host (rolesBoundElsewhere): a mount of 100,000 roles reads one
+// record each (BENCHMARKS.md), and the count only words a warning.
+const roleCountTime = 10 * time.Second
+
 // rolesBoundElsewhere counts the roles whose credentials are bound to another
 // token host than host (roles not bound yet are not counted: their first login
-// binds them), for the warning of a config write.
-func (b *backend) rolesBoundElsewhere(ctx context.Context, s logical.Storage, host string) (int, error) {
+// binds them), for the warning of a config write: 8 reads at a time, for at most
+// roleCountTime; all is false when the count stopped there (a lower bound).
+func (b *backend) rolesBoundElsewhere(ctx context.Context, s logical.Storage, host string) (n int, all bool, err error) {
 	names, err := listRoles(ctx, s)
 	if err != nil {
-		return 0, err
+		return 0, false, err
 	}
-	n := 0
+	ctx, cancel := context.WithTimeout(ctx, roleCountTime)
+	defer cancel()
+	var (
+		mu      sync.Mutex // guards n and err: a leaf
+		g       errgroup.Group
+		counted int
+	)
+	g.SetLimit(8)
 	for _, name := range names {
-		r, err := readRole(ctx, s, name)
-		if err != nil {
-			return 0, err
+		if ctx.Err() != nil {
+			break
 		}
-		if r == nil {
-			continue
-		}
-		bound, err := b.boundHost(ctx, s, r)
-		if err != nil {
-			return 0, err
-		}
-		if bound != "" && bound != host {
-			n++
-		}
+		counted++
+		g.Go(func() error {
+			r, rerr := readRole(ctx, s, name)
+			var bound string
+			if rerr == nil && r != nil {
+				bound, rerr = b.boundHost(ctx, s, r)
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			switch {
+			case rerr != nil && ctx.Err() == nil:
+				err = rerr
+			case rerr == nil && bound != "" && bound != host:
+				n++
+			}
+			return nil
+		})
 	}
-	return n, nil
+	_ = g.Wait()
+	return n, counted == len(names) && ctx.Err() == nil, err
 }

@@ -14,7 +14,7 @@ import (
 )
 
 // Where secrets may go (README, "Where secrets may go"; docs/security.md;
-// SPEC section 5; token_host.go): a role's password and client secret only to
+// README, "Where secrets may go"; token_host.go): a role's password and client secret only to
 // the token host its credentials were written for, an access token only to the
 // host that issued it. The tests run one mount against two fake upstreams on one
 // fake clock: host A, where the credentials were written, and host B, where
@@ -226,7 +226,7 @@ func TestTokenURLMoveReadsServeLiveTokenWithWarningThen409(t *testing.T) {
 			if accessToken(t, resp) != m.tokApp {
 				t.Fatalf("%s: %s served another token", when, path)
 			}
-			wantWarning(t, resp, `role "app"`, m.a.origin, m.b.origin, "password", "roles/")
+			wantWarning(t, resp, `role "app"`, m.a.origin, m.b.origin, "password", "roles/app")
 		}
 		resp := m.mustRead("creds/cc")
 		if accessToken(t, resp) != m.tokCC {
@@ -246,7 +246,7 @@ func TestTokenURLMoveReadsServeLiveTokenWithWarningThen409(t *testing.T) {
 	m.clock.Advance(time.Hour) // dead
 	for _, path := range []string{"creds/app", "static-creds/app"} {
 		_, err := m.read(path)
-		expectCodedError(t, err, 409, `role "app"`, m.a.origin, m.b.origin, "token_url", "password", "roles/")
+		expectCodedError(t, err, 409, `role "app"`, m.a.origin, m.b.origin, "token_url", "password", "roles/app")
 	}
 	_, err := m.read("creds/cc")
 	expectCodedError(t, err, 409, `role "cc"`, "client_secret")

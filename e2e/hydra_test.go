@@ -107,7 +107,7 @@ func TestHydra(t *testing.T) {
 		}
 	})
 
-	// Raw Basic (the default, which seed 002 and ICEYE-style servers decode)
+	// Raw Basic (the default, which ICEYE-style servers decode: README, "Upstreams")
 	// differs from Hydra's RFC 6749 decoding when the secret holds a character
 	// that form-encoding changes: Hydra rejects it, and one request is all it
 	// costs. With an alphanumeric secret the two agree.

@@ -253,7 +253,7 @@ func TestUpstreamAnswers(t *testing.T) {
 		{name: "redirect-307", fault: fakeiadvize.Fault{Mode: fakeiadvize.FaultRedirect, Status: http.StatusTemporaryRedirect, Location: otherTokenURL},
 			want: notFollowed(&otherHits)},
 
-		// Client authentication (RFC 6749 §2.3.1; seed 002).
+		// Client authentication (RFC 6749 §2.3.1; README, "Upstreams").
 		{name: "auth-basic-raw", cc: true, special: true, config: map[string]any{"client_auth": "basic"},
 			fake: func(u *upstream) { _ = u.SetBasicAuth(fakeiadvize.BasicAuthRaw) },
 			want: all(served(day), sentClient(fakeiadvize.ClientAuthBasic, nil))},

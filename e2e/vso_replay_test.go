@@ -33,21 +33,22 @@ const (
 	vsoJitter = 150 * time.Millisecond
 )
 
-// vsoRules are where SPEC section 7 (and VAULT-NOTES) and the controller part.
+// vsoRules are where the documented rules of Vault Secrets Operator and its
+// controller's code part.
 type vsoRules struct {
 	name string
 	// everyTTL: the next read is due ttl + 0.5 s after each read, from that
-	// read's ttl (SPEC 7). The controller keeps the metadata of the read that
+	// read's ttl (VSO's documented rules). The controller keeps the metadata of the read that
 	// last changed the data: syncSecret returns early when the HMACs are equal,
 	// before `o.Status.StaticCredsMetaData = *staticCredsMeta`, and
 	// computePostSyncHorizon schedules from the status' TTL.
 	everyTTL bool
 	// pollAlways: while last_vault_rotation is unchanged and ttl <= 2, poll
-	// (SPEC 7). The controller's awaitVaultSecretRotation polls only for an
+	// (VSO's documented rules). The controller's awaitVaultSecretRotation polls only for an
 	// answer with a rotation_schedule, which static-creds/ has not.
 	pollAlways bool
 	// maxReads bounds the reads per rotation, the one that gets the new token
-	// included. Under SPEC 7's rules, 3 to 5 (measured): ttl is whole seconds,
+	// included. Under VSO's documented rules, 3 to 5 (measured): ttl is whole seconds,
 	// cut short, so ttl + 0.5 s can come up to half a second before the refresh
 	// window opens; that read, VSO's immediate retry and perhaps one poll get
 	// the old token with ttl 1, the first read inside the window starts the
@@ -203,13 +204,13 @@ func (r *vsoReplay) wait(ctx context.Context, d time.Duration) {
 
 // TestVSOStaticCredsReplay: the replayed operator reads
 // iadvize/static-creds/crm-sync over three rotations of 20 s tokens (the plugin
-// logs in 12 s after each login), as SPEC 7 describes VSO and as VSO's code
+// logs in 12 s after each login), as VSO's documentation describes it and as VSO's code
 // does. Under both, every answer is static credentials; the targets are
 // restarted exactly once per new access_token and never in between (the first
 // sync restarts them too, as the controller does, and is counted apart), in
 // the order the fake issued the tokens, at most one token being replaced
 // before the operator saw it; each rotation costs a few reads (maxReads).
-// Under SPEC 7's rules, which re-read at each answer's ttl and poll, the
+// Under VSO's documented rules, which re-read at each answer's ttl and poll, the
 // Secret never holds an expired token. The controller re-reads at the ttl of
 // the read that got the token and does not poll: when its read comes before
 // the rotation (ttl + 0.5 s can fall half a second early), the next one is a

@@ -133,7 +133,7 @@ func refusal() *http.Response {
 
 // standIn is a stand-in Vault with one role, answering a read of
 // iadvize/creds/crm-sync or iadvize/static-creds/crm-sync, and a refused-token
-// report written to either, as SPEC section 2 says: a hash that is not the
+// report written to either, as the README ("When the API refuses the token") says: a hash that is not the
 // cached token's gets the current token; the cached token's is checked at the
 // fake's /_authenticated, and replaced by a login only when invalid there.
 type standIn struct {
@@ -143,7 +143,7 @@ type standIn struct {
 	token        string
 	issued       time.Time
 	reports      []string // the hashes reported, in order
-	reportStatus int      // when set, a report is refused with this status (as a 429 of SPEC 2 rule 3)
+	reportStatus int      // when set, a report is refused with this status (as the 5-minute rule of the README answers 429)
 }
 
 func (v *standIn) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
