@@ -7,8 +7,6 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
-
-	"github.com/hashicorp/vault/sdk/logical"
 )
 
 // The mount's wiring (backend.go): Clean.
@@ -64,12 +62,8 @@ func TestCleanDuringAReportsVerifyKeepsTheToken(t *testing.T) {
 	e.configure(u, map[string]any{"request_timeout": "1h"})
 	e.addRole("app", "svc@example.com", "pw-clean")
 	tok := accessToken(t, e.mustRead("creds/app"))
-	done := e.doAsync(logical.UpdateOperation, "creds/app", map[string]any{fieldRefusedTokenSHA256: tokenSHA256(tok)})
-	select {
-	case <-entered:
-	case <-time.After(waitFor):
-		t.Fatal("the report's check did not reach verify_url")
-	}
+	done := e.reportAsync("creds/app", tok)
+	awaitSignal(t, entered, "the report's check at verify_url")
 	e.b.Cleanup(context.Background())
 	r := awaitResult(t, done, "the report")
 	expectCodedError(t, r.err, http.StatusServiceUnavailable, "closing")

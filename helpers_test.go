@@ -805,3 +805,20 @@ func waitJoinedFlight(t *testing.T, u *holdingUpstream, caller string) {
 	}
 	t.Fatalf("%s did not join the flight in progress within %v", caller, waitFor)
 }
+
+// reportAsync reports tok refused (its hex SHA-256) on path in a goroutine; the
+// channel yields the answer.
+func (e *testEnv) reportAsync(path, tok string) <-chan readResult {
+	return e.doAsync(logical.UpdateOperation, path, map[string]any{fieldRefusedTokenSHA256: tokenSHA256(tok)})
+}
+
+// awaitSignal waits (in real time, bounded) for a value on ch, and fails the
+// test naming what did not happen.
+func awaitSignal(t *testing.T, ch <-chan struct{}, what string) {
+	t.Helper()
+	select {
+	case <-ch:
+	case <-time.After(waitFor):
+		t.Fatalf("%s did not happen within %v", what, waitFor)
+	}
+}

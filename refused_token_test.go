@@ -388,12 +388,8 @@ func TestReportOvertakenByARotationGetsTheNewToken(t *testing.T) {
 	t.Cleanup(open)
 	first := accessToken(t, e.mustRead("creds/app"))
 
-	report := e.doAsync(logical.UpdateOperation, "creds/app", map[string]any{fieldRefusedTokenSHA256: tokenSHA256(first)})
-	select {
-	case <-entered:
-	case <-time.After(waitFor):
-		t.Fatal("the report did not check the token at verify_url")
-	}
+	report := e.reportAsync("creds/app", first)
+	awaitSignal(t, entered, "the report's check at verify_url")
 	if _, err := e.doRotate("app"); err != nil {
 		t.Fatalf("rotate-role: %v", err)
 	}
