@@ -53,6 +53,7 @@ type interleaving struct {
 	arrived  chan struct{}
 	url      string
 	first    string // the token of the role's first login
+	otherURL string // another token host, serving as this one does
 	expiry   time.Time
 	asyncs   []asyncOp
 	results  []readResult // of asyncs, in order, once answerAll is done
@@ -66,11 +67,15 @@ type asyncOp struct {
 	done    <-chan readResult
 }
 
-func newInterleaving(t *testing.T) *interleaving {
+// newInterleaving starts a run: role app logged in once, on an upstream that
+// holds every later login. withVerify sets verify_url, which says every token is
+// invalid (a report then drops the token and logs in); without it, a report
+// logs in at most once per interval.
+func newInterleaving(t *testing.T, withVerify bool) *interleaving {
 	iv := &interleaving{t: t, clock: fakeclock.New(), storage: &logical.InmemStorage{}, auto: true,
 		versions: map[string]int{}, arrived: make(chan struct{}, 100)}
 	u := newUpstream(t, iv.serve)
-	iv.url = u.url
+	iv.url, iv.otherURL = u.url, newUpstream(t, iv.serve).url
 	t.Cleanup(func() { // release what is still held, before the server closes
 		iv.mu.Lock()
 		defer iv.mu.Unlock()
@@ -82,7 +87,11 @@ func newInterleaving(t *testing.T) *interleaving {
 		}
 	})
 	iv.e = newTestEnv(t, iv.storage, iv.clock)
-	iv.e.configure(u, map[string]any{"verify_url": "", "request_timeout": "60s"})
+	verifyURL := ""
+	if withVerify {
+		verifyURL = u.url + "/_authenticated"
+	}
+	iv.e.configure(u, map[string]any{"verify_url": verifyURL, "request_timeout": "60s"})
 	iv.setCreds("svc-1@example.com", "pw-1")
 	iv.expiry = iv.clock.Now().Add(24 * time.Hour)
 	iv.first = accessToken(t, iv.e.mustRead("creds/app"))
@@ -93,6 +102,10 @@ func newInterleaving(t *testing.T) *interleaving {
 // serve answers the token endpoint: at once in auto mode, otherwise when the
 // test answers the login.
 func (iv *interleaving) serve(w http.ResponseWriter, r *http.Request) {
+	if strings.HasSuffix(r.URL.Path, "/_authenticated") {
+		jsonAnswer(http.StatusUnauthorized, map[string]any{"error": "invalid_token"})(w, r)
+		return
+	}
 	_ = r.ParseForm()
 	iv.mu.Lock()
 	l := &heldLogin{version: iv.versions[r.PostForm.Get("username")+"\x00"+r.PostForm.Get("password")],
@@ -196,6 +209,10 @@ var sweepOps = []struct {
 		iv.at(iv.clock.Now())
 		iv.e.mustWrite("config", map[string]any{"refresh_before": "2h", "token_url": iv.url + "/oauth2/token?v=2"})
 	}},
+	{"a token_url move", func(iv *interleaving) { // the role's credentials wait to be written again
+		iv.at(iv.clock.Now())
+		iv.e.mustWrite("config", map[string]any{"token_url": iv.otherURL + "/oauth2/token", "verify_url": ""})
+	}},
 	{"Clean", func(iv *interleaving) {
 		iv.e.b.Cleanup(context.Background())
 		iv.mu.Lock()
@@ -206,28 +223,40 @@ var sweepOps = []struct {
 }
 
 func TestInterleavingSweep(t *testing.T) {
-	for _, a := range sweepOps {
-		for _, b := range sweepOps {
-			if a.name == b.name {
-				continue
-			}
-			for _, lastFirst := range []bool{false, true} {
-				order := "answered first to last"
-				if lastFirst {
-					order = "answered last to first"
+	for _, withVerify := range []bool{false, true} {
+		for _, a := range sweepOps {
+			for _, b := range sweepOps {
+				if a.name == b.name {
+					continue
 				}
-				t.Run(a.name+", then "+b.name+", "+order, func(t *testing.T) {
-					iv := newInterleaving(t)
-					a.run(iv)
-					iv.settle()
-					b.run(iv)
-					iv.settle()
-					iv.answerAll(lastFirst)
-					iv.check()
-				})
+				for _, lastFirst := range []bool{false, true} {
+					sweepPair(t, withVerify, a.name, a.run, b.name, b.run, lastFirst)
+				}
 			}
 		}
 	}
+}
+
+// sweepPair runs a, then b, then answers the held logins in the given order,
+// and judges what was served.
+func sweepPair(t *testing.T, withVerify bool, aName string, a func(*interleaving), bName string, b func(*interleaving), lastFirst bool) {
+	order := "answered first to last"
+	if lastFirst {
+		order = "answered last to first"
+	}
+	verify := "no verify_url"
+	if withVerify {
+		verify = "verify_url"
+	}
+	t.Run(verify+": "+aName+", then "+bName+", "+order, func(t *testing.T) {
+		iv := newInterleaving(t, withVerify)
+		a(iv)
+		iv.settle()
+		b(iv)
+		iv.settle()
+		iv.answerAll(lastFirst)
+		iv.check()
+	})
 }
 
 // settle waits until every goroutine running the mount's code is parked: waiting
@@ -375,7 +404,7 @@ func (iv *interleaving) check() {
 			}
 		}
 	}
-	iv.e.mustRead("creds/app") // may start a refresh of its own, answered at once
+	iv.e.read("creds/app") // may start a refresh of its own, answered at once
 	iv.e.settle()
 	iv.mu.Lock()
 	for _, l := range iv.logins {
@@ -384,7 +413,19 @@ func (iv *interleaving) check() {
 		}
 	}
 	iv.mu.Unlock()
-	tok := accessToken(iv.t, iv.e.mustRead("creds/app"))
+	resp, err := iv.e.read("creds/app")
+	if codedStatus(err) == http.StatusConflict && strings.Contains(err.Error(), "written again") {
+		// The credentials wait to be written for the new token host, and hold no
+		// token: right, unless one of them was delivered.
+		if !newest.IsZero() {
+			iv.t.Fatalf("a token of the current credentials was delivered, yet the read got: %v", err)
+		}
+		return
+	}
+	if err != nil || resp == nil || resp.IsError() {
+		iv.t.Fatalf("the final read: %v %v", err, respErr(resp))
+	}
+	tok := accessToken(iv.t, resp)
 	v, sent := version(tok)
 	switch {
 	case v != current:
